@@ -1,0 +1,38 @@
+# Lifeboat developer entry points. `make up` and `make test` work on a fresh machine.
+PY ?= python3
+NODE_BIN := $(CURDIR)/tools/node/node_modules/.bin
+export PATH := $(NODE_BIN):$(PATH)
+export LIFEBOAT_AZURITE := $(NODE_BIN)/azurite-blob
+
+.PHONY: deps up test lint unit bench clean
+
+.stamps/py: pyproject.toml
+	$(PY) -m pip install -q -e '.[test]'
+	@mkdir -p .stamps && touch $@
+
+.stamps/node: tools/node/package.json
+	cd tools/node && npm install --no-audit --no-fund --loglevel=error
+	@mkdir -p .stamps && touch $@
+
+deps: .stamps/py .stamps/node
+
+## up: the main job on the embedded default: protect a disk image into a local repository,
+## change it, replicate incrementally, restore and verify (see scripts/demo.sh).
+up: .stamps/py
+	bash scripts/demo.sh
+
+lint: .stamps/py
+	ruff check shared node_runtime functions cli cdk tests bench
+	mypy
+	lint-imports
+
+## test: lint, then every test suite (starts moto, SeaweedFS and Azurite itself).
+test: deps lint
+	$(PY) -m pytest -q -p no:cacheprovider
+
+bench: .stamps/py
+	bash bench/install_peers.sh
+	$(PY) bench/run.py --size 2G --out docs/BENCHMARKS.md
+
+clean:
+	rm -rf .stamps lifeboat-demo bench/work

@@ -1,0 +1,298 @@
+"""The replication pipeline: source disk -> crash-consistent recovery point.
+
+Stages (one run, one disk)::
+
+    read (caller thread) --[window: W blocks]--> hash/dedup/compress/encrypt (workers)
+        --[packer]--> upload (streams) --[checkpoint]--> index --> pages --> point
+
+Memory math, with B = block size, P = pack target (16 MiB), W = 2 x workers + 2:
+  blocks in flight       <= W x B                    (the read window semaphore)
+  pack being assembled   <= P + B
+  packs queued/uploading <= streams x (P + B)        (the upload semaphore)
+so 2 workers, 4 streams and 1 MiB blocks stay under ~100 MiB whatever the disk size.
+The in-memory index grows with the repository's unique blocks (~150 B each), not with
+the disk being read.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from shared.errors import InvalidInputError, PointNotFoundError
+from shared.repo import codec
+from shared.repo.codec import IndexEntry
+from shared.repo.keys import ZERO_ID
+from shared.repo.packer import DEFAULT_PACK_TARGET, Packer, SealedPack
+from shared.repo.points import PAGE_ENTRIES, PointRecord, PointStats, check_disk_id, new_point_id
+from shared.repo.repository import Repository
+from node_runtime.replication.source import Extent, FileSource, blocks_touched
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BLOCK_SIZE = 1 << 20
+_ZEROS: dict[int, bytes] = {}
+
+
+def _zeros(n: int) -> bytes:
+    """A shared all-zero buffer: comparing against it is a memcmp, the cheapest hole test."""
+    z = _ZEROS.get(n)
+    if z is None:
+        z = _ZEROS[n] = bytes(n)
+    return z
+
+Progress = Callable[[int, int], None]  # (bytes processed, bytes to process)
+
+
+@dataclass
+class ReplicationOptions:
+    block_size: int | None = None  # None: the parent's, else 1 MiB
+    streams: int = 4  # parallel uploads
+    workers: int = 2  # hash/compress/encrypt threads
+    changed_extents: Sequence[Extent] | None = None
+    compression_level: int = 3
+    pack_target: int = DEFAULT_PACK_TARGET
+    checkpoint_bytes: int = 256 << 20
+    checkpoint_seconds: float = 60.0
+    source_label: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class _Run:
+    """Shared state of one replication run; every mutation happens under ``lock``."""
+
+    def __init__(self, repo: Repository, opts: ReplicationOptions, known: dict[bytes, IndexEntry]) -> None:
+        self.repo = repo
+        self.opts = opts
+        self.known = known
+        self.lock = threading.Lock()
+        self.inflight: set[bytes] = set()
+        self.packer = Packer(repo.key, opts.pack_target)
+        self.pending_rows: list[tuple[bytes, IndexEntry]] = []
+        self.pending_bytes = 0
+        self.last_checkpoint = time.monotonic()
+        self.stats = PointStats()
+        self.error: BaseException | None = None
+        self.window = threading.BoundedSemaphore(2 * opts.workers + 2)
+        self.upload_slots = threading.BoundedSemaphore(opts.streams)
+        self.uploads: list[Future[None]] = []
+        self.upload_pool = ThreadPoolExecutor(opts.streams, thread_name_prefix="upload")
+
+    # upload stage --------------------------------------------------------------------------
+    def submit_pack(self, pack: SealedPack) -> None:
+        self.upload_slots.acquire()  # backpressure: at most `streams` packs in memory
+        try:
+            fut = self.upload_pool.submit(self._upload, pack)
+        except BaseException:
+            self.upload_slots.release()
+            raise
+        with self.lock:
+            self.uploads.append(fut)
+
+    def _upload(self, pack: SealedPack) -> None:
+        try:
+            self.repo.put_pack(pack.id, pack.data)
+            with self.lock:
+                self.pending_rows.extend(pack.index_rows())
+                self.pending_bytes += len(pack.data)
+                self.stats.bytes_new_stored += len(pack.data)
+                due = (
+                    self.pending_bytes >= self.opts.checkpoint_bytes
+                    or time.monotonic() - self.last_checkpoint >= self.opts.checkpoint_seconds
+                )
+            if due:
+                self.checkpoint()
+        finally:
+            self.upload_slots.release()
+
+    def checkpoint(self) -> None:
+        """Commit an index for every uploaded pack, so a killed run's successor skips them."""
+        with self.lock:
+            rows, self.pending_rows = self.pending_rows, []
+            self.pending_bytes = 0
+            self.last_checkpoint = time.monotonic()
+        if rows:
+            try:
+                self.repo.write_index(rows)
+            except BaseException:
+                with self.lock:
+                    self.pending_rows[:0] = rows
+                raise
+            with self.lock:
+                self.known.update(rows)
+
+    # hash/compress stage ---------------------------------------------------------------------
+    def process(self, i: int, data: bytes, new_map: list[bytes], parent_map: Sequence[bytes]) -> None:
+        try:
+            if self.error is not None:
+                return
+            if data == _zeros(len(data)):
+                new_map[i] = ZERO_ID
+                with self.lock:
+                    self.stats.holes += 1
+                return
+            block_id = self.repo.key.block_id(data)
+            new_map[i] = block_id
+            if i < len(parent_map) and parent_map[i] == block_id:
+                return
+            with self.lock:
+                if block_id in self.known or block_id in self.inflight:
+                    return
+                self.inflight.add(block_id)
+            blob = codec.encode_blob(self.repo.key, block_id, data, level=self.opts.compression_level)
+            with self.lock:
+                self.stats.blocks_new += 1
+                self.stats.bytes_new_raw += len(data)
+                pack = self.packer.add(block_id, blob, len(data))
+            if pack is not None:
+                self.submit_pack(pack)
+        except BaseException as exc:
+            with self.lock:
+                self.error = self.error or exc
+        finally:
+            self.window.release()
+
+    def finish_uploads(self) -> None:
+        with self.lock:
+            pack = self.packer.flush()
+        if pack is not None:
+            self.submit_pack(pack)
+        self.upload_pool.shutdown(wait=True)
+        for fut in self.uploads:
+            exc = fut.exception()
+            if exc is not None and self.error is None:
+                self.error = exc
+
+
+def _plan_reads(
+    source: FileSource,
+    n_blocks: int,
+    block_size: int,
+    parent: PointRecord | None,
+    extents: Sequence[Extent] | None,
+) -> list[int]:
+    """Indices of blocks to read: the changed ones, or every block that may hold data."""
+    if extents is not None:
+        for off, length in extents:
+            if off + length > source.size:
+                raise InvalidInputError(
+                    f"changed extent [{off}, {length}] ends past the disk end ({source.size} bytes)"
+                )
+        if parent is not None and parent.disk_size == source.size:
+            return list(blocks_touched(extents, block_size, n_blocks))
+        log.warning("extent list ignored: no parent point of the same size; reading the whole disk")
+    return list(blocks_touched(source.data_extents(), block_size, n_blocks))
+
+
+def replicate(
+    repo: Repository,
+    disk_id: str,
+    source: FileSource,
+    opts: ReplicationOptions | None = None,
+    *,
+    progress: Progress | None = None,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> PointRecord:
+    """Replicate ``source`` as a new point of ``disk_id`` and return the committed point.
+
+    Incremental against the disk's latest point: with ``changed_extents`` only those
+    ranges are read; without, every data block is read but only changed ids are sent.
+    Blocks already anywhere in the repository are never sent (dedup). On failure the
+    packs already uploaded are indexed before the error propagates, so a retry resumes.
+    """
+    opts = opts or ReplicationOptions()
+    check_disk_id(disk_id)
+    started = time.monotonic()
+    with repo.lock(exclusive=False):
+        try:
+            parent: PointRecord | None = repo.resolve_point(disk_id, "latest")
+        except PointNotFoundError:
+            parent = None
+        block_size = opts.block_size or (parent.block_size if parent else DEFAULT_BLOCK_SIZE)
+        if parent is not None and parent.block_size != block_size:
+            raise InvalidInputError(
+                f"disk {disk_id} uses {parent.block_size}-byte blocks; block size is fixed per disk"
+            )
+        n_blocks = -(-source.size // block_size)
+        parent_map = repo.block_map(parent) if parent and parent.block_size == block_size else []
+        new_map = list(parent_map[:n_blocks]) + [ZERO_ID] * max(0, n_blocks - len(parent_map))
+        to_read = _plan_reads(source, n_blocks, block_size, parent, opts.changed_extents)
+        if opts.changed_extents is None or parent is None or parent.disk_size != source.size:
+            # Blocks not read are holes in the source, whatever the parent had there.
+            reading = set(to_read)
+            new_map = [ZERO_ID if i not in reading else new_map[i] for i in range(n_blocks)]
+        run = _Run(repo, opts, repo.load_index())
+        total = sum(min(block_size, source.size - i * block_size) for i in to_read)
+        done = 0
+        with ThreadPoolExecutor(opts.workers, thread_name_prefix="hash") as workers:
+            try:
+                for i in to_read:
+                    if run.error is not None:
+                        break
+                    length = min(block_size, source.size - i * block_size)
+                    data = source.read(i * block_size, length)
+                    run.window.acquire()
+                    workers.submit(run.process, i, data, new_map, parent_map)
+                    done += length
+                    run.stats.blocks_read += 1
+                    if progress:
+                        progress(done, total)
+            except BaseException as exc:
+                run.error = run.error or exc
+        run.finish_uploads()
+        run.stats.bytes_read = done
+        try:
+            run.checkpoint()
+        except BaseException as exc:
+            run.error = run.error or exc
+        if run.error is not None:
+            raise run.error
+        when = now()
+        when = when.replace(microsecond=when.microsecond // 1000 * 1000)
+        if parent is not None and when <= parent.time:
+            when = parent.time + timedelta(milliseconds=1)  # ids must sort in commit order
+        run.stats.duration_s = round(time.monotonic() - started, 3)
+        return _commit(repo, disk_id, source, block_size, new_map, parent, parent_map, run, opts, when)
+
+
+def _commit(
+    repo: Repository,
+    disk_id: str,
+    source: FileSource,
+    block_size: int,
+    new_map: list[bytes],
+    parent: PointRecord | None,
+    parent_map: Sequence[bytes],
+    run: _Run,
+    opts: ReplicationOptions,
+    when: datetime,
+) -> PointRecord:
+    """Write changed pages, then the point record: the commit."""
+    pages: list[str | None] = []
+    n_pages = -(-len(new_map) // PAGE_ENTRIES)
+    for p in range(n_pages):
+        lo, hi = p * PAGE_ENTRIES, min((p + 1) * PAGE_ENTRIES, len(new_map))
+        ids = new_map[lo:hi]
+        if parent is not None and p < len(parent.pages) and list(parent_map[lo:hi]) == ids:
+            pages.append(parent.pages[p])
+        else:
+            pages.append(repo.write_page(ids))
+    point = PointRecord(
+        id=new_point_id(when),
+        disk_id=disk_id,
+        time=when,
+        disk_size=source.size,
+        block_size=block_size,
+        pages=pages,
+        parent=parent.id if parent else None,
+        source=opts.source_label or source.path,
+        tags=opts.tags,
+        stats=run.stats,
+    )
+    repo.write_point(point)
+    return point

@@ -1,0 +1,239 @@
+"""Bytes in, bytes out: every object layout of FORMAT.md, with no storage access.
+
+Each ``decode_*`` function checks what it reads and raises :class:`CorruptObjectError`
+naming the object (``name``) instead of returning data that failed a check.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+
+import zstandard
+
+from shared.errors import CorruptObjectError, UnsupportedFormatError
+from shared.repo.keys import ZERO_ID, MasterKey
+
+FORMAT_VERSION = 1
+SEAL_MAGIC = b"LBOX"
+PACK_MAGIC = b"LBPK"
+HEADER_SIZE = 8
+ID_SIZE = 32
+
+
+class ObjectType(IntEnum):
+    INDEX = 1
+    PAGE = 2
+    POINT = 3
+    PACK_TRAILER = 4
+
+
+class Codec(IntEnum):
+    RAW = 0
+    ZSTD = 1
+
+
+_local = threading.local()
+
+
+def _zstd(level: int) -> tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor]:
+    """This thread's (compressor, decompressor): zstandard objects are not thread-safe."""
+    pairs = _local.__dict__.setdefault("pairs", {})
+    pair = pairs.get(level)
+    if pair is None:
+        pair = pairs[level] = (zstandard.ZstdCompressor(level=level), zstandard.ZstdDecompressor())
+    return pair
+
+
+def compress(data: bytes | memoryview, level: int = 3) -> tuple[Codec, bytes]:
+    """zstd-compress ``data``; return it raw when compression does not help."""
+    packed = _zstd(level)[0].compress(data)
+    if len(packed) >= len(data):
+        return Codec.RAW, bytes(data)
+    return Codec.ZSTD, packed
+
+
+def decompress(codec: int, body: bytes, raw_length: int, *, name: str) -> bytes:
+    if codec == Codec.RAW:
+        out = body
+    elif codec == Codec.ZSTD:
+        try:
+            out = _zstd(3)[1].decompress(body, max_output_size=raw_length)
+        except zstandard.ZstdError as exc:
+            raise CorruptObjectError(f"{name}: zstd data is corrupt", key=name) from exc
+    else:
+        raise CorruptObjectError(f"{name}: unknown codec {codec}", key=name)
+    if len(out) != raw_length:
+        raise CorruptObjectError(
+            f"{name}: expected {raw_length} bytes after decoding, got {len(out)}", key=name
+        )
+    return out
+
+
+# --- sealed objects (§9) ------------------------------------------------------------------
+def seal(key: MasterKey, otype: ObjectType, payload: bytes, *, level: int = 3) -> bytes:
+    codec, body = compress(payload, level)
+    header = SEAL_MAGIC + bytes([FORMAT_VERSION, otype, codec, 1 if key.encrypted else 0])
+    return header + key.seal(body, header)
+
+
+def unseal(key: MasterKey, otype: ObjectType, data: bytes, *, name: str) -> bytes:
+    if len(data) < HEADER_SIZE or data[:4] != SEAL_MAGIC:
+        raise CorruptObjectError(f"{name}: not a Lifeboat object (bad magic or truncated)", key=name)
+    version, got_type, codec, encrypted = data[4], data[5], data[6], data[7]
+    if version != FORMAT_VERSION:
+        raise UnsupportedFormatError(f"{name}: object format version {version} is not supported", key=name)
+    if got_type != otype:
+        raise CorruptObjectError(f"{name}: expected a {otype.name} object, found type {got_type}", key=name)
+    if bool(encrypted) != key.encrypted:
+        raise CorruptObjectError(f"{name}: encryption flag does not match the repository", key=name)
+    header = data[:HEADER_SIZE]
+    body = key.open(memoryview(data)[HEADER_SIZE:], header, what=name)
+    if codec == Codec.RAW:
+        return body
+    if codec != Codec.ZSTD:
+        raise CorruptObjectError(f"{name}: unknown codec {codec}", key=name)
+    try:
+        return _zstd(3)[1].decompress(body)
+    except zstandard.ZstdError as exc:
+        raise CorruptObjectError(f"{name}: zstd data is corrupt", key=name) from exc
+
+
+# --- blobs (§5) ----------------------------------------------------------------------------
+def encode_blob(key: MasterKey, block_id: bytes, data: bytes | memoryview, *, level: int = 3) -> bytes:
+    codec, body = compress(data, level)
+    return key.seal(bytes([codec]) + body, block_id)
+
+
+def decode_blob(key: MasterKey, block_id: bytes, blob: bytes, raw_length: int, *, name: str) -> bytes:
+    """Decode a blob and verify that its plaintext hashes to ``block_id``."""
+    inner = key.open(blob, block_id, what=name)
+    if not inner:
+        raise CorruptObjectError(f"{name}: empty blob", key=name)
+    data = decompress(inner[0], inner[1:], raw_length, name=name)
+    if key.block_id(data) != block_id:
+        raise CorruptObjectError(f"{name}: block {block_id.hex()} does not match its id", key=name)
+    return data
+
+
+# --- packs (§5) ----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class BlobEntry:
+    """Where one blob lives inside a pack."""
+
+    id: bytes
+    offset: int
+    length: int
+    raw_length: int
+
+
+_ENTRY = struct.Struct("<32sIII")
+_INDEX_ENTRY = struct.Struct("<32sIIII")
+
+
+def pack_header(key: MasterKey) -> bytes:
+    return PACK_MAGIC + bytes([FORMAT_VERSION, 1 if key.encrypted else 0, 0, 0])
+
+
+def pack_trailer(key: MasterKey, entries: Sequence[BlobEntry]) -> bytes:
+    payload = struct.pack("<I", len(entries)) + b"".join(
+        _ENTRY.pack(e.id, e.offset, e.length, e.raw_length) for e in entries
+    )
+    sealed = seal(key, ObjectType.PACK_TRAILER, payload)
+    return sealed + struct.pack("<I", len(sealed))
+
+
+def decode_pack_trailer(key: MasterKey, pack: bytes, *, name: str) -> list[BlobEntry]:
+    """Read the self-description at the end of a whole pack."""
+    if len(pack) < HEADER_SIZE + 4 or pack[:4] != PACK_MAGIC:
+        raise CorruptObjectError(f"{name}: not a pack (bad magic or truncated)", key=name)
+    if pack[4] != FORMAT_VERSION:
+        raise UnsupportedFormatError(f"{name}: pack version {pack[4]} is not supported", key=name)
+    (tlen,) = struct.unpack_from("<I", pack, len(pack) - 4)
+    start = len(pack) - 4 - tlen
+    if start < HEADER_SIZE:
+        raise CorruptObjectError(f"{name}: pack trailer length is invalid", key=name)
+    payload = unseal(key, ObjectType.PACK_TRAILER, pack[start : len(pack) - 4], name=name)
+    entries = _decode_entries(payload, _ENTRY, name)
+    out = [BlobEntry(*fields) for fields in entries]
+    for e in out:
+        if e.offset < HEADER_SIZE or e.offset + e.length > start:
+            raise CorruptObjectError(f"{name}: trailer entry points outside the pack", key=name)
+    return out
+
+
+def _decode_entries(payload: bytes, fmt: struct.Struct, name: str, offset: int = 0) -> list[tuple]:
+    try:
+        (count,) = struct.unpack_from("<I", payload, offset)
+    except struct.error as exc:
+        raise CorruptObjectError(f"{name}: truncated entry table", key=name) from exc
+    offset += 4
+    if len(payload) - offset != count * fmt.size:
+        raise CorruptObjectError(f"{name}: entry table length does not match its count", key=name)
+    return list(fmt.iter_unpack(payload[offset:]))
+
+
+# --- index (§6) ----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    """A block's location: which pack, where, how long stored and raw."""
+
+    pack_id: bytes
+    offset: int
+    length: int
+    raw_length: int
+
+
+def encode_index(key: MasterKey, entries: Iterable[tuple[bytes, IndexEntry]]) -> bytes:
+    pack_numbers: dict[bytes, int] = {}
+    rows = []
+    for block_id, e in entries:
+        number = pack_numbers.setdefault(e.pack_id, len(pack_numbers))
+        rows.append(_INDEX_ENTRY.pack(block_id, number, e.offset, e.length, e.raw_length))
+    payload = b"".join(
+        [struct.pack("<I", len(pack_numbers)), *pack_numbers, struct.pack("<I", len(rows)), *rows]
+    )
+    return seal(key, ObjectType.INDEX, payload)
+
+
+def decode_index(key: MasterKey, data: bytes, *, name: str) -> list[tuple[bytes, IndexEntry]]:
+    payload = unseal(key, ObjectType.INDEX, data, name=name)
+    try:
+        (n_packs,) = struct.unpack_from("<I", payload, 0)
+    except struct.error as exc:
+        raise CorruptObjectError(f"{name}: truncated index", key=name) from exc
+    table_end = 4 + n_packs * ID_SIZE
+    if table_end > len(payload):
+        raise CorruptObjectError(f"{name}: truncated pack table", key=name)
+    packs = [payload[4 + i * ID_SIZE : 4 + (i + 1) * ID_SIZE] for i in range(n_packs)]
+    out = []
+    for block_id, number, offset, length, raw_length in _decode_entries(payload, _INDEX_ENTRY, name, table_end):
+        if number >= n_packs:
+            raise CorruptObjectError(f"{name}: entry names pack #{number} of {n_packs}", key=name)
+        out.append((block_id, IndexEntry(packs[number], offset, length, raw_length)))
+    return out
+
+
+# --- pages (§7) ----------------------------------------------------------------------------
+def encode_page_payload(ids: Sequence[bytes]) -> bytes:
+    return struct.pack("<I", len(ids)) + b"".join(ids)
+
+
+def decode_page(key: MasterKey, data: bytes, *, name: str, expect_id: bytes | None = None) -> list[bytes]:
+    payload = unseal(key, ObjectType.PAGE, data, name=name)
+    if expect_id is not None and key.block_id(payload) != expect_id:
+        raise CorruptObjectError(f"{name}: page content does not match its name", key=name)
+    try:
+        (count,) = struct.unpack_from("<I", payload, 0)
+    except struct.error as exc:
+        raise CorruptObjectError(f"{name}: truncated page", key=name) from exc
+    if len(payload) != 4 + count * ID_SIZE:
+        raise CorruptObjectError(f"{name}: page length does not match its count", key=name)
+    return [payload[4 + i * ID_SIZE : 4 + (i + 1) * ID_SIZE] for i in range(count)]
+
+
+def is_hole(block_id: bytes) -> bool:
+    return block_id == ZERO_ID

@@ -1,0 +1,160 @@
+"""``forget`` (apply a retention policy to a disk's points) and ``prune`` (free unused data).
+
+Prune follows the deletion order of FORMAT.md §10 under an exclusive lock: compute live
+blocks from every point, repack mostly-dead packs, commit a new index, and only then
+delete old index objects, unreferenced pages and unreferenced packs. A crash at any step
+leaves every point restorable; running prune again finishes the job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from shared.errors import CorruptObjectError, InvalidInputError
+from shared.policies.retention import Decision, PointRef, RetentionPolicy, apply_retention
+from shared.repo import codec
+from shared.repo.codec import IndexEntry
+from shared.repo.keys import ZERO_ID
+from shared.repo.packer import Packer, SealedPack
+from shared.repo.repository import Repository, pack_key
+
+INDEX_ENTRIES_PER_OBJECT = 100_000
+
+
+def forget(
+    repo: Repository, disk_id: str, policy: RetentionPolicy, now: datetime, *, dry_run: bool = False
+) -> list[Decision]:
+    """Delete the points of ``disk_id`` that ``policy`` does not keep; return every decision."""
+    if policy.is_empty():
+        raise InvalidInputError("refusing to forget with an empty policy: give at least one --keep-* option")
+    names = [p for d, p in repo.point_names(disk_id) if d == disk_id]
+    points = [repo.read_point(disk_id, p) for p in names]
+    decisions = apply_retention([PointRef(id=p.id, time=p.time) for p in points], policy, now)
+    if not dry_run:
+        with repo.lock(exclusive=False):
+            for d in decisions:
+                if not d.keep:
+                    repo.delete_point(disk_id, d.point_id)
+    return decisions
+
+
+@dataclass
+class PruneReport:
+    points: int = 0
+    live_blocks: int = 0
+    packs_total: int = 0
+    packs_deleted: int = 0
+    packs_repacked: int = 0
+    packs_written: int = 0
+    bytes_deleted: int = 0
+    bytes_written: int = 0
+    index_objects_replaced: int = 0
+    pages_deleted: int = 0
+    dry_run: bool = False
+    steps: list[str] = field(default_factory=list)
+
+
+def prune(
+    repo: Repository,
+    *,
+    repack_dead_fraction: float = 0.25,
+    dry_run: bool = False,
+    log: Callable[[str], None] = lambda _msg: None,
+) -> PruneReport:
+    """Remove data no point references; repack packs whose dead share exceeds the threshold."""
+    report = PruneReport(dry_run=dry_run)
+    with repo.lock(exclusive=True):
+        live_pages, live_blocks = _live(repo, report)
+        index_names = repo.index_names()
+        index: dict[bytes, IndexEntry] = {}
+        for name in index_names:
+            index.update(repo.read_index_object(name))
+        missing = [b for b in live_blocks if b not in index]
+        if missing:
+            raise CorruptObjectError(
+                f"{len(missing)} live blocks are in no index (e.g. {missing[0].hex()}); "
+                "prune refuses to run on a damaged repository: run check",
+            )
+        pack_sizes = {info.key: info.size for info in repo.store.list("data/")}
+        report.packs_total = len(pack_sizes)
+        by_pack: dict[bytes, list[tuple[bytes, IndexEntry]]] = {}
+        for block_id, e in index.items():
+            by_pack.setdefault(e.pack_id, []).append((block_id, e))
+
+        keep_packs: set[bytes] = set()
+        repack: list[bytes] = []
+        for pack_id, rows in by_pack.items():
+            total = sum(e.length for _, e in rows)
+            live = sum(e.length for b, e in rows if b in live_blocks)
+            if live == 0:
+                continue
+            if total and (total - live) / total > repack_dead_fraction:
+                repack.append(pack_id)
+            else:
+                keep_packs.add(pack_id)
+        doomed = [k for k in pack_sizes if k not in {pack_key(p) for p in keep_packs}]
+        report.packs_repacked = len(repack)
+        report.packs_deleted = len(doomed)
+        report.bytes_deleted = sum(pack_sizes[k] for k in doomed)
+        if dry_run:
+            return report
+
+        # 3. repack live blobs out of mostly-dead packs
+        new_rows: dict[bytes, IndexEntry] = {}
+        packer = Packer(repo.key)
+
+        def emit(pack: SealedPack | None) -> None:
+            if pack is None:
+                return
+            repo.put_pack(pack.id, pack.data)
+            new_rows.update(pack.index_rows())
+            report.packs_written += 1
+            report.bytes_written += len(pack.data)
+
+        for pack_id in repack:
+            wanted = [(b, e) for b, e in by_pack[pack_id] if b in live_blocks]
+            # Decode (and so verify) each blob, then re-encode: corruption is never copied.
+            for block_id, data in repo.read_blobs(pack_id, wanted):
+                emit(packer.add(block_id, codec.encode_blob(repo.key, block_id, data), len(data)))
+        emit(packer.flush())
+        log(f"repacked {len(repack)} packs into {report.packs_written}")
+
+        # 4. commit an index of every live block
+        rows = [(b, new_rows.get(b) or index[b]) for b in live_blocks]
+        rows.sort(key=lambda r: r[0])
+        for lo in range(0, len(rows), INDEX_ENTRIES_PER_OBJECT):
+            repo.write_index(rows[lo : lo + INDEX_ENTRIES_PER_OBJECT])
+        # 5. drop the old index objects
+        for name in index_names:
+            repo.store.delete(name)
+        report.index_objects_replaced = len(index_names)
+        # 6. pages no point references
+        for name in repo.page_names():
+            if name.rsplit("/", 1)[-1] not in live_pages:
+                repo.store.delete(name)
+                report.pages_deleted += 1
+        # 7. packs no index references
+        for name in doomed:
+            repo.store.delete(name)
+        log(f"deleted {len(doomed)} packs ({report.bytes_deleted} bytes)")
+    return report
+
+
+def _live(repo: Repository, report: PruneReport) -> tuple[set[str], set[bytes]]:
+    """Page ids and block ids that some point references (every page read once)."""
+    live_pages: set[str] = set()
+    live_blocks: set[bytes] = set()
+    for point in repo.list_points():
+        report.points += 1
+        n = point.n_blocks
+        for p, page_id in enumerate(point.pages):
+            if page_id is None or page_id in live_pages:
+                continue
+            live_pages.add(page_id)
+            live_blocks.update(repo.read_page(page_id, min(point.page_entries, n - p * point.page_entries)))
+    live_blocks.discard(ZERO_ID)
+    report.live_blocks = len(live_blocks)
+    return live_pages, live_blocks
+

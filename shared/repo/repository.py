@@ -1,0 +1,349 @@
+"""An open repository: config, keys, index, pages, points and locks over an ObjectStore.
+
+This is the only module that names object keys (FORMAT.md §1). It reads and writes whole
+objects; the replication pipeline and recovery reads drive it from many threads, so
+every method here is thread-safe.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+
+from pydantic import ValidationError
+
+from shared.errors import (
+    CorruptObjectError,
+    InvalidInputError,
+    ObjectNotFoundError,
+    PointNotFoundError,
+    RepositoryExistsError,
+    RepositoryLockedError,
+    RepositoryNotFoundError,
+    UnsupportedFormatError,
+    WrongPasswordError,
+)
+from shared.ports.object_store import ObjectStore
+from shared.repo import codec
+from shared.repo.codec import IndexEntry, ObjectType
+from shared.repo.keys import ZERO_ID, KdfParams, MasterKey, unwrap_master_key, wrap_master_key
+from shared.repo.points import POINT_ID_RE, PointRecord, check_disk_id
+
+FORMAT_NAME = "lifeboat-repository"
+LOCK_REFRESH = timedelta(minutes=5)
+LOCK_STALE = timedelta(minutes=30)
+
+PassphraseSource = Callable[[], str]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(t: datetime) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def pack_key(pack_id: bytes) -> str:
+    h = pack_id.hex()
+    return f"data/{h[:2]}/{h}"
+
+
+def page_key(page_id: str) -> str:
+    return f"pages/{page_id[:2]}/{page_id}"
+
+
+def point_key(disk_id: str, point_id: str) -> str:
+    return f"points/{disk_id}/{point_id}"
+
+
+class Repository:
+    """A repository opened with its key. Create with :meth:`init` or :meth:`open`."""
+
+    def __init__(self, store: ObjectStore, key: MasterKey, config: dict) -> None:
+        self.store = store
+        self.key = key
+        self.config = config
+
+    # --- life cycle ---------------------------------------------------------------------------
+    @classmethod
+    def init(
+        cls,
+        store: ObjectStore,
+        passphrase: str | None,
+        *,
+        kdf: KdfParams | None = None,
+    ) -> Repository:
+        """Create a repository; ``passphrase=None`` makes an unencrypted one."""
+        if store.stat("config") is not None:
+            raise RepositoryExistsError(f"a repository already exists at {store.describe()}")
+        now = _iso(_utcnow())
+        key = MasterKey.generate() if passphrase is not None else MasterKey.none()
+        config = {
+            "format": FORMAT_NAME,
+            "version": codec.FORMAT_VERSION,
+            "id": os.urandom(16).hex(),
+            "created": now,
+            "encryption": "aes-256-gcm" if passphrase is not None else "none",
+        }
+        if passphrase is not None:
+            if not passphrase:
+                raise InvalidInputError("the passphrase must not be empty")
+            wrapped = wrap_master_key(key, passphrase, kdf or KdfParams(), now)
+            store.put(f"keys/{os.urandom(16).hex()}", wrapped)
+        store.put("config", json.dumps(config, indent=1).encode())
+        return cls(store, key, config)
+
+    @classmethod
+    def read_config(cls, store: ObjectStore) -> dict:
+        try:
+            raw = store.get("config")
+        except ObjectNotFoundError as exc:
+            raise RepositoryNotFoundError(f"no repository at {store.describe()} (no config object)") from exc
+        try:
+            config = json.loads(raw)
+        except ValueError as exc:
+            raise CorruptObjectError("config: not valid JSON", key="config") from exc
+        if not isinstance(config, dict) or config.get("format") != FORMAT_NAME:
+            raise CorruptObjectError("config: not a Lifeboat repository config", key="config")
+        if config.get("version") != codec.FORMAT_VERSION:
+            raise UnsupportedFormatError(
+                f"repository format version {config.get('version')} is not supported by this build"
+            )
+        return config
+
+    @classmethod
+    def open(cls, store: ObjectStore, passphrase: PassphraseSource) -> Repository:
+        """Open a repository, asking ``passphrase()`` only when it is encrypted."""
+        config = cls.read_config(store)
+        if config.get("encryption") == "none":
+            return cls(store, MasterKey.none(), config)
+        secret = passphrase()
+        key_files = sorted(info.key for info in store.list("keys/"))
+        if not key_files:
+            raise CorruptObjectError("repository is encrypted but has no key files", key="keys/")
+        for name in key_files:
+            try:
+                key = unwrap_master_key(store.get(name), secret, name=name)
+            except WrongPasswordError:
+                continue
+            return cls(store, key, config)
+        raise WrongPasswordError("wrong passphrase: no key file of this repository opens with it")
+
+    def describe(self) -> str:
+        return self.store.describe()
+
+    # --- index --------------------------------------------------------------------------------
+    def index_names(self) -> list[str]:
+        return sorted(info.key for info in self.store.list("index/"))
+
+    def read_index_object(self, name: str) -> list[tuple[bytes, IndexEntry]]:
+        return codec.decode_index(self.key, self.store.get(name), name=name)
+
+    def load_index(self, *, threads: int = 8) -> dict[bytes, IndexEntry]:
+        """The union of all index objects: block id -> where it is stored."""
+        index: dict[bytes, IndexEntry] = {}
+        names = self.index_names()
+        with ThreadPoolExecutor(threads) as pool:
+            for entries in pool.map(self.read_index_object, names):
+                index.update(entries)
+        return index
+
+    def write_index(self, entries: Iterable[tuple[bytes, IndexEntry]]) -> str | None:
+        rows = list(entries)
+        if not rows:
+            return None
+        name = f"index/{os.urandom(16).hex()}"
+        self.store.put(name, codec.encode_index(self.key, rows))
+        return name
+
+    # --- packs and blocks -----------------------------------------------------------------
+    def put_pack(self, pack_id: bytes, data: bytes) -> None:
+        self.store.put(pack_key(pack_id), data)
+
+    def read_blobs(
+        self, pack_id: bytes, wanted: list[tuple[bytes, IndexEntry]]
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """Yield (id, plaintext) for blobs of one pack, reading one coalesced range.
+
+        ``wanted`` entries must all belong to ``pack_id``. Every block is verified.
+        """
+        name = pack_key(pack_id)
+        wanted = sorted(wanted, key=lambda item: item[1].offset)
+        start = wanted[0][1].offset
+        end = max(e.offset + e.length for _, e in wanted)
+        data = self.store.get_range(name, start, end - start)
+        for block_id, e in wanted:
+            blob = data[e.offset - start : e.offset - start + e.length]
+            yield block_id, codec.decode_blob(self.key, block_id, blob, e.raw_length, name=name)
+
+    # --- pages ----------------------------------------------------------------------------
+    def page_id(self, ids: list[bytes]) -> str | None:
+        """The name a page of ``ids`` has, or ``None`` for an all-hole page."""
+        if all(i == ZERO_ID for i in ids):
+            return None
+        return self.key.block_id(codec.encode_page_payload(ids)).hex()
+
+    def write_page(self, ids: list[bytes]) -> str | None:
+        """Store a page unless it already exists; return its id (``None`` = all holes)."""
+        page_id = self.page_id(ids)
+        if page_id is None:
+            return None
+        name = page_key(page_id)
+        if self.store.stat(name) is None:
+            payload = codec.encode_page_payload(ids)
+            self.store.put(name, codec.seal(self.key, ObjectType.PAGE, payload))
+        return page_id
+
+    def read_page(self, page_id: str | None, count: int) -> list[bytes]:
+        """The ``count`` ids of a page (all holes for ``None``); verified against its name."""
+        if page_id is None:
+            return [ZERO_ID] * count
+        name = page_key(page_id)
+        ids = codec.decode_page(self.key, self.store.get(name), name=name, expect_id=bytes.fromhex(page_id))
+        if len(ids) != count:
+            raise CorruptObjectError(f"{name}: page holds {len(ids)} entries, expected {count}", key=name)
+        return ids
+
+    def page_names(self) -> list[str]:
+        return [info.key for info in self.store.list("pages/")]
+
+    def block_map(self, point: PointRecord, *, threads: int = 8) -> list[bytes]:
+        """Every block id of a point, in disk order (holes are ``ZERO_ID``)."""
+        n = point.n_blocks
+        per = point.page_entries
+        counts = [min(per, n - i * per) for i in range(len(point.pages))]
+        if sum(counts) != n or any(c <= 0 for c in counts):
+            raise CorruptObjectError(
+                f"{point_key(point.disk_id, point.id)}: page list does not cover the disk",
+                key=point_key(point.disk_id, point.id),
+            )
+        with ThreadPoolExecutor(threads) as pool:
+            pages = list(pool.map(self.read_page, point.pages, counts))
+        return [block_id for page in pages for block_id in page]
+
+    # --- points ---------------------------------------------------------------------------
+    def write_point(self, point: PointRecord) -> None:
+        """The commit of a replication: after this put the point exists."""
+        payload = point.model_dump_json().encode()
+        self.store.put(point_key(point.disk_id, point.id), codec.seal(self.key, ObjectType.POINT, payload))
+
+    def read_point(self, disk_id: str, point_id: str) -> PointRecord:
+        name = point_key(check_disk_id(disk_id), point_id)
+        try:
+            data = self.store.get(name)
+        except ObjectNotFoundError as exc:
+            raise PointNotFoundError(f"no point {point_id} for disk {disk_id}", disk_id=disk_id) from exc
+        payload = codec.unseal(self.key, ObjectType.POINT, data, name=name)
+        try:
+            point = PointRecord.model_validate_json(payload)
+        except ValidationError as exc:
+            raise CorruptObjectError(f"{name}: invalid point record ({exc.error_count()} errors)", key=name) from exc
+        if point.id != point_id or point.disk_id != disk_id:
+            raise CorruptObjectError(f"{name}: record names another point", key=name)
+        return point
+
+    def point_names(self, disk_id: str | None = None) -> list[tuple[str, str]]:
+        """(disk id, point id) of every point, oldest first within a disk."""
+        prefix = f"points/{check_disk_id(disk_id)}/" if disk_id else "points/"
+        out = []
+        for info in self.store.list(prefix):
+            parts = info.key.split("/")
+            if len(parts) == 3 and POINT_ID_RE.match(parts[2]):
+                out.append((parts[1], parts[2]))
+        return sorted(out)
+
+    def list_points(self, disk_id: str | None = None, *, threads: int = 8) -> list[PointRecord]:
+        names = self.point_names(disk_id)
+        with ThreadPoolExecutor(threads) as pool:
+            return list(pool.map(lambda n: self.read_point(*n), names))
+
+    def resolve_point(self, disk_id: str, point: str = "latest") -> PointRecord:
+        """``latest`` or an id (a unique prefix of one is accepted)."""
+        names = [p for d, p in self.point_names(disk_id) if d == disk_id]
+        if not names:
+            raise PointNotFoundError(f"disk {disk_id} has no recovery points", disk_id=disk_id)
+        if point == "latest":
+            return self.read_point(disk_id, names[-1])
+        matches = [p for p in names if p.startswith(point)]
+        if len(matches) != 1:
+            raise PointNotFoundError(
+                f"no point {point!r} for disk {disk_id}" if not matches else f"point prefix {point!r} is ambiguous",
+                disk_id=disk_id,
+            )
+        return self.read_point(disk_id, matches[0])
+
+    def delete_point(self, disk_id: str, point_id: str) -> None:
+        self.store.delete(point_key(check_disk_id(disk_id), point_id))
+
+    # --- locks ----------------------------------------------------------------------------
+    def _locks(self) -> list[tuple[str, dict]]:
+        out = []
+        for info in self.store.list("locks/"):
+            try:
+                out.append((info.key, json.loads(self.store.get(info.key))))
+            except (ObjectNotFoundError, ValueError):
+                continue
+        return out
+
+    @contextmanager
+    def lock(self, *, exclusive: bool, now: Callable[[], datetime] = _utcnow) -> Iterator[None]:
+        """Hold a repository lock (FORMAT.md §10), refreshed in the background."""
+        name = f"locks/{os.urandom(16).hex()}"
+        doc = {"exclusive": exclusive, "host": socket.gethostname(), "pid": os.getpid()}
+
+        def write() -> None:
+            self.store.put(name, json.dumps({**doc, "time": _iso(now())}).encode())
+
+        write()
+        try:
+            for other, info in self._locks():
+                if other == name or self._stale(info, now()):
+                    continue
+                if exclusive or info.get("exclusive"):
+                    raise RepositoryLockedError(
+                        f"repository is locked by {info.get('host')} pid {info.get('pid')} "
+                        f"since {info.get('time')} ({other}); if that process is dead, the lock "
+                        f"goes stale after {int(LOCK_STALE.total_seconds() // 60)} minutes",
+                        lock=other,
+                    )
+        except BaseException:
+            self.store.delete(name)
+            raise
+        stop = threading.Event()
+
+        def refresh() -> None:
+            while not stop.wait(LOCK_REFRESH.total_seconds()):
+                write()
+
+        refresher = threading.Thread(target=refresh, name="lock-refresh", daemon=True)
+        refresher.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            refresher.join()
+            self.store.delete(name)
+
+    @staticmethod
+    def _stale(info: dict, now: datetime) -> bool:
+        try:
+            t = datetime.strptime(info["time"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        except (KeyError, ValueError, TypeError):
+            return True
+        return now - t > LOCK_STALE
+
+    def remove_stale_locks(self, now: datetime | None = None) -> list[str]:
+        current = now or _utcnow()
+        removed = []
+        for name, info in self._locks():
+            if self._stale(info, current):
+                self.store.delete(name)
+                removed.append(name)
+        return removed
