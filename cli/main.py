@@ -185,7 +185,7 @@ def replicate(
     else:
         err.print(
             f"read {_human(s.bytes_read)} in {s.duration_s:.1f}s, new data {_human(s.bytes_new_raw)} "
-            f"stored as {_human(s.bytes_new_stored)} (packs), {s.holes} zero blocks skipped"
+            f"stored as {_human(s.bytes_new_stored)}, {s.holes} zero blocks (holes)"
         )
     print(point.id)
 
@@ -199,6 +199,8 @@ def points(repo: RepoOpt, disk: Annotated[str | None, typer.Option("--disk", "-d
         _print_json([p.model_dump(mode="json", exclude={"pages"}) for p in rows])
         return
     table = Table("disk", "point", "time (UTC)", "size", "new data", "parent")
+    for column in table.columns[:3]:
+        column.no_wrap = True
     for p in rows:
         table.add_row(
             p.disk_id, p.id, p.time.strftime("%Y-%m-%d %H:%M:%S"), _human(p.disk_size),

@@ -133,8 +133,6 @@ class _Run:
                 return
             if data == _zeros(len(data)):
                 new_map[i] = ZERO_ID
-                with self.lock:
-                    self.stats.holes += 1
                 return
             block_id = self.repo.key.block_id(data)
             new_map[i] = block_id
@@ -257,6 +255,7 @@ def replicate(
         if parent is not None and when <= parent.time:
             when = parent.time + timedelta(milliseconds=1)  # ids must sort in commit order
         run.stats.duration_s = round(time.monotonic() - started, 3)
+        run.stats.holes = sum(1 for b in new_map if b == ZERO_ID)
         return _commit(repo, disk_id, source, block_size, new_map, parent, parent_map, run, opts, when)
 
 
@@ -278,7 +277,8 @@ def _commit(
     for p in range(n_pages):
         lo, hi = p * PAGE_ENTRIES, min((p + 1) * PAGE_ENTRIES, len(new_map))
         ids = new_map[lo:hi]
-        if parent is not None and p < len(parent.pages) and list(parent_map[lo:hi]) == ids:
+        same_span = parent is not None and min(parent.n_blocks, (p + 1) * PAGE_ENTRIES) == hi
+        if parent is not None and same_span and p < len(parent.pages) and list(parent_map[lo:hi]) == ids:
             pages.append(parent.pages[p])
         else:
             pages.append(repo.write_page(ids))

@@ -55,8 +55,10 @@ _ACCESS_CODES = frozenset(
 _TRANSIENT_CODES = frozenset({"ServerBusy", "OperationTimedOut", "InternalError", "Md5Mismatch"})
 
 
-def service_from_connection_string(connection_string: str, *, max_connections: int = 32) -> BlobServiceClient:
-    """A BlobServiceClient with Lifeboat's settings: one SDK retry, a wide HTTP pool."""
+def service_from_connection_string(
+    connection_string: str, *, max_connections: int = 32, retries: int = 1
+) -> BlobServiceClient:
+    """A BlobServiceClient with Lifeboat's settings: ``retries`` quick SDK retries, a wide pool."""
     session = Session()
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max_connections)
     session.mount("http://", adapter)
@@ -64,7 +66,7 @@ def service_from_connection_string(connection_string: str, *, max_connections: i
     return BlobServiceClient.from_connection_string(
         connection_string,
         retry_policy=ExponentialRetry(
-            initial_backoff=1, increment_base=2, retry_total=1, random_jitter_range=1
+            initial_backoff=1, increment_base=2, retry_total=retries, random_jitter_range=1
         ),
         transport=RequestsTransport(session=session, session_owner=True),
         connection_timeout=10,
