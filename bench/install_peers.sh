@@ -15,4 +15,4 @@ sudo=""
 if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
 echo "installing: ${missing[*]}"
 $sudo apt-get update
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y "${pkgs[@]}"
+$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y "${pkgs[@]}"

@@ -23,13 +23,15 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColu
 from rich.table import Table
 
 from node_runtime.recovery.restore import restore as restore_point
-from node_runtime.replication.pipeline import ReplicationOptions, replicate as replicate_disk
+from node_runtime.replication.pipeline import ReplicationOptions
+from node_runtime.replication.pipeline import replicate as replicate_disk
 from node_runtime.replication.source import FileSource, load_extents
 from shared.adapters.store_url import open_store
 from shared.errors import InvalidInputError, LifeboatError, exit_code_for
 from shared.policies.retention import RetentionPolicy, parse_duration
 from shared.repo.check import check as check_repo
-from shared.repo.prune import forget as forget_points, prune as prune_repo
+from shared.repo.prune import forget as forget_points
+from shared.repo.prune import prune as prune_repo
 from shared.repo.repository import Repository
 
 app = typer.Typer(
@@ -45,7 +47,12 @@ app.add_typer(repo_app, name="repo")
 out = Console()
 err = Console(stderr=True)
 
-RepoOpt = Annotated[str, typer.Option("--repo", "-r", help="Repository: path, file://, s3://bucket/prefix, azure://container/prefix.")]
+RepoOpt = Annotated[
+    str,
+    typer.Option(
+        "--repo", "-r", help="Repository: path, file://, s3://bucket/prefix, azure://container/prefix."
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 DiskOpt = Annotated[str, typer.Option("--disk", "-d", help="Disk id, e.g. vm1-disk0.")]
 
@@ -123,7 +130,9 @@ def repo_init(
     if as_json:
         _print_json(r.config)
     else:
-        out.print(f"created repository {r.config['id']} at {r.describe()} (encryption: {r.config['encryption']})")
+        out.print(
+            f"created repository {r.config['id']} at {r.describe()} (encryption: {r.config['encryption']})"
+        )
 
 
 @repo_app.command("info")
@@ -161,12 +170,19 @@ def replicate(
     repo: RepoOpt,
     disk: DiskOpt,
     changed_extents: Annotated[
-        str | None, typer.Option(help="JSON [[offset, length], ...] of changed ranges (CBT); read only those.")
+        str | None,
+        typer.Option(help="JSON [[offset, length], ...] of changed ranges (CBT); read only those."),
     ] = None,
-    block_size: Annotated[str | None, typer.Option(help="Block size for a new disk (64K-4M, default 1M).")] = None,
+    block_size: Annotated[
+        str | None, typer.Option(help="Block size for a new disk (64K-4M, default 1M).")
+    ] = None,
     streams: Annotated[int, typer.Option(min=1, max=64, help="Parallel uploads.")] = 4,
-    workers: Annotated[int | None, typer.Option(min=1, max=64, help="Hash/compress threads (default: CPU count).")] = None,
-    limit_mbps: Annotated[float | None, typer.Option(min=0.01, help="Upload limit in MB/s (10^6 bytes).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, max=64, help="Hash/compress threads (default: CPU count).")
+    ] = None,
+    limit_mbps: Annotated[
+        float | None, typer.Option(min=0.01, help="Upload limit in MB/s (10^6 bytes).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Replicate SOURCE as a new recovery point of DISK; the last line printed is the point id."""
@@ -191,7 +207,9 @@ def replicate(
 
 
 @app.command()
-def points(repo: RepoOpt, disk: Annotated[str | None, typer.Option("--disk", "-d")] = None, as_json: JsonOpt = False) -> None:
+def points(
+    repo: RepoOpt, disk: Annotated[str | None, typer.Option("--disk", "-d")] = None, as_json: JsonOpt = False
+) -> None:
     """List recovery points, oldest first."""
     r = _open(repo)
     rows = r.list_points(disk)
@@ -203,8 +221,12 @@ def points(repo: RepoOpt, disk: Annotated[str | None, typer.Option("--disk", "-d
         column.no_wrap = True
     for p in rows:
         table.add_row(
-            p.disk_id, p.id, p.time.strftime("%Y-%m-%d %H:%M:%S"), _human(p.disk_size),
-            _human(p.stats.bytes_new_raw), p.parent or "-",
+            p.disk_id,
+            p.id,
+            p.time.strftime("%Y-%m-%d %H:%M:%S"),
+            _human(p.disk_size),
+            _human(p.stats.bytes_new_raw),
+            p.parent or "-",
         )
     out.print(table)
 
@@ -239,7 +261,9 @@ def forget(
     keep_weekly: Annotated[int | None, typer.Option(min=0)] = None,
     keep_monthly: Annotated[int | None, typer.Option(min=0)] = None,
     keep_yearly: Annotated[int | None, typer.Option(min=0)] = None,
-    keep_within: Annotated[str | None, typer.Option(help="Keep points newer than this, e.g. 7d, 36h, 2w.")] = None,
+    keep_within: Annotated[
+        str | None, typer.Option(help="Keep points newer than this, e.g. 7d, 36h, 2w.")
+    ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show decisions, delete nothing.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -247,8 +271,13 @@ def forget(
     try:
         within = parse_duration(keep_within) if keep_within else None
         policy = RetentionPolicy(
-            keep_last=keep_last, keep_hourly=keep_hourly, keep_daily=keep_daily, keep_weekly=keep_weekly,
-            keep_monthly=keep_monthly, keep_yearly=keep_yearly, keep_within=within,
+            keep_last=keep_last,
+            keep_hourly=keep_hourly,
+            keep_daily=keep_daily,
+            keep_weekly=keep_weekly,
+            keep_monthly=keep_monthly,
+            keep_yearly=keep_yearly,
+            keep_within=within,
         )
     except ValueError as exc:
         raise InvalidInputError(str(exc)) from exc
@@ -258,14 +287,20 @@ def forget(
         return
     table = Table("point", "decision", "reasons")
     for d in decisions:
-        table.add_row(d.point_id, "keep" if d.keep else ("would forget" if dry_run else "forgotten"), ", ".join(d.reasons))
+        table.add_row(
+            d.point_id,
+            "keep" if d.keep else ("would forget" if dry_run else "forgotten"),
+            ", ".join(d.reasons),
+        )
     out.print(table)
 
 
 @app.command()
 def prune(
     repo: RepoOpt,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be freed, change nothing.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be freed, change nothing.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Free data that no recovery point references (safe to interrupt and rerun)."""
@@ -300,7 +335,8 @@ def check(
             err.print(f"[red]problem:[/red] {problem}", markup=True, highlight=False)
         out.print(
             f"{report.points} points, {report.pages} pages, {report.index_objects} index objects, "
-            f"{report.packs} packs, {report.blocks} blocks" + (f", {report.blocks_read} blocks read" if read_data else "")
+            f"{report.packs} packs, {report.blocks} blocks"
+            + (f", {report.blocks_read} blocks read" if read_data else "")
         )
         out.print("no problems found" if report.ok else f"{len(report.problems)} problems found")
     if not report.ok:

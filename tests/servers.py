@@ -14,6 +14,7 @@ Tools are found through an environment variable or ``PATH``:
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import os
 import shutil
@@ -352,10 +353,8 @@ def start_azurite(workdir: Path, *, container: str = "lifeboat-test") -> Azurite
             def container_works() -> bool:
                 from azure.core.exceptions import ResourceExistsError
 
-                try:
+                with contextlib.suppress(ResourceExistsError):
                     info.service().create_container(container)
-                except ResourceExistsError:
-                    pass
                 return True
 
             wait_ready(server, container_works)

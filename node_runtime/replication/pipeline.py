@@ -24,6 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from node_runtime.replication.source import Extent, FileSource, blocks_touched
 from shared.errors import InvalidInputError, PointNotFoundError
 from shared.repo import codec
 from shared.repo.codec import IndexEntry
@@ -31,7 +32,6 @@ from shared.repo.keys import ZERO_ID
 from shared.repo.packer import DEFAULT_PACK_TARGET, Packer, SealedPack
 from shared.repo.points import PAGE_ENTRIES, PointRecord, PointStats, check_disk_id, new_point_id
 from shared.repo.repository import Repository
-from node_runtime.replication.source import Extent, FileSource, blocks_touched
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ def _zeros(n: int) -> bytes:
     if z is None:
         z = _ZEROS[n] = bytes(n)
     return z
+
 
 Progress = Callable[[int, int], None]  # (bytes processed, bytes to process)
 

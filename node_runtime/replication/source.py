@@ -54,7 +54,9 @@ class FileSource:
         try:
             data = os.pread(self.fd, length, offset)
         except OSError as exc:
-            raise SourceError(f"read error on {self.path} at {offset}: {exc.strerror}", path=self.path) from exc
+            raise SourceError(
+                f"read error on {self.path} at {offset}: {exc.strerror}", path=self.path
+            ) from exc
         if len(data) != length:
             raise SourceError(
                 f"{self.path} shrank while being read (short read at offset {offset})", path=self.path

@@ -58,12 +58,16 @@ def check(
     for pack_id, rows in indexed_packs.items():
         size = pack_sizes.get(pack_key(pack_id))
         if size is None:
-            report.problems.append(f"{pack_key(pack_id)}: missing, but the index lists {len(rows)} blocks in it")
+            report.problems.append(
+                f"{pack_key(pack_id)}: missing, but the index lists {len(rows)} blocks in it"
+            )
         elif any(e.offset + e.length > size for _, e in rows):
             report.problems.append(f"{pack_key(pack_id)}: shorter ({size} bytes) than its index entries need")
     orphans = set(pack_sizes) - {pack_key(p) for p in indexed_packs}
     if orphans:
-        report.notes.append(f"{len(orphans)} packs are in no index (left by an interrupted run; prune removes them)")
+        report.notes.append(
+            f"{len(orphans)} packs are in no index (left by an interrupted run; prune removes them)"
+        )
 
     try:
         names = repo.point_names()
@@ -125,7 +129,9 @@ def _read_all(
             if trailer and block_id not in trailer:
                 problems.append(f"{name}: index lists block {block_id.hex()} that the pack trailer does not")
             try:
-                codec.decode_blob(repo.key, block_id, data[e.offset : e.offset + e.length], e.raw_length, name=name)
+                codec.decode_blob(
+                    repo.key, block_id, data[e.offset : e.offset + e.length], e.raw_length, name=name
+                )
                 blocks += 1
             except LifeboatError as exc:
                 problems.append(f"{exc} (block {block_id.hex()})")

@@ -210,7 +210,9 @@ def decode_index(key: MasterKey, data: bytes, *, name: str) -> list[tuple[bytes,
         raise CorruptObjectError(f"{name}: truncated pack table", key=name)
     packs = [payload[4 + i * ID_SIZE : 4 + (i + 1) * ID_SIZE] for i in range(n_packs)]
     out = []
-    for block_id, number, offset, length, raw_length in _decode_entries(payload, _INDEX_ENTRY, name, table_end):
+    for block_id, number, offset, length, raw_length in _decode_entries(
+        payload, _INDEX_ENTRY, name, table_end
+    ):
         if number >= n_packs:
             raise CorruptObjectError(f"{name}: entry names pack #{number} of {n_packs}", key=name)
         out.append((block_id, IndexEntry(packs[number], offset, length, raw_length)))

@@ -157,4 +157,3 @@ def _live(repo: Repository, report: PruneReport) -> tuple[set[str], set[bytes]]:
     live_blocks.discard(ZERO_ID)
     report.live_blocks = len(live_blocks)
     return live_pages, live_blocks
-

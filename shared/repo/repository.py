@@ -244,7 +244,9 @@ class Repository:
         try:
             point = PointRecord.model_validate_json(payload)
         except ValidationError as exc:
-            raise CorruptObjectError(f"{name}: invalid point record ({exc.error_count()} errors)", key=name) from exc
+            raise CorruptObjectError(
+                f"{name}: invalid point record ({exc.error_count()} errors)", key=name
+            ) from exc
         if point.id != point_id or point.disk_id != disk_id:
             raise CorruptObjectError(f"{name}: record names another point", key=name)
         return point
@@ -274,7 +276,9 @@ class Repository:
         matches = [p for p in names if p.startswith(point)]
         if len(matches) != 1:
             raise PointNotFoundError(
-                f"no point {point!r} for disk {disk_id}" if not matches else f"point prefix {point!r} is ambiguous",
+                f"no point {point!r} for disk {disk_id}"
+                if not matches
+                else f"point prefix {point!r} is ambiguous",
                 disk_id=disk_id,
             )
         return self.read_point(disk_id, matches[0])

@@ -104,7 +104,7 @@ def test_full_then_incremental_with_and_without_extents(repo_dir: Path, tmp_path
 
 def test_unchanged_disk_sends_no_blocks(repo_dir: Path, tmp_path: Path) -> None:
     img = create(tmp_path / "vm1.img", 16 * MiB, seed=3)
-    repo, counting = open_repo(repo_dir)
+    repo, _counting = open_repo(repo_dir)
     p1 = run(repo, "vm1", img)
     packs_before = len(list(repo.store.list("data/")))
     p2 = run(repo, "vm1", img)

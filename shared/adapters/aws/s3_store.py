@@ -20,13 +20,15 @@ from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
-    ConnectionError as BotoConnectionError,
     CredentialRetrievalError,
     HTTPClientError,
     IncompleteReadError,
     NoCredentialsError,
     PartialCredentialsError,
     ResponseStreamingError,
+)
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
 )
 
 from shared.errors import (
@@ -152,10 +154,14 @@ class S3Store:
                 )
             if code in _TRANSIENT_CODES or status == 429 or status >= 500:
                 return TransientStoreError(f"S3 {action} {where} failed: {code or status}", **fields)
-            return StoreError(f"S3 {action} {where} failed: {code or status}: {error.get('Message', '')}", **fields)
+            return StoreError(
+                f"S3 {action} {where} failed: {code or status}: {error.get('Message', '')}", **fields
+            )
         if isinstance(exc, NoCredentialsError | PartialCredentialsError | CredentialRetrievalError):
             return StoreAccessError(f"no usable AWS credentials for {action} {where}: {exc}", **fields)
-        if isinstance(exc, BotoConnectionError | HTTPClientError | ResponseStreamingError | IncompleteReadError):
+        if isinstance(
+            exc, BotoConnectionError | HTTPClientError | ResponseStreamingError | IncompleteReadError
+        ):
             return TransientStoreError(f"S3 {action} {where} failed: {exc}", **fields)
         if isinstance(exc, BotoCoreError):
             return StoreError(f"S3 {action} {where} failed: {exc}", **fields)

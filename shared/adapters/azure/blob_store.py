@@ -14,8 +14,6 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from requests import Session
-from requests.adapters import HTTPAdapter
 from azure.core.exceptions import (
     AzureError,
     ClientAuthenticationError,
@@ -27,6 +25,8 @@ from azure.core.exceptions import (
 )
 from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import BlobServiceClient, ExponentialRetry
+from requests import Session
+from requests.adapters import HTTPAdapter
 
 from shared.errors import (
     CorruptObjectError,
@@ -124,7 +124,9 @@ class AzureBlobStore:
         code = str(getattr(exc, "error_code", None) or "")
         fields.update(code=code, status=status)
         if code == "ContainerNotFound":
-            return StoreError(f"Azure container {self.container!r} does not exist ({action} {where})", **fields)
+            return StoreError(
+                f"Azure container {self.container!r} does not exist ({action} {where})", **fields
+            )
         if isinstance(exc, ResourceNotFoundError) and code in ("BlobNotFound", ""):
             return ObjectNotFoundError(f"object {key} not found in {self.describe()}", **fields)
         if isinstance(exc, ClientAuthenticationError) or code in _ACCESS_CODES or status in (401, 403):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import tempfile
@@ -58,10 +59,8 @@ class FolderStore:
             raise _translate(exc, key) from exc
         finally:
             if tmp_name is not None:
-                try:
+                with contextlib.suppress(OSError):
                     os.unlink(tmp_name)
-                except OSError:
-                    pass
 
     def get(self, key: str) -> bytes:
         try:
