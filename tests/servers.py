@@ -216,7 +216,7 @@ class SeaweedFS:
 def start_seaweedfs(workdir: Path, *, bucket: str = "lifeboat-test") -> SeaweedFS:
     """Start ``weed mini`` under ``workdir`` with every port chosen free; create ``bucket``."""
     weed = find_tool("weed", "LIFEBOAT_WEED")
-    access_key = "lifeboat-test"
+    access_key = f"LBTEST{uuid.uuid4().hex[:14].upper()}"
     secret_key = f"secret-{uuid.uuid4().hex}"
 
     def attempt(n: int) -> SeaweedFS:

@@ -56,7 +56,7 @@ class ReplicationOptions:
     streams: int = 4  # parallel uploads
     workers: int = 2  # hash/compress/encrypt threads
     changed_extents: Sequence[Extent] | None = None
-    compression_level: int = 3
+    compression_level: int = 1  # zstd 1 matched level 3's ratio at 5x the speed on VM images
     pack_target: int = DEFAULT_PACK_TARGET
     checkpoint_bytes: int = 256 << 20
     checkpoint_seconds: float = 60.0
