@@ -40,6 +40,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 repo_app = typer.Typer(help="Create and inspect repositories.", no_args_is_help=True)
 app.add_typer(repo_app, name="repo")
@@ -183,6 +184,9 @@ def replicate(
     limit_mbps: Annotated[
         float | None, typer.Option(min=0.01, help="Upload limit in MB/s (10^6 bytes).")
     ] = None,
+    checkpoint_mb: Annotated[
+        int, typer.Option(min=1, help="Commit progress every N MiB stored, so a killed run resumes.")
+    ] = 256,
     as_json: JsonOpt = False,
 ) -> None:
     """Replicate SOURCE as a new recovery point of DISK; the last line printed is the point id."""
@@ -192,6 +196,7 @@ def replicate(
         streams=streams,
         workers=workers or os.cpu_count() or 2,
         changed_extents=load_extents(changed_extents) if changed_extents else None,
+        checkpoint_bytes=checkpoint_mb << 20,
     )
     with FileSource(source) as src, _progress(f"replicating {disk}", not as_json) as progress:
         point = replicate_disk(r, disk, src, opts, progress=progress)

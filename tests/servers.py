@@ -259,7 +259,7 @@ def start_seaweedfs(workdir: Path, *, bucket: str = "lifeboat-test") -> SeaweedF
         info = SeaweedFS(f"http://{LOOPBACK}:{s3}", access_key, secret_key, bucket, server)
         try:
             wait_ready(server, lambda: port_open(s3))
-            probe_client = info.client(retries={"mode": "standard", "max_attempts": 1}, read_timeout=10)
+            probe_client = info.client(retries={"mode": "standard", "total_max_attempts": 1}, read_timeout=10)
 
             def bucket_works() -> bool:
                 from botocore.exceptions import ClientError

@@ -176,18 +176,24 @@ def test_delete_is_idempotent(object_store: ObjectStore) -> None:
 BAD_KEYS = ["", "/abs", "trailing/", "a//b", "a/../b", "..", "./a", "sp ace", "back\\slash", "ünï", "a?b", "a\nb"]
 
 
-@pytest.mark.parametrize("key", BAD_KEYS, ids=repr)
-def test_invalid_keys_are_rejected(object_store: ObjectStore, key: str) -> None:
-    calls = [
-        lambda: object_store.put(key, b"x"),
-        lambda: object_store.get(key),
-        lambda: object_store.get_range(key, 0, 1),
-        lambda: object_store.stat(key),
-        lambda: object_store.delete(key),
-    ]
-    for call in calls:
-        with pytest.raises(InvalidInputError):
-            call()
+def test_invalid_keys_are_rejected(object_store: ObjectStore) -> None:
+    for key in BAD_KEYS:
+        calls: dict[str, tuple[Any, tuple[Any, ...]]] = {
+            "put": (object_store.put, (key, b"x")),
+            "get": (object_store.get, (key,)),
+            "get_range": (object_store.get_range, (key, 0, 1)),
+            "stat": (object_store.stat, (key,)),
+            "delete": (object_store.delete, (key,)),
+        }
+        for name, (method, args) in calls.items():
+            try:
+                method(*args)
+            except InvalidInputError:
+                continue
+            except Exception as exc:
+                pytest.fail(f"{name}({key!r}) raised {exc!r}, not InvalidInputError")
+            pytest.fail(f"{name}({key!r}) was accepted")
+    assert _keys(object_store) == {}
 
 
 # --- concurrency --------------------------------------------------------------------------------------
@@ -310,7 +316,7 @@ def _s3_store_at(endpoint: str) -> ObjectStore:
     from shared.adapters.aws.s3_store import S3Store, default_config
 
     config = default_config().merge(
-        Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard", "max_attempts": 1})
+        Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard", "total_max_attempts": 1})
     )
     client = boto3.session.Session().client(
         "s3",

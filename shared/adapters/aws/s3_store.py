@@ -2,7 +2,7 @@
 
 The adapter translates, it does not decide: SDK errors become :mod:`shared.errors`
 classes with the SDK error chained as ``__cause__``. botocore is left one quick retry
-(``standard`` mode, 2 attempts); real retry policy lives in
+(``standard`` mode, 2 attempts in total); real retry policy lives in
 :class:`shared.adapters.store_wrappers.RetryingStore`.
 
 Atomicity comes from S3 itself: a single ``PutObject`` is all-or-nothing, so ``put``
@@ -84,10 +84,14 @@ _TRANSIENT_CODES = frozenset(
 
 
 def default_config(max_connections: int = 32) -> Config:
-    """botocore settings for Lifeboat: a wide connection pool and only one SDK retry."""
+    """botocore settings for Lifeboat: a wide connection pool and only one SDK retry.
+
+    Note botocore's ``Config(retries={"max_attempts": n})`` counts *retries* (n + 1
+    attempts), unlike ``AWS_MAX_ATTEMPTS``; ``total_max_attempts`` is unambiguous.
+    """
     return Config(
         max_pool_connections=max_connections,
-        retries={"mode": "standard", "max_attempts": 2},
+        retries={"mode": "standard", "total_max_attempts": 2},
         connect_timeout=10,
         read_timeout=60,
         user_agent_extra="lifeboat",
