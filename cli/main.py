@@ -164,6 +164,19 @@ def repo_info(repo: Annotated[str, typer.Argument(help="Repository URL.")], as_j
         out.print(f"{k:>17}: {_human(v) if k.startswith(('bytes', 'unique_bytes')) else v}")
 
 
+@repo_app.command("unlock")
+def repo_unlock(
+    repo: Annotated[str, typer.Argument(help="Repository URL.")],
+    all_locks: Annotated[
+        bool, typer.Option("--all", help="Also remove live locks (only when no Lifeboat process runs).")
+    ] = False,
+) -> None:
+    """Remove stale locks left by killed processes (locks not refreshed for 30 minutes)."""
+    r = _open(repo)
+    removed = r.remove_locks(stale_only=not all_locks)
+    out.print(f"removed {len(removed)} lock(s)")
+
+
 # --- data plane ---------------------------------------------------------------------------------
 @app.command()
 def replicate(

@@ -253,7 +253,8 @@ def start_seaweedfs(workdir: Path, *, bucket: str = "lifeboat-test") -> SeaweedF
             "-webdav=false",
             "-master.telemetry=false",
         ]
-        # TMPDIR keeps weed's gRPC unix sockets out of the shared /tmp.
+        # weed puts gRPC unix sockets at /tmp/seaweedfs-*-grpc-<port>.sock whatever TMPDIR says
+        # (unique per port, removed on SIGTERM); TMPDIR still catches its other temp files.
         env = _clean_env(AWS_ACCESS_KEY_ID=access_key, AWS_SECRET_ACCESS_KEY=secret_key, TMPDIR=str(tmp))
         server = ServerProcess("seaweedfs", argv, run / "weed.log", env=env, cwd=run).start()
         info = SeaweedFS(f"http://{LOOPBACK}:{s3}", access_key, secret_key, bucket, server)
@@ -267,7 +268,10 @@ def start_seaweedfs(workdir: Path, *, bucket: str = "lifeboat-test") -> SeaweedF
                 try:
                     probe_client.create_bucket(Bucket=bucket)
                 except ClientError as exc:
-                    if exc.response["Error"]["Code"] not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    if exc.response["Error"]["Code"] not in (
+                        "BucketAlreadyOwnedByYou",
+                        "BucketAlreadyExists",
+                    ):
                         raise
                 # The S3 port answers before a volume is writable: probe a real write.
                 probe_client.put_object(Bucket=bucket, Key="_ready", Body=b"ok")
@@ -319,7 +323,9 @@ class Azurite:
     def store(self, prefix: str = "", *, account_key: str | None = None, container: str | None = None) -> Any:
         from shared.adapters.azure.blob_store import AzureBlobStore
 
-        return AzureBlobStore(container or self.container, prefix, service=self.service(account_key=account_key))
+        return AzureBlobStore(
+            container or self.container, prefix, service=self.service(account_key=account_key)
+        )
 
 
 def _azurite_argv(tool: str, location: Path, debug_log: Path) -> tuple[list[str], int]:
@@ -332,7 +338,16 @@ def _azurite_argv(tool: str, location: Path, debug_log: Path) -> tuple[list[str]
         return [exe, "--blobHost", LOOPBACK, "--blobPort", str(port), *common], port
     blob, queue, table = free_ports(3)
     argv = [tool, "--blobHost", LOOPBACK, "--blobPort", str(blob)]
-    argv += ["--queueHost", LOOPBACK, "--queuePort", str(queue), "--tableHost", LOOPBACK, "--tablePort", str(table)]
+    argv += [
+        "--queueHost",
+        LOOPBACK,
+        "--queuePort",
+        str(queue),
+        "--tableHost",
+        LOOPBACK,
+        "--tablePort",
+        str(table),
+    ]
     return [*argv, *common], blob
 
 

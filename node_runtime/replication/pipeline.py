@@ -108,6 +108,10 @@ class _Run:
                 )
             if due:
                 self.checkpoint()
+        except BaseException as exc:
+            with self.lock:
+                self.error = self.error or exc  # stops the reader early
+            raise
         finally:
             self.upload_slots.release()
 

@@ -343,11 +343,12 @@ class Repository:
             return True
         return now - t > LOCK_STALE
 
-    def remove_stale_locks(self, now: datetime | None = None) -> list[str]:
+    def remove_locks(self, *, stale_only: bool = True, now: datetime | None = None) -> list[str]:
+        """Delete stale locks (or every lock); return the names removed."""
         current = now or _utcnow()
         removed = []
         for name, info in self._locks():
-            if self._stale(info, current):
+            if not stale_only or self._stale(info, current):
                 self.store.delete(name)
                 removed.append(name)
         return removed

@@ -317,3 +317,18 @@ def test_unknown_point_and_disk(repo_dir: Path) -> None:
         repo.resolve_point("nope", "latest")
     with pytest.raises(InvalidInputError):
         repo.resolve_point("../etc", "latest")
+
+
+def test_stale_locks_are_ignored_and_can_be_removed(repo_dir: Path) -> None:
+    import json
+
+    repo, _ = open_repo(repo_dir)
+    dead = {"exclusive": False, "host": "gone", "pid": 1}
+    repo.store.put("locks/" + "a" * 32, json.dumps({**dead, "time": "2020-01-01T00:00:00Z"}).encode())
+    assert prune(repo).points == 0  # a lock not refreshed for 30 minutes does not block
+    repo.store.put("locks/" + "b" * 32, json.dumps({**dead, "time": "2999-01-01T00:00:00Z"}).encode())
+    with pytest.raises(RepositoryLockedError, match="gone"):
+        prune(repo)
+    assert repo.remove_locks() == ["locks/" + "a" * 32]
+    assert repo.remove_locks(stale_only=False) == ["locks/" + "b" * 32]
+    assert prune(repo).points == 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from enum import Enum
 from typing import Any
 
 from azure.core.exceptions import (
@@ -53,6 +54,14 @@ _ACCESS_CODES = frozenset(
     }
 )
 _TRANSIENT_CODES = frozenset({"ServerBusy", "OperationTimedOut", "InternalError", "Md5Mismatch"})
+
+
+def _error_code(exc: BaseException) -> str:
+    """The service's error code as a plain string (the SDK gives a str or a str-Enum)."""
+    code = getattr(exc, "error_code", None)
+    if isinstance(code, Enum):
+        code = code.value
+    return str(code or "")
 
 
 def service_from_connection_string(
@@ -121,7 +130,7 @@ class AzureBlobStore:
         if key is not None:
             fields["key"] = key
         status = int(getattr(exc, "status_code", None) or 0)
-        code = str(getattr(exc, "error_code", None) or "")
+        code = _error_code(exc)
         fields.update(code=code, status=status)
         if code == "ContainerNotFound":
             return StoreError(
@@ -183,7 +192,7 @@ class AzureBlobStore:
                 full, offset=offset, length=length, max_concurrency=1
             ).readall()
         except HttpResponseError as exc:
-            if exc.status_code == 416 or str(exc.error_code or "") == "InvalidRange":
+            if exc.status_code == 416 or _error_code(exc) == "InvalidRange":
                 raise self._short(key, offset, length, 0) from exc
             raise self._translate(exc, key, "get_range") from exc
         except AzureError as exc:
@@ -198,7 +207,7 @@ class AzureBlobStore:
         try:
             props = self._container.get_blob_client(full).get_blob_properties()
         except ResourceNotFoundError as exc:
-            if str(exc.error_code or "") == "ContainerNotFound":
+            if _error_code(exc) == "ContainerNotFound":
                 raise self._translate(exc, key, "stat") from exc
             return None
         except AzureError as exc:
@@ -221,7 +230,7 @@ class AzureBlobStore:
         try:
             self._container.delete_blob(full, delete_snapshots="include")
         except ResourceNotFoundError as exc:
-            if str(exc.error_code or "") == "ContainerNotFound":
+            if _error_code(exc) == "ContainerNotFound":
                 raise self._translate(exc, key, "delete") from exc
             return
         except AzureError as exc:

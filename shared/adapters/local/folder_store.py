@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from shared.ports.object_store import ObjectInfo, check_key
 
 
 def _translate(exc: OSError, key: str) -> StoreError:
-    if exc.errno == errno.ENOENT:
+    if exc.errno in (errno.ENOENT, errno.EISDIR, errno.ENOTDIR):  # a folder is not an object
         return ObjectNotFoundError(f"object {key} not found", key=key)
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return StoreFullError(f"no space left writing {key}", key=key)
@@ -83,11 +84,12 @@ class FolderStore:
 
     def stat(self, key: str) -> ObjectInfo | None:
         try:
-            return ObjectInfo(key, self._path(key).stat().st_size)
-        except FileNotFoundError:
+            st = self._path(key).stat()
+        except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
             raise _translate(exc, key) from exc
+        return ObjectInfo(key, st.st_size) if stat.S_ISREG(st.st_mode) else None
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         # Walk only the folder that can hold the prefix, then filter by the full prefix.
@@ -111,7 +113,7 @@ class FolderStore:
     def delete(self, key: str) -> None:
         try:
             self._path(key).unlink()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return
         except OSError as exc:
             raise _translate(exc, key) from exc
