@@ -30,7 +30,15 @@ from shared.repo import codec
 from shared.repo.codec import IndexEntry
 from shared.repo.keys import ZERO_ID
 from shared.repo.packer import DEFAULT_PACK_TARGET, Packer, SealedPack
-from shared.repo.points import PAGE_ENTRIES, PointRecord, PointStats, check_disk_id, new_point_id
+from shared.repo.points import (
+    MAX_BLOCK_SIZE,
+    MIN_BLOCK_SIZE,
+    PAGE_ENTRIES,
+    PointRecord,
+    PointStats,
+    check_disk_id,
+    new_point_id,
+)
 from shared.repo.repository import Repository
 
 log = logging.getLogger(__name__)
@@ -217,6 +225,8 @@ def replicate(
         except PointNotFoundError:
             parent = None
         block_size = opts.block_size or (parent.block_size if parent else DEFAULT_BLOCK_SIZE)
+        if not MIN_BLOCK_SIZE <= block_size <= MAX_BLOCK_SIZE or block_size & (block_size - 1):
+            raise InvalidInputError(f"block size {block_size} must be a power of two from 64 KiB to 4 MiB")
         if parent is not None and parent.block_size != block_size:
             raise InvalidInputError(
                 f"disk {disk_id} uses {parent.block_size}-byte blocks; block size is fixed per disk"

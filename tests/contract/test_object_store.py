@@ -110,9 +110,7 @@ def test_stat_present_and_missing(object_store: ObjectStore) -> None:
     assert object_store.stat("a/b") == ObjectInfo("a/b", 3)
 
 
-def test_a_key_prefix_is_not_an_object(request: pytest.FixtureRequest, object_store: ObjectStore) -> None:
-    from shared.adapters.local.folder_store import FolderStore
-
+def test_a_key_prefix_is_not_an_object(object_store: ObjectStore) -> None:
     object_store.put("a/b", b"xyz")
     assert object_store.stat("a") is None
     with pytest.raises(ObjectNotFoundError):
