@@ -6,7 +6,7 @@
 Measures (each timed step repeated --repeat times, medians reported): the machine limit
 (cat, b3sum, zstd -1 -T2 over the image), full backup throughput, bytes stored, cross-VM
 dedup, incremental backup after a 5% mutation, restore throughput (sha256-verified) and
-peak RSS. Writes the Markdown report to --out and the raw measurements to bench/results.json.
+peak RSS. Writes the Markdown report to --out and the raw measurements to --json (bench/results.json).
 """
 from __future__ import annotations
 
@@ -564,6 +564,7 @@ def main() -> None:
     p.add_argument("--size", default="2G", help="image size (make_disk.py syntax, e.g. 256M, 2G)")
     p.add_argument("--repeat", type=int, default=3, help="timed runs per step; medians reported")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "BENCHMARKS.md")
+    p.add_argument("--json", type=Path, default=RESULTS_JSON, help="raw measurements (default bench/results.json)")
     p.add_argument("--workdir", type=Path, default=ROOT / "bench" / "work")
     a = p.parse_args()
     if a.repeat < 1:
@@ -613,10 +614,10 @@ def main() -> None:
         tools, pristine, img, extents, repos, a.repeat, verify_incremental)
     res["params"]["total_minutes"] = (time.perf_counter() - started) / 60
     res["summary"] = summarize(res)
-    RESULTS_JSON.write_text(json.dumps(res, indent=2) + "\n")
+    a.json.write_text(json.dumps(res, indent=2) + "\n")
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(render(res))
-    log(f"wrote {a.out} and {RESULTS_JSON}")
+    log(f"wrote {a.out} and {a.json}")
     for t in res["summary"]["targets"]:
         print(f"  {'met    ' if t['met'] else 'NOT MET'}  {t['target']}: {fmt_target(t['measured'], t['kind'])}")
 

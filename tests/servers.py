@@ -190,6 +190,14 @@ class SeaweedFS:
     bucket: str
     server: ServerProcess
     region: str = "us-east-1"
+    grpc_ports: tuple[int, ...] = ()
+
+    def stop(self) -> None:
+        """Stop weed; then remove the gRPC sockets it leaves in /tmp if it was killed."""
+        self.server.stop(timeout=30)
+        for port in self.grpc_ports:
+            for sock in Path("/tmp").glob(f"seaweedfs-*-grpc-{port}.sock"):
+                sock.unlink(missing_ok=True)
 
     def client(self, *, access_key: str | None = None, secret_key: str | None = None, **config: Any) -> Any:
         import boto3
@@ -257,7 +265,8 @@ def start_seaweedfs(workdir: Path, *, bucket: str = "lifeboat-test") -> SeaweedF
         # (unique per port, removed on SIGTERM); TMPDIR still catches its other temp files.
         env = _clean_env(AWS_ACCESS_KEY_ID=access_key, AWS_SECRET_ACCESS_KEY=secret_key, TMPDIR=str(tmp))
         server = ServerProcess("seaweedfs", argv, run / "weed.log", env=env, cwd=run).start()
-        info = SeaweedFS(f"http://{LOOPBACK}:{s3}", access_key, secret_key, bucket, server)
+        grpc = (master_grpc, volume_grpc, filer_grpc, s3_grpc, admin_grpc)
+        info = SeaweedFS(f"http://{LOOPBACK}:{s3}", access_key, secret_key, bucket, server, grpc_ports=grpc)
         try:
             wait_ready(server, lambda: port_open(s3))
             probe_client = info.client(retries={"mode": "standard", "total_max_attempts": 1}, read_timeout=10)
@@ -281,7 +290,7 @@ def start_seaweedfs(workdir: Path, *, bucket: str = "lifeboat-test") -> SeaweedF
 
             wait_ready(server, bucket_works)
         except BaseException:
-            server.stop()
+            info.stop()
             raise
         return info
 
@@ -295,7 +304,7 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
     try:
         yield info
     finally:
-        info.server.stop()
+        info.stop()
 
 
 # --- Azurite (Azure Blob) ------------------------------------------------------------------------
