@@ -83,6 +83,27 @@ class CheckFailedError(RepositoryError):
     """``check`` found problems; ``fields['problems']`` lists them."""
 
 
+# --- control plane --------------------------------------------------------------------------
+class NotFoundError(LifeboatError):
+    """A metadata record (site, plan, job...) does not exist."""
+
+
+class ConflictError(LifeboatError):
+    """The record changed since it was read (revision mismatch) or already exists."""
+
+
+class InvalidStateError(LifeboatError):
+    """The action is not allowed in the record's current state (e.g. a job transition)."""
+
+
+class AuthenticationError(LifeboatError):
+    """No valid credentials were presented."""
+
+
+class PermissionDeniedError(LifeboatError):
+    """The caller is authenticated but its roles do not allow the action."""
+
+
 class SourceError(LifeboatError):
     """The source disk could not be read."""
 
@@ -94,6 +115,11 @@ class TargetError(LifeboatError):
 #: error class -> (CLI exit code, HTTP status). Most specific class wins.
 ERROR_TABLE: dict[type[LifeboatError], tuple[int, int]] = {
     InvalidInputError: (2, 400),
+    NotFoundError: (4, 404),
+    ConflictError: (5, 409),
+    InvalidStateError: (5, 409),
+    AuthenticationError: (7, 401),
+    PermissionDeniedError: (7, 403),
     ObjectNotFoundError: (4, 404),
     PointNotFoundError: (4, 404),
     RepositoryNotFoundError: (4, 404),

@@ -1,0 +1,110 @@
+"""Protection plans: what to protect, how often, how long to keep it, and how to recover it."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from shared.domain.base import Name, Record, Slug
+from shared.policies.retention import RetentionPolicy
+
+_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProtectedDisk(_Part):
+    disk_id: Slug = Field(description="Repository disk id; unique across the repository.")
+    source: str = Field(min_length=1, max_length=1024, description="Source: image path or block device.")
+    changed_extents: str | None = Field(
+        default=None, max_length=1024, description="Optional file with the changed-extent list (CBT)."
+    )
+    block_size: int | None = Field(default=None, description="Block size for a new disk (64 KiB-4 MiB).")
+
+
+class ProtectedMachine(_Part):
+    machine_id: Slug
+    name: Name | None = None
+    disks: list[ProtectedDisk] = Field(min_length=1, max_length=64)
+    instance_type: str | None = Field(default=None, max_length=64)
+    private_ip: str | None = Field(default=None, max_length=64)
+
+
+class ReplicationWindow(_Part):
+    """Replication may start only between ``start`` and ``end`` (UTC, ``HH:MM``; may wrap midnight)."""
+
+    start: str
+    end: str
+
+    @field_validator("start", "end")
+    @classmethod
+    def _hhmm(cls, v: str) -> str:
+        if not _HHMM.match(v):
+            raise ValueError("use HH:MM (24-hour, UTC)")
+        return v
+
+
+class NetworkMapping(_Part):
+    source_network: Name
+    target_network: Name = Field(description="Target subnet / virtual network / bridge.")
+    security_groups: list[str] = Field(default_factory=list, max_length=16)
+    test_network: Name | None = Field(default=None, description="Isolated network used by test recoveries.")
+
+
+class BootGroup(_Part):
+    name: Name
+    machines: list[Slug] = Field(min_length=1)
+    delay_seconds: int = Field(default=0, ge=0, le=3600, description="Wait after the previous group booted.")
+
+
+class ScriptHook(_Part):
+    when: str = Field(pattern=r"^(pre|post)-(replication|recovery)$")
+    command: str = Field(min_length=1, max_length=2048)
+    timeout_seconds: int = Field(default=300, ge=1, le=3600)
+
+
+class PlanState(StrEnum):
+    ACTIVE = "active"
+    PAUSED = "paused"
+
+
+class ProtectionPlan(Record):
+    kind: ClassVar[str] = "plan"
+    indexed: ClassVar[tuple[str, ...]] = ("target_site_id", "state")
+
+    name: Name
+    source_site_id: Slug
+    target_site_id: Slug
+    machines: list[ProtectedMachine] = Field(min_length=1, max_length=500)
+    rpo_minutes: int = Field(default=15, ge=1, le=10080)
+    retention: RetentionPolicy = Field(default_factory=lambda: RetentionPolicy(keep_last=24, keep_daily=7))
+    window: ReplicationWindow | None = None
+    bandwidth_limit_mbps: float | None = Field(default=None, gt=0)
+    network_mapping: list[NetworkMapping] = Field(default_factory=list, max_length=64)
+    boot_groups: list[BootGroup] = Field(default_factory=list, max_length=32)
+    scripts: list[ScriptHook] = Field(default_factory=list, max_length=16)
+    state: PlanState = PlanState.ACTIVE
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ProtectionPlan:
+        machine_ids = [m.machine_id for m in self.machines]
+        if len(set(machine_ids)) != len(machine_ids):
+            raise ValueError("machine ids must be unique within a plan")
+        disk_ids = [d.disk_id for m in self.machines for d in m.disks]
+        if len(set(disk_ids)) != len(disk_ids):
+            raise ValueError("disk ids must be unique within a plan")
+        grouped = [m for g in self.boot_groups for m in g.machines]
+        unknown = set(grouped) - set(machine_ids)
+        if unknown:
+            raise ValueError(f"boot groups name unknown machines: {sorted(unknown)}")
+        if len(set(grouped)) != len(grouped):
+            raise ValueError("a machine may be in only one boot group")
+        return self
+
+    def disk_ids(self) -> list[str]:
+        return [d.disk_id for m in self.machines for d in m.disks]

@@ -1,0 +1,33 @@
+"""Recovery-point metadata: what the control plane knows about points in a repository."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.domain.base import Record, Slug
+
+
+class DiskPoint(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    disk_id: Slug
+    point_id: str = Field(max_length=64, description="The repository point id (docs/FORMAT.md).")
+    disk_size: int = Field(ge=0)
+    bytes_new: int = Field(default=0, ge=0, description="Bytes of new data this point added.")
+
+
+class RecoveryPoint(Record):
+    """One machine at one moment: a point per disk, all from the same plan run."""
+
+    kind: ClassVar[str] = "point"
+    indexed: ClassVar[tuple[str, ...]] = ("plan_id", "machine_id", "run_id")
+
+    plan_id: Slug
+    machine_id: Slug
+    run_id: Slug = Field(description="The plan run (replication job) that made it.")
+    time: datetime
+    site_id: Slug
+    disks: list[DiskPoint] = Field(min_length=1)
