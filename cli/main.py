@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
+from cli import control
 from node_runtime.recovery.restore import restore as restore_point
 from node_runtime.replication.pipeline import ReplicationOptions
 from node_runtime.replication.pipeline import replicate as replicate_disk
@@ -359,6 +360,9 @@ def check(
         out.print("no problems found" if report.ok else f"{len(report.problems)} problems found")
     if not report.ok:
         raise typer.Exit(8)
+
+
+control.register(app)
 
 
 def main() -> None:

@@ -104,6 +104,10 @@ class PermissionDeniedError(LifeboatError):
     """The caller is authenticated but its roles do not allow the action."""
 
 
+class ServiceUnavailableError(LifeboatError):
+    """The control plane could not be reached or answered 5xx; worth retrying."""
+
+
 class SourceError(LifeboatError):
     """The source disk could not be read."""
 
@@ -120,6 +124,7 @@ ERROR_TABLE: dict[type[LifeboatError], tuple[int, int]] = {
     InvalidStateError: (5, 409),
     AuthenticationError: (7, 401),
     PermissionDeniedError: (7, 403),
+    ServiceUnavailableError: (11, 503),
     ObjectNotFoundError: (4, 404),
     PointNotFoundError: (4, 404),
     RepositoryNotFoundError: (4, 404),

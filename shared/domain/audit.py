@@ -22,3 +22,30 @@ class AuditEvent(Record):
     status: int = 0
     details: dict[str, Any] = Field(default_factory=dict)
     request_id: str = Field(default="", max_length=128)
+
+
+class Alert(Record):
+    """An open or resolved condition that needs attention (e.g. an RPO breach)."""
+
+    kind: ClassVar[str] = "alert"
+    indexed: ClassVar[tuple[str, ...]] = ("state", "plan_id")
+
+    alert_kind: str = Field(max_length=64, description="e.g. rpo-breach, rpo-warning, job-failed")
+    plan_id: str | None = None
+    machine_id: str | None = None
+    severity: str = Field(pattern=r"^(info|warning|critical)$")
+    state: str = Field(default="open", pattern=r"^(open|resolved)$")
+    message: str = Field(max_length=1024)
+    raised_at: datetime
+    resolved_at: datetime | None = None
+
+
+class IdempotencyRecord(Record):
+    """The stored answer to an action sent with an Idempotency-Key (replayed on retry)."""
+
+    kind: ClassVar[str] = "idempotency"
+
+    principal: str = Field(max_length=128)
+    route: str = Field(max_length=256)
+    status: int
+    body: dict[str, Any] = Field(default_factory=dict)

@@ -33,10 +33,10 @@ TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 #: allowed transitions; RUNNING -> QUEUED is a requeue after a node was lost
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELLED, JobState.FAILED}),
-    JobState.RUNNING: frozenset(
-        {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLING, JobState.QUEUED}
+    JobState.RUNNING: frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLING, JobState.QUEUED}),
+    JobState.CANCELLING: frozenset(
+        {JobState.CANCELLED, JobState.FAILED, JobState.SUCCEEDED, JobState.QUEUED}
     ),
-    JobState.CANCELLING: frozenset({JobState.CANCELLED, JobState.FAILED, JobState.SUCCEEDED, JobState.QUEUED}),
     JobState.SUCCEEDED: frozenset(),
     JobState.FAILED: frozenset(),
     JobState.CANCELLED: frozenset(),
@@ -61,13 +61,21 @@ class Job(Record):
     plan_id: Slug | None = None
     machine_id: Slug | None = None
     state: JobState = JobState.QUEUED
-    reason: str = Field(default="", max_length=512, description="Why the job exists (scheduler reason or user).")
+    reason: str = Field(
+        default="", max_length=512, description="Why the job exists (scheduler reason or user)."
+    )
     params: dict[str, Any] = Field(default_factory=dict)
     result: dict[str, Any] = Field(default_factory=dict)
     progress: JobProgress = Field(default_factory=JobProgress)
     errors: list[str] = Field(default_factory=list)
     attempts: int = Field(default=0, ge=0)
     node_id: Slug | None = None
+    lease_until: datetime | None = Field(
+        default=None, description="The running node must report before this."
+    )
+    queue_message: dict[str, Any] | None = Field(
+        default=None, description="Internal: the queue delivery (never served)."
+    )
     started_at: datetime | None = None
     finished_at: datetime | None = None
     created_by: str = Field(default="scheduler", max_length=128)
@@ -89,6 +97,8 @@ class Job(Record):
             changes["attempts"] = self.attempts + 1
         if to in TERMINAL:
             changes["finished_at"] = at
+        if to is JobState.QUEUED or to in TERMINAL:
+            changes["lease_until"] = None
         if to is JobState.QUEUED:
             changes["node_id"] = None
         if error:

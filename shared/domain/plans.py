@@ -69,6 +69,7 @@ class ScriptHook(_Part):
 
 
 class PlanState(StrEnum):
+    DRAFT = "draft"  # saved, not yet protecting: the `protect` action activates it
     ACTIVE = "active"
     PAUSED = "paused"
 
@@ -88,7 +89,7 @@ class ProtectionPlan(Record):
     network_mapping: list[NetworkMapping] = Field(default_factory=list, max_length=64)
     boot_groups: list[BootGroup] = Field(default_factory=list, max_length=32)
     scripts: list[ScriptHook] = Field(default_factory=list, max_length=16)
-    state: PlanState = PlanState.ACTIVE
+    state: PlanState = PlanState.DRAFT
 
     @model_validator(mode="after")
     def _consistent(self) -> ProtectionPlan:

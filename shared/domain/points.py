@@ -31,3 +31,22 @@ class RecoveryPoint(Record):
     time: datetime
     site_id: Slug
     disks: list[DiskPoint] = Field(min_length=1)
+
+
+class MachineStatus(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    last_point_at: datetime | None = None
+    last_point_id: str | None = None
+
+
+class PlanStatus(Record):
+    """Per-plan replication state the scheduler reads in one query (kept apart from the plan
+    so user edits and job completions never conflict on one revision)."""
+
+    kind: ClassVar[str] = "plan-status"
+
+    machines: dict[str, MachineStatus] = Field(default_factory=dict)
+    last_job_id: str | None = None
+    last_success_at: datetime | None = None
+    last_error: str | None = None

@@ -1,0 +1,130 @@
+"""``lifeboat up``: the whole control plane on one machine (composition root, embedded mode).
+
+API (the same powertools resolver as in Lambda) on 127.0.0.1:8080, SQLite metadata and
+queue, the scheduler loop, and a local replication node in a child process, with all data
+under one folder. First start creates an admin (password printed once), a ``local`` site
+whose repository lives in the data folder (passphrase in a 0600 file), and a node token.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.adapters.local.sqlite_metadata import SqliteMetadataStore
+from shared.adapters.local.sqlite_queue import SqliteJobQueue
+
+from functions.api import app as api
+from functions.embedded.http_server import make_server, serve_in_thread
+from shared.domain.identity import Role, User
+from shared.domain.inventory import Site, SiteKind
+from shared.errors import LifeboatError, NotFoundError
+from shared.services import auth
+from shared.services.context import Control
+from shared.services.scheduler import tick
+
+log = logging.getLogger("lifeboat.up")
+
+
+def _secret_file(path: Path, make: str) -> str:
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(make)
+    return make
+
+
+@dataclass
+class Embedded:
+    data_dir: Path
+    ctl: Control
+    admin_password: str | None  # set only on first start
+    node_token: str
+
+
+def bootstrap(data_dir: Path) -> Embedded:
+    """Open (or create) the embedded state under ``data_dir``."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o700)
+    jwt_secret = _secret_file(data_dir / "secrets" / "jwt.key", secrets.token_urlsafe(48))
+    ctl = Control(
+        store=SqliteMetadataStore(data_dir / "metadata.db"),
+        queue=SqliteJobQueue(data_dir / "queue.db", max_receives=5),
+        jwt_secret=jwt_secret,
+    )
+    admin_password = None
+    if not ctl.store.query(User, where={"username": "admin"}, limit=1).items:
+        admin_password = secrets.token_urlsafe(18)
+        ctl.store.create(User(id="user-admin", username="admin", display_name="Administrator",
+                              password_hash=auth.hash_password(admin_password), roles=[Role.ADMIN]))  # fmt: skip
+    key_file = data_dir / "secrets" / "repository.key"
+    _secret_file(key_file, secrets.token_urlsafe(32))
+    try:
+        ctl.store.get(Site, "local")
+    except NotFoundError:
+        ctl.store.create(Site(id="local", name="This machine", site_kind=SiteKind.LOCAL,
+                              repository_url=str(data_dir / "repository"), credentials_ref=f"file:{key_file}"))  # fmt: skip
+    token_file = data_dir / "secrets" / "node.token"
+    if token_file.exists():
+        node_token = token_file.read_text().strip()
+    else:
+        _, node_token = auth.create_api_token(ctl.store, name="local-node", owner="lifeboat up", roles=[Role.NODE],
+                                              node_id="node-local")  # fmt: skip
+        _secret_file(token_file, node_token)
+    return Embedded(data_dir, ctl, admin_password, node_token)
+
+
+def run_up(data_dir: Path, host: str, port: int, *, node: bool, scheduler_seconds: float, echo=print) -> None:
+    env = bootstrap(data_dir)
+    api.configure(env.ctl)
+    server = make_server(api.app, host, port)
+    url = f"http://{host}:{server.server_address[1]}"
+    serve_in_thread(server)
+    stop = threading.Event()
+
+    def scheduler() -> None:
+        while not stop.is_set():
+            try:
+                report = tick(env.ctl)
+                if report.created or report.alerts_opened:
+                    log.info("scheduler: jobs %s, alerts %s", report.created, report.alerts_opened)
+            except LifeboatError as exc:
+                log.warning("scheduler tick failed: %s", exc)
+            stop.wait(scheduler_seconds)
+
+    threading.Thread(target=scheduler, name="scheduler", daemon=True).start()
+    child = None
+    if node:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", "node", "run", "--api", url, "--site", "local", "--name", "local-node",
+             "--token-file", str(data_dir / "secrets" / "node.token")],
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    (data_dir / "api.json").write_text(json.dumps({"url": url, "pid": os.getpid()}))
+    echo(f"Lifeboat is up: API {url}  (OpenAPI: {url}/openapi.json, docs: {url}/docs)")
+    echo(f"data folder: {data_dir}")
+    if env.admin_password:
+        echo(f"first start: user 'admin', password '{env.admin_password}' (shown once; change it)")
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()
+    stop.set()
+    if child is not None:
+        child.terminate()
+        try:
+            child.wait(10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+    server.shutdown()
+    echo("Lifeboat stopped")

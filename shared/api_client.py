@@ -1,0 +1,138 @@
+"""A typed client of the Lifeboat REST API (stdlib HTTP), used by the CLI and the node agent.
+
+HTTP errors come back as the same error classes the server raised (by status), carrying
+the server's message, so callers handle one error tree whether they run in-process or
+over HTTP. Connection failures and 5xx are :class:`ServiceUnavailableError`.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+from shared.errors import (
+    AuthenticationError,
+    ConflictError,
+    InvalidInputError,
+    LifeboatError,
+    NotFoundError,
+    PermissionDeniedError,
+    ServiceUnavailableError,
+)
+
+_BY_STATUS: dict[int, type[LifeboatError]] = {
+    400: InvalidInputError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    413: InvalidInputError,
+    422: InvalidInputError,
+}
+
+
+class ApiClient:
+    def __init__(self, base_url: str, token: str | None = None, *, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+
+    # --- transport -----------------------------------------------------------------------
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        url = self.base_url + path + ("?" + urllib.parse.urlencode(query) if query else "")
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(url, data=data, method=method)
+        req.add_header("Accept", "application/json")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
+        for k, v in (headers or {}).items():
+            req.add_header(k, v)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                raw = resp.read()
+                return json.loads(raw) if raw else None
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            try:
+                message = json.loads(raw)["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = raw.decode("utf-8", "replace")[:300] or exc.reason
+            cls = _BY_STATUS.get(exc.code, ServiceUnavailableError if exc.code >= 500 else LifeboatError)
+            raise cls(f"{method} {path}: {message}", status=exc.code) from exc
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+            raise ServiceUnavailableError(f"cannot reach the Lifeboat API at {self.base_url}: {exc}") from exc
+
+    def pages(
+        self, path: str, params: dict[str, Any] | None = None, *, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Every item of a paginated listing."""
+        items: list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            page = self.request("GET", path, params={**(params or {}), "limit": limit, "cursor": cursor})
+            items.extend(page["items"])
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return items
+
+    # --- users -----------------------------------------------------------------------------
+    def login(self, username: str, password: str) -> str:
+        answer = self.request("POST", "/auth/login", {"username": username, "password": password})
+        self.token = answer["access_token"]
+        return self.token
+
+    # --- resources ---------------------------------------------------------------------------
+    def create_site(self, **site: Any) -> dict[str, Any]:
+        return self.request("POST", "/sites", site)
+
+    def create_plan(self, **plan: Any) -> dict[str, Any]:
+        return self.request("POST", "/plans", plan)
+
+    def plan_action(
+        self, plan_id: str, action: str, body: Any = None, *, idempotency_key: str | None = None
+    ) -> Any:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return self.request("POST", f"/plans/{plan_id}/{action}", body, headers=headers)
+
+    def jobs(self, **filters: Any) -> list[dict[str, Any]]:
+        return self.pages("/jobs", filters)
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/jobs/{job_id}")
+
+    def points(self, **filters: Any) -> list[dict[str, Any]]:
+        return self.pages("/points", filters)
+
+    # --- node work -----------------------------------------------------------------------------
+    def register_node(self, **node: Any) -> dict[str, Any]:
+        return self.request("POST", "/nodes/register", node)
+
+    def heartbeat(self, node_id: str, running_jobs: int) -> dict[str, Any]:
+        return self.request("POST", f"/nodes/{node_id}/heartbeat", {"running_jobs": running_jobs})
+
+    def claim(self, node_id: str) -> dict[str, Any] | None:
+        return self.request("POST", f"/nodes/{node_id}/claim")
+
+    def progress(self, job_id: str, **progress: Any) -> dict[str, Any]:
+        return self.request("POST", f"/jobs/{job_id}/progress", progress)
+
+    def complete(
+        self, job_id: str, state: str, *, result: dict[str, Any] | None = None, error: str | None = None
+    ) -> dict[str, Any]:
+        return self.request(
+            "POST", f"/jobs/{job_id}/complete", {"state": state, "result": result or {}, "error": error}
+        )

@@ -1,0 +1,82 @@
+"""Plan actions: protect, pause, resume, replicate now, recover, clean up a test."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.domain.inventory import Site
+from shared.domain.jobs import Job, JobKind
+from shared.domain.plans import PlanState, ProtectionPlan
+from shared.errors import ConflictError, InvalidStateError
+from shared.services import jobs
+from shared.services.context import Control
+
+
+def replication_params(ctl: Control, plan: ProtectionPlan) -> dict[str, Any]:
+    """The snapshot a node needs to run one plan run, taken when the job is created."""
+    site = ctl.store.get(Site, plan.target_site_id)
+    return {
+        "plan_id": plan.id,
+        "target_site_id": site.id,
+        "repository_url": site.repository_url,
+        "credentials_ref": site.credentials_ref,
+        "bandwidth_limit_mbps": plan.bandwidth_limit_mbps,
+        "machines": [m.model_dump(mode="json") for m in plan.machines],
+    }
+
+
+def set_state(ctl: Control, plan_id: str, to: PlanState, *, allowed_from: set[PlanState]) -> ProtectionPlan:
+    for _ in range(5):
+        plan = ctl.store.get(ProtectionPlan, plan_id)
+        if plan.state == to:
+            return plan
+        if plan.state not in allowed_from:
+            raise InvalidStateError(f"plan {plan_id} is {plan.state}; cannot become {to}", plan_id=plan_id)
+        try:
+            return ctl.store.update(plan.model_copy(update={"state": to}))
+        except ConflictError:
+            continue
+    raise ConflictError(f"plan {plan_id} kept changing; try again", plan_id=plan_id)
+
+
+def protect(ctl: Control, plan_id: str) -> ProtectionPlan:
+    plan = ctl.store.get(ProtectionPlan, plan_id)
+    ctl.store.get(Site, plan.target_site_id)  # the target must exist before protecting
+    ctl.store.get(Site, plan.source_site_id)
+    return set_state(ctl, plan_id, PlanState.ACTIVE, allowed_from={PlanState.DRAFT, PlanState.PAUSED})
+
+
+def replicate_now(ctl: Control, plan_id: str, *, actor: str) -> Job:
+    plan = ctl.store.get(ProtectionPlan, plan_id)
+    if plan.state is not PlanState.ACTIVE:
+        raise InvalidStateError(
+            f"plan {plan_id} is {plan.state}: protect or resume it first", plan_id=plan_id
+        )
+    job = jobs.new_job(
+        JobKind.REPLICATION, plan_id=plan_id, reason=f"replicate now by {actor}", created_by=actor,
+        params=replication_params(ctl, plan),
+    )  # fmt: skip
+    created, _ = jobs.submit(ctl, job)
+    return created
+
+
+def recover(ctl: Control, plan_id: str, *, mode: str, point_time: str | None, actor: str) -> Job:
+    """Queue a recovery job; the recovery flow (issue 4) runs it."""
+    plan = ctl.store.get(ProtectionPlan, plan_id)
+    kind = JobKind.TEST_RECOVERY if mode == "test" else JobKind.RECOVERY
+    job = jobs.new_job(
+        kind, plan_id=plan.id, reason=f"{mode} recovery by {actor}", created_by=actor,
+        params={"mode": mode, "point_time": point_time, "plan_id": plan.id},
+    )  # fmt: skip
+    created, _ = jobs.submit(ctl, job)
+    return created
+
+
+def cleanup_test(ctl: Control, plan_id: str, *, actor: str) -> Job:
+    plan = ctl.store.get(ProtectionPlan, plan_id)
+    job = jobs.new_job(
+        JobKind.CLEANUP, plan_id=plan.id, reason=f"clean up test recovery, by {actor}", created_by=actor,
+        params={"plan_id": plan.id},
+    )  # fmt: skip
+    created, _ = jobs.submit(ctl, job)
+    return created

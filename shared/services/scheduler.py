@@ -1,0 +1,130 @@
+"""One scheduler tick: read plans, points and jobs; create the due jobs; raise RPO alerts.
+
+Runs every minute (EventBridge -> Lambda in AWS; a loop in ``lifeboat up``). Two ticks
+racing are harmless: due jobs get ids derived from the policy's dedup key, so the second
+create fails and no second job exists; alerts have deterministic ids too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TypeVar
+
+from shared.domain.audit import Alert
+from shared.domain.base import Record
+from shared.domain.jobs import Job, JobKind, JobState
+from shared.domain.plans import PlanState, ProtectionPlan
+from shared.domain.points import PlanStatus
+from shared.errors import ConflictError, LifeboatError, NotFoundError
+from shared.policies.scheduling import AlertSeverity, Decision, due_jobs, rpo_status
+from shared.services import jobs
+from shared.services.context import Control
+from shared.services.plans import replication_params
+
+R = TypeVar("R", bound=Record)
+
+
+def _all(ctl: Control, kind: type[R], where: dict[str, str] | None = None) -> Iterator[R]:
+    cursor = None
+    while True:
+        page = ctl.store.query(kind, where=where, limit=500, cursor=cursor)
+        yield from page.items
+        if not page.next_cursor:
+            return
+        cursor = page.next_cursor
+
+
+@dataclass
+class SchedulerState:
+    plans: list[ProtectionPlan]
+    last_points: dict[tuple[str, str], datetime]
+    active_jobs: list[Job]
+
+
+def load_state(ctl: Control) -> SchedulerState:
+    plans = list(_all(ctl, ProtectionPlan))
+    last: dict[tuple[str, str], datetime] = {}
+    for status in _all(ctl, PlanStatus):
+        for machine_id, m in status.machines.items():
+            if m.last_point_at is not None:
+                last[(status.id, machine_id)] = m.last_point_at
+    active = [
+        j
+        for s in (JobState.QUEUED, JobState.RUNNING, JobState.CANCELLING)
+        for j in _all(ctl, Job, {"state": s})
+    ]
+    return SchedulerState(plans, last, active)
+
+
+@dataclass
+class TickReport:
+    decisions: list[Decision] = field(default_factory=list)
+    created: list[str] = field(default_factory=list)
+    alerts_opened: list[str] = field(default_factory=list)
+    alerts_resolved: list[str] = field(default_factory=list)
+    lost_jobs: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def tick(ctl: Control) -> TickReport:
+    """Create due replication jobs and keep RPO alerts in step with reality."""
+    report = TickReport()
+    now = ctl.now()
+    report.lost_jobs = [j.id for j in jobs.expire_lost(ctl)]
+    state = load_state(ctl)
+    by_id = {p.id: p for p in state.plans}
+    active_plans = [p for p in state.plans if p.state is not PlanState.DRAFT]
+    report.decisions = due_jobs(active_plans, state.last_points, state.active_jobs, now)
+    for decision in report.decisions:
+        if not decision.due or decision.job is None:
+            continue
+        plan = by_id[decision.plan_id]
+        try:
+            job = jobs.new_job(JobKind.REPLICATION, plan_id=plan.id, reason=decision.reason, created_by="scheduler",
+                               params=replication_params(ctl, plan))  # fmt: skip
+            created, fresh = jobs.submit(ctl, job, dedup_key=decision.job.dedup_key)
+            if fresh:
+                report.created.append(created.id)
+        except LifeboatError as exc:
+            report.errors.append(f"plan {plan.id}: {exc}")
+    _sync_alerts(ctl, active_plans, state, now, report)
+    return report
+
+
+def _sync_alerts(
+    ctl: Control, plans: list[ProtectionPlan], state: SchedulerState, now: datetime, report: TickReport
+) -> None:
+    wanted: dict[str, Alert] = {}
+    for status in rpo_status(plans, state.last_points, now):
+        for a in status.alerts:
+            alert_id = f"rpo-{a.plan_id}-{a.machine_id}"[:128]
+            wanted[alert_id] = Alert(
+                id=alert_id, alert_kind=f"rpo-{a.severity}", plan_id=a.plan_id, machine_id=a.machine_id,
+                severity="critical" if a.severity is AlertSeverity.BREACH else "warning", message=a.message,
+                raised_at=now,
+            )  # fmt: skip
+    for alert_id, alert in wanted.items():
+        try:
+            existing = ctl.store.get(Alert, alert_id)
+        except NotFoundError:
+            existing = None
+        try:
+            if existing is None:
+                ctl.store.create(alert)
+                report.alerts_opened.append(alert_id)
+            elif existing.state == "resolved" or existing.severity != alert.severity:
+                ctl.store.update(existing.model_copy(update={
+                    "state": "open", "severity": alert.severity, "alert_kind": alert.alert_kind,
+                    "message": alert.message, "raised_at": now, "resolved_at": None}))  # fmt: skip
+                report.alerts_opened.append(alert_id)
+        except ConflictError:
+            continue  # another tick did it
+    for existing in _all(ctl, Alert, {"state": "open"}):
+        if existing.id.startswith("rpo-") and existing.id not in wanted:
+            try:
+                ctl.store.update(existing.model_copy(update={"state": "resolved", "resolved_at": now}))
+                report.alerts_resolved.append(existing.id)
+            except ConflictError:
+                continue
