@@ -18,6 +18,7 @@ from typing import Annotated, Any
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
+from pydantic import TypeAdapter
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
 
 from functions.api import schemas
@@ -38,7 +39,7 @@ from shared.errors import (
     PermissionDeniedError,
     http_status_for,
 )
-from shared.policies.scheduling import rpo_status
+from shared.policies.scheduling import RpoStatus, rpo_status
 from shared.services import auth, jobs, plans
 from shared.services.context import Control
 
@@ -555,7 +556,10 @@ def rpo_report() -> dict[str, Any]:
 
     state = load_state(ctl())
     statuses = rpo_status(state.plans, state.last_points, ctl().now())
-    return {"generated_at": ctl().now().isoformat(), "plans": [s.model_dump(mode="json") for s in statuses]}
+    return {
+        "generated_at": ctl().now().isoformat(),
+        "plans": TypeAdapter(list[RpoStatus]).dump_python(statuses, mode="json"),
+    }
 
 
 def openapi_json() -> str:

@@ -14,7 +14,9 @@ _BASE_FIELDS = {"id", "revision", "created_at", "updated_at"}
 PRIVATE_FIELDS = {"password_hash", "secret_hash", "queue_message"}
 
 
-def input_model(record: type[Record], *, exclude: frozenset[str] | set[str] = frozenset(), name: str) -> type[BaseModel]:
+def input_model(
+    record: type[Record], *, exclude: frozenset[str] | set[str] = frozenset(), name: str
+) -> type[BaseModel]:
     """A body model with the record's own fields (the server sets id, revision, timestamps)."""
     fields: dict[str, Any] = {
         k: (f.annotation, f) for k, f in record.model_fields.items() if k not in _BASE_FIELDS | exclude
@@ -23,7 +25,9 @@ def input_model(record: type[Record], *, exclude: frozenset[str] | set[str] = fr
     return create_model(name, __config__=ConfigDict(extra="forbid"), **fields)
 
 
-def update_model(record: type[Record], *, exclude: frozenset[str] | set[str] = frozenset(), name: str) -> type[BaseModel]:
+def update_model(
+    record: type[Record], *, exclude: frozenset[str] | set[str] = frozenset(), name: str
+) -> type[BaseModel]:
     """A full-replacement body that states the revision it was based on (optimistic concurrency)."""
     fields: dict[str, Any] = {
         k: (f.annotation, f) for k, f in record.model_fields.items() if k not in _BASE_FIELDS | exclude

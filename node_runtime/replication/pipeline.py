@@ -2,7 +2,7 @@
 
 Stages (one run, one disk)::
 
-    read (caller thread) --[window: W blocks]--> hash/dedup/compress/encrypt (workers)
+    plan (caller thread) --[window: W blocks]--> read/hash/dedup/compress/encrypt (workers)
         --[packer]--> upload (streams) --[checkpoint]--> index --> pages --> point
 
 Memory math, with B = block size, P = pack target (16 MiB), W = 2 x workers + 2:
@@ -75,8 +75,11 @@ class ReplicationOptions:
 class _Run:
     """Shared state of one replication run; every mutation happens under ``lock``."""
 
-    def __init__(self, repo: Repository, opts: ReplicationOptions, known: dict[bytes, IndexEntry]) -> None:
+    def __init__(
+        self, repo: Repository, opts: ReplicationOptions, known: dict[bytes, IndexEntry], block_size: int
+    ) -> None:
         self.repo = repo
+        self.block_size = block_size
         self.opts = opts
         self.known = known
         self.lock = threading.Lock()
@@ -140,10 +143,16 @@ class _Run:
                 self.known.update(rows)
 
     # hash/compress stage ---------------------------------------------------------------------
-    def process(self, i: int, data: bytes, new_map: list[bytes], parent_map: Sequence[bytes]) -> None:
+    def process(
+        self, i: int, source: FileSource, length: int, new_map: list[bytes], parent_map: Sequence[bytes]
+    ) -> None:
+        """Read block ``i`` and take it through hash, dedup, compress, encrypt and packing."""
         try:
             if self.error is not None:
                 return
+            # Reading here, not in the submitting thread: pread releases the GIL, and a
+            # lone reader thread would queue behind the workers for the GIL on every block.
+            data = source.read(i * self.block_size, length)
             if data == _zeros(len(data)):
                 new_map[i] = ZERO_ID
                 return
@@ -239,7 +248,7 @@ def replicate(
             # Blocks not read are holes in the source, whatever the parent had there.
             reading = set(to_read)
             new_map = [ZERO_ID if i not in reading else new_map[i] for i in range(n_blocks)]
-        run = _Run(repo, opts, repo.load_index())
+        run = _Run(repo, opts, repo.load_index(), block_size)
         total = sum(min(block_size, source.size - i * block_size) for i in to_read)
         done = 0
         with ThreadPoolExecutor(opts.workers, thread_name_prefix="hash") as workers:
@@ -248,9 +257,8 @@ def replicate(
                     if run.error is not None:
                         break
                     length = min(block_size, source.size - i * block_size)
-                    data = source.read(i * block_size, length)
                     run.window.acquire()
-                    workers.submit(run.process, i, data, new_map, parent_map)
+                    workers.submit(run.process, i, source, length, new_map, parent_map)
                     done += length
                     run.stats.blocks_read += 1
                     if progress:

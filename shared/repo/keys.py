@@ -22,9 +22,11 @@ ZERO_ID = bytes(32)
 
 @dataclass(frozen=True)
 class KdfParams:
-    iterations: int = 3
-    memory_kib: int = 65536
-    lanes: int = 4
+    """Argon2id cost. The default is OWASP's first recommended setting (46 MiB, 1 pass)."""
+
+    iterations: int = 1
+    memory_kib: int = 47104
+    lanes: int = 1
 
 
 @dataclass(frozen=True)
