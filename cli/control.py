@@ -72,6 +72,9 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--node/--no-node", help="Start a local replication node.")
         ] = True,
         scheduler_seconds: Annotated[float, typer.Option(min=0.5, help="Scheduler interval.")] = 60.0,
+        job_lease_seconds: Annotated[
+            float, typer.Option(min=5, help="A job whose node is silent this long is given to another node.")
+        ] = 300.0,
     ) -> None:
         """Run the control plane on this machine: API, scheduler and a local node."""
         from cli.embedded import run_up

@@ -16,14 +16,15 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
-
-from shared.adapters.local.sqlite_metadata import SqliteMetadataStore
-from shared.adapters.local.sqlite_queue import SqliteJobQueue
 
 from functions.api import app as api
 from functions.embedded.http_server import make_server, serve_in_thread
+from shared.adapters.local.sqlite_metadata import SqliteMetadataStore
+from shared.adapters.local.sqlite_queue import SqliteJobQueue
 from shared.domain.identity import Role, User
 from shared.domain.inventory import Site, SiteKind
 from shared.errors import LifeboatError, NotFoundError
@@ -52,7 +53,7 @@ class Embedded:
     node_token: str
 
 
-def bootstrap(data_dir: Path) -> Embedded:
+def bootstrap(data_dir: Path, *, lease_seconds: float = 300.0) -> Embedded:
     """Open (or create) the embedded state under ``data_dir``."""
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o700)
@@ -61,6 +62,7 @@ def bootstrap(data_dir: Path) -> Embedded:
         store=SqliteMetadataStore(data_dir / "metadata.db"),
         queue=SqliteJobQueue(data_dir / "queue.db", max_receives=5),
         jwt_secret=jwt_secret,
+        lease=timedelta(seconds=lease_seconds),
     )
     admin_password = None
     if not ctl.store.query(User, where={"username": "admin"}, limit=1).items:
@@ -84,8 +86,17 @@ def bootstrap(data_dir: Path) -> Embedded:
     return Embedded(data_dir, ctl, admin_password, node_token)
 
 
-def run_up(data_dir: Path, host: str, port: int, *, node: bool, scheduler_seconds: float, echo=print) -> None:
-    env = bootstrap(data_dir)
+def run_up(
+    data_dir: Path,
+    host: str,
+    port: int,
+    *,
+    node: bool,
+    scheduler_seconds: float,
+    lease_seconds: float = 300.0,
+    echo: Callable[[str], None] = print,
+) -> None:
+    env = bootstrap(data_dir, lease_seconds=lease_seconds)
     api.configure(env.ctl)
     server = make_server(api.app, host, port)
     url = f"http://{host}:{server.server_address[1]}"

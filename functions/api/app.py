@@ -18,8 +18,8 @@ from typing import Annotated, Any
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
-from pydantic import TypeAdapter
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
+from pydantic import TypeAdapter
 
 from functions.api import schemas
 from functions.api.schemas import PRIVATE_FIELDS

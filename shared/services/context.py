@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from shared.ports.job_queue import JobQueue
 from shared.ports.metadata_store import MetadataStore
@@ -21,3 +21,5 @@ class Control:
     queue: JobQueue
     jwt_secret: str = field(repr=False)
     now: Callable[[], datetime] = _now
+    #: how long a running job stays with its node without a progress report
+    lease: timedelta = timedelta(minutes=5)

@@ -25,8 +25,8 @@ from shared.ports.job_queue import Message
 from shared.services.auth import Principal
 from shared.services.context import Control
 
-LEASE = timedelta(minutes=5)
-LOST_AFTER = 3 * LEASE
+#: a job whose lease expired this many leases ago, and was never redelivered, is failed
+LOST_AFTER_LEASES = 3
 
 
 def job_id_for(dedup_key: str) -> str:
@@ -47,6 +47,10 @@ def submit(ctl: Control, job: Job, *, dedup_key: str | None = None) -> tuple[Job
     return created, True
 
 
+def _seconds(delta: timedelta) -> int:
+    return max(1, int(delta.total_seconds()))
+
+
 def _message(job: Job) -> Message | None:
     m = job.queue_message
     return Message(m["id"], m["receipt"], m["body"], m["receive_count"]) if m else None
@@ -55,7 +59,7 @@ def _message(job: Job) -> Message | None:
 def claim(ctl: Control, node_id: str, *, max_messages: int = 1) -> Job | None:
     """Take the next job for ``node_id``: queued, or abandoned by a node whose lease expired."""
     now = ctl.now()
-    for msg in ctl.queue.receive(max_messages=max_messages, visibility_seconds=int(LEASE.total_seconds())):
+    for msg in ctl.queue.receive(max_messages=max_messages, visibility_seconds=_seconds(ctl.lease)):
         try:
             job = ctl.store.get(Job, str(msg.body.get("job_id")))
         except NotFoundError:
@@ -78,7 +82,7 @@ def claim(ctl: Control, node_id: str, *, max_messages: int = 1) -> Job | None:
         running = job.transition(JobState.RUNNING, now=now).model_copy(
             update={
                 "node_id": node_id,
-                "lease_until": now + LEASE,
+                "lease_until": now + ctl.lease,
                 "queue_message": {"id": msg.id, "receipt": msg.receipt, "body": msg.body,
                                   "receive_count": msg.receive_count},
             }
@@ -110,9 +114,9 @@ def report_progress(ctl: Control, principal: Principal, job_id: str, progress: J
         now = ctl.now()
         msg = _message(job)
         if msg is not None:
-            ctl.queue.extend(msg, int(LEASE.total_seconds()))
+            ctl.queue.extend(msg, _seconds(ctl.lease))
         try:
-            return ctl.store.update(job.model_copy(update={"progress": progress, "lease_until": now + LEASE}))
+            return ctl.store.update(job.model_copy(update={"progress": progress, "lease_until": now + ctl.lease}))
         except ConflictError:
             continue  # e.g. a cancel landed in between: re-read and report again
     raise ConflictError(f"job {job_id} kept changing while reporting progress", job_id=job_id)
@@ -220,7 +224,7 @@ def cancel(ctl: Control, job_id: str) -> Job:
 
 
 def expire_lost(ctl: Control) -> list[Job]:
-    """Fail running jobs whose node has been silent for LOST_AFTER (their message is gone too)."""
+    """Fail running jobs whose node has been silent for LOST_AFTER_LEASES leases (their message is gone too)."""
     now = ctl.now()
     failed = []
     for state in (JobState.RUNNING, JobState.CANCELLING):
@@ -228,7 +232,7 @@ def expire_lost(ctl: Control) -> list[Job]:
         while True:
             page = ctl.store.query(Job, where={"state": state}, limit=200, cursor=cursor)
             for job in page.items:
-                if job.lease_until and now - job.lease_until > LOST_AFTER - LEASE:
+                if job.lease_until and now - job.lease_until > (LOST_AFTER_LEASES - 1) * ctl.lease:
                     try:
                         failed.append(ctl.store.update(job.transition(
                             JobState.FAILED, now=now, error=f"node {job.node_id} lost and the job was not redelivered")))  # fmt: skip
