@@ -98,7 +98,7 @@ def run_up(
 ) -> None:
     env = bootstrap(data_dir, lease_seconds=lease_seconds)
     api.configure(env.ctl)
-    server = make_server(api.app, host, port)
+    server = make_server(api, host, port)
     url = f"http://{host}:{server.server_address[1]}"
     serve_in_thread(server)
     stop = threading.Event()

@@ -7,10 +7,11 @@ parse (powertools + pydantic), call ``shared.services``, answer.
 """
 
 import contextlib
-import functools
+import contextvars
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -19,7 +20,7 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
 from functions.api import schemas
 from functions.api.schemas import PRIVATE_FIELDS
@@ -89,77 +90,128 @@ def _validation_error(exc: RequestValidationError) -> Response:
     return _error(422, "Validation", f"invalid request: {where}: {first['msg']}", errors)
 
 
+@app.exception_handler(ValidationError)
+def _model_error(exc: ValidationError) -> Response:
+    """A body that passed the schema but not a record's own rules (cross-field checks)."""
+    errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+    first = errors[0]
+    where = ".".join(str(p) for p in first["loc"]) or "body"
+    return _error(422, "Validation", f"invalid request: {where}: {first['msg']}", errors)
+
+
 @app.not_found
 def _not_found(_exc: Exception) -> Response:
     return _error(404, "NotFound", f"no route {app.current_event.http_method} {app.current_event.path}")
 
 
 # --- authentication, authorisation, audit ----------------------------------------------------
-def _principal() -> auth.Principal:
-    event = app.current_event
-    claims = (event.request_context.authorizer.claims or {}) if event.request_context.authorizer else {}
+# These run in `resolve`, before powertools parses and validates the request, as API
+# Gateway's authorizer does: an unauthenticated or unauthorised caller learns nothing about
+# the request schema, and every mutating call is audited, including refused and malformed ones.
+_principal_var: contextvars.ContextVar[auth.Principal] = contextvars.ContextVar("principal")
+_COMPILED: list[tuple[str, re.Pattern[str], str]] = []
+
+
+def current() -> auth.Principal:
+    """The authenticated caller of the request being handled."""
+    return _principal_var.get()
+
+
+def route(method: str, rule: str, permission: Permission | None, **kwargs: Any) -> Callable:
+    """Register a route and the permission it needs (see :func:`resolve`)."""
+    ROUTES[(method, rule)] = permission
+    _COMPILED.append((method, re.compile("^" + re.sub(r"<[^>]+>", "[^/]+", rule) + "$"), rule))
+
+    def decorate(fn: Callable) -> Callable:
+        return app.route(rule, method=method, **kwargs)(fn)
+
+    return decorate
+
+
+def _match(method: str, path: str) -> str | None:
+    for m, pattern, rule in _COMPILED:
+        if m == method and pattern.match(path):
+            return rule
+    return None
+
+
+def _authenticate(event: dict[str, Any]) -> auth.Principal:
+    claims = ((event.get("requestContext") or {}).get("authorizer") or {}).get("claims") or {}
     if claims:
         return auth.principal_from_claims(claims)
-    header = event.headers.get("Authorization") or event.headers.get("authorization") or ""
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "bearer" or not value:
+    headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+    scheme, _, value = (headers.get("authorization") or "").partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
         raise AuthenticationError("authentication required: send Authorization: Bearer <token>")
     return auth.authenticate_bearer(ctl().store, value.strip(), secret=ctl().jwt_secret, now=ctl().now())
 
 
-def _audit(actor: str, action: str, target: str, outcome: str, status: int, details: dict[str, Any]) -> None:
-    event = AuditEvent(
-        id=new_id("aud"), at=ctl().now(), actor=actor, action=action, target=target, outcome=outcome,
-        status=status, details=details, request_id=app.current_event.request_context.request_id or "",
+def _error_event(event: dict[str, Any], exc: LifeboatError) -> dict[str, Any]:
+    code = type(exc).__name__.removesuffix("Error") or "Error"
+    request_id = (event.get("requestContext") or {}).get("requestId", "")
+    body = {"error": {"code": code, "message": exc.message, "request_id": request_id, "details": None}}
+    return {"statusCode": http_status_for(exc), "headers": {"Content-Type": "application/json"},
+            "multiValueHeaders": {}, "body": json.dumps(body), "isBase64Encoded": False}  # fmt: skip
+
+
+def _audit(event: dict[str, Any], actor: str, action: str, status: int) -> None:
+    outcome = "denied" if status in (401, 403) else ("success" if status < 400 else "failed")
+    record = AuditEvent(
+        id=new_id("aud"), at=ctl().now(), actor=actor, action=action, target=event.get("path", ""),
+        outcome=outcome, status=status, request_id=(event.get("requestContext") or {}).get("requestId", ""),
     )  # fmt: skip
     try:
-        ctl().store.create(event)
+        ctl().store.create(record)
     except LifeboatError:
         log.exception("audit write failed", extra={"action": action})
 
 
-def current() -> auth.Principal:
-    return app.context["principal"]
+def _login_name(event: dict[str, Any]) -> str:
+    try:
+        return f"login:{str(json.loads(event.get('body') or '{}').get('username', ''))[:64]}"
+    except (ValueError, AttributeError):
+        return "anonymous"
 
 
-def route(method: str, rule: str, permission: Permission | None, **kwargs: Any) -> Callable:
-    """Register a route with its permission; wrap it with authn, authz and audit."""
-    ROUTES[(method, rule)] = permission
-    mutating = method in ("POST", "PUT", "DELETE", "PATCH")
+def resolve(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Authenticate, authorise, dispatch and audit one API Gateway event.
 
-    def decorate(fn: Callable) -> Callable:
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kw: Any) -> Any:
-            event = app.current_event
-            actor, status, outcome = "anonymous", 200, "success"
-            try:
-                body = event.body or ""
-                if len(body.encode()) > MAX_BODY:
-                    raise InvalidInputError(f"request body larger than {MAX_BODY} bytes")
-                if permission is not PUBLIC:
-                    principal = _principal()
-                    actor = principal.subject
-                    app.append_context(principal=principal)
-                    principal.require(permission)
-                result = fn(*args, **kw)
-                status = result.status_code if isinstance(result, Response) else 200
-                return result
-            except LifeboatError as exc:
-                status = http_status_for(exc)
-                outcome = (
-                    "denied" if isinstance(exc, AuthenticationError | PermissionDeniedError) else "failed"
-                )
-                raise
-            except Exception:
-                status, outcome = 500, "failed"
-                raise
-            finally:
-                if mutating:
-                    _audit(actor, f"{method} {rule}", event.path, outcome, status, {})
+    The only entry point: Lambda's handler and the embedded server both call this.
+    """
+    method = event.get("httpMethod", "")
+    rule = _match(method, event.get("path", ""))
+    if rule is None:
+        return app.resolve(event, context)  # unknown route or /openapi.json, /docs
+    permission = ROUTES[(method, rule)]
+    actor = _login_name(event) if rule == "/auth/login" else "anonymous"
+    status = 500
+    token = None
+    try:
+        if len((event.get("body") or "").encode()) > MAX_BODY:
+            raise InvalidInputError(f"request body larger than {MAX_BODY} bytes")
+        if permission is not PUBLIC:
+            principal = _authenticate(event)
+            actor = principal.subject
+            principal.require(permission)
+            token = _principal_var.set(principal)
+        response = app.resolve(event, context)
+        status = int(response["statusCode"])
+        return response
+    except LifeboatError as exc:
+        response = _error_event(event, exc)
+        status = int(response["statusCode"])
+        return response
+    finally:
+        if token is not None:
+            _principal_var.reset(token)
+        if method in ("POST", "PUT", "DELETE", "PATCH"):
+            _audit(event, actor, f"{method} {rule}", status)
 
-        return app.route(rule, method=method, **kwargs)(wrapper)
 
-    return decorate
+def _stamps() -> dict[str, datetime]:
+    """Creation times from the control plane's clock (the one the scheduler reasons with)."""
+    now = ctl().now()
+    return {"created_at": now, "updated_at": now}
 
 
 def public(record: Record) -> dict[str, Any]:
@@ -235,10 +287,12 @@ def list_sites(limit: Limit = 100, cursor: Cursor = None) -> dict[str, Any]:
 
 
 @route("POST", "/sites", Permission.OPERATE)
-def create_site(body: Annotated[schemas.SiteIn, Body()]) -> Response:
+def create_site(
+    body: Annotated[schemas.SiteIn, Body()],
+):  # -> Response (powertools reads annotations as schemas)
     data = body.model_dump(exclude_none=False)
     data["id"] = data.get("id") or new_id("site")
-    return created(ctl().store.create(Site(**data)))
+    return created(ctl().store.create(Site(**data, **_stamps())))
 
 
 @route("GET", "/sites/<site_id>", Permission.READ)
@@ -253,7 +307,7 @@ def update_site(site_id: IdPath, body: Annotated[schemas.SiteUpdate, Body()]) ->
 
 
 @route("DELETE", "/sites/<site_id>", Permission.OPERATE)
-def delete_site(site_id: IdPath) -> Response:
+def delete_site(site_id: IdPath):  # -> Response (powertools reads annotations as schemas)
     ctl().store.delete(Site, site_id)
     return Response(status_code=204, content_type="application/json", body="")
 
@@ -276,13 +330,15 @@ def get_node(node_id: IdPath) -> dict[str, Any]:
 
 
 @route("DELETE", "/nodes/<node_id>", Permission.ADMINISTER)
-def delete_node(node_id: IdPath) -> Response:
+def delete_node(node_id: IdPath):  # -> Response (powertools reads annotations as schemas)
     ctl().store.delete(Node, node_id)
     return Response(status_code=204, content_type="application/json", body="")
 
 
 @route("POST", "/nodes/register", Permission.NODE_WORK)
-def register_node(body: Annotated[schemas.NodeRegisterIn, Body()]) -> Response:
+def register_node(
+    body: Annotated[schemas.NodeRegisterIn, Body()],
+):  # -> Response (powertools reads annotations as schemas)
     p = current()
     ctl().store.get(Site, body.site_id)
     node_id = p.node_id or new_id("node")
@@ -311,7 +367,7 @@ def heartbeat(node_id: IdPath, body: Annotated[schemas.HeartbeatIn, Body()]) -> 
 
 
 @route("POST", "/nodes/<node_id>/claim", Permission.NODE_WORK)
-def claim_job(node_id: IdPath) -> Response:
+def claim_job(node_id: IdPath):  # -> Response (powertools reads annotations as schemas)
     node = _own_node(node_id)
     job = jobs.claim(ctl(), node.id)
     if job is None:
@@ -329,12 +385,15 @@ def list_plans(
 
 
 @route("POST", "/plans", Permission.OPERATE)
-def create_plan(body: Annotated[schemas.PlanIn, Body()]) -> Response:
+def create_plan(
+    body: Annotated[schemas.PlanIn, Body()],
+):  # -> Response (powertools reads annotations as schemas)
     data = body.model_dump()
     data["id"] = data.get("id") or new_id("plan")
-    for key in ("source_site_id", "target_site_id"):
-        ctl().store.get(Site, data[key])
-    return created(ctl().store.create(ProtectionPlan(**data)))
+    plan = ProtectionPlan(**data, **_stamps())  # the plan's own rules first, then its references
+    for site_id in (plan.source_site_id, plan.target_site_id):
+        ctl().store.get(Site, site_id)
+    return created(ctl().store.create(plan))
 
 
 @route("GET", "/plans/<plan_id>", Permission.READ)
@@ -350,7 +409,7 @@ def update_plan(plan_id: IdPath, body: Annotated[schemas.PlanUpdate, Body()]) ->
 
 
 @route("DELETE", "/plans/<plan_id>", Permission.OPERATE)
-def delete_plan(plan_id: IdPath) -> Response:
+def delete_plan(plan_id: IdPath):  # -> Response (powertools reads annotations as schemas)
     ctl().store.delete(ProtectionPlan, plan_id)
     return Response(status_code=204, content_type="application/json", body="")
 
@@ -371,7 +430,9 @@ def resume_plan(plan_id: IdPath) -> dict[str, Any]:
 
 
 @route("POST", "/plans/<plan_id>/replicate-now", Permission.OPERATE)
-def replicate_now(plan_id: IdPath, idempotency_key: IdemKey = None) -> Response:
+def replicate_now(
+    plan_id: IdPath, idempotency_key: IdemKey = None
+):  # -> Response (powertools reads annotations as schemas)
     return _idempotent(
         idempotency_key, lambda: created(plans.replicate_now(ctl(), plan_id, actor=current().subject))
     )
@@ -380,7 +441,7 @@ def replicate_now(plan_id: IdPath, idempotency_key: IdemKey = None) -> Response:
 @route("POST", "/plans/<plan_id>/recover", Permission.OPERATE)
 def recover_plan(
     plan_id: IdPath, body: Annotated[schemas.RecoverIn, Body()], idempotency_key: IdemKey = None
-) -> Response:
+):  # -> Response (powertools reads annotations as schemas)
     def start() -> Response:
         job = plans.recover(
             ctl(), plan_id, mode=body.mode, point_time=body.point_time, actor=current().subject
@@ -391,7 +452,9 @@ def recover_plan(
 
 
 @route("POST", "/plans/<plan_id>/cleanup-test", Permission.OPERATE)
-def cleanup_test(plan_id: IdPath, idempotency_key: IdemKey = None) -> Response:
+def cleanup_test(
+    plan_id: IdPath, idempotency_key: IdemKey = None
+):  # -> Response (powertools reads annotations as schemas)
     return _idempotent(
         idempotency_key, lambda: created(plans.cleanup_test(ctl(), plan_id, actor=current().subject))
     )
@@ -482,11 +545,13 @@ def list_users(limit: Limit = 100, cursor: Cursor = None) -> dict[str, Any]:
 
 
 @route("POST", "/users", Permission.ADMINISTER)
-def create_user(body: Annotated[schemas.UserIn, Body()]) -> Response:
+def create_user(
+    body: Annotated[schemas.UserIn, Body()],
+):  # -> Response (powertools reads annotations as schemas)
     if ctl().store.query(User, where={"username": body.username}, limit=1).items:
         raise ConflictError(f"user {body.username} already exists")
     user = User(id=new_id("user"), username=body.username, display_name=body.display_name,
-                password_hash=auth.hash_password(body.password), roles=body.roles)  # fmt: skip
+                password_hash=auth.hash_password(body.password), roles=body.roles, **_stamps())  # fmt: skip
     return created(ctl().store.create(user))
 
 
@@ -505,7 +570,7 @@ def update_user(user_id: IdPath, body: Annotated[schemas.UserUpdate, Body()]) ->
 
 
 @route("DELETE", "/users/<user_id>", Permission.ADMINISTER)
-def delete_user(user_id: IdPath) -> Response:
+def delete_user(user_id: IdPath):  # -> Response (powertools reads annotations as schemas)
     ctl().store.delete(User, user_id)
     return Response(status_code=204, content_type="application/json", body="")
 
@@ -516,7 +581,9 @@ def list_tokens(limit: Limit = 100, cursor: Cursor = None) -> dict[str, Any]:
 
 
 @route("POST", "/tokens", Permission.ADMINISTER)
-def create_token(body: Annotated[schemas.TokenIn, Body()]) -> Response:
+def create_token(
+    body: Annotated[schemas.TokenIn, Body()],
+):  # -> Response (powertools reads annotations as schemas)
     """Create a scoped API token; the secret is in this answer only."""
     node_id = new_id("node") if Role.NODE in body.roles else None
     expires = ctl().now() + timedelta(days=body.ttl_days) if body.ttl_days else None
@@ -572,7 +639,7 @@ def openapi_json() -> str:
 
 
 @app.get("/openapi.json", include_in_schema=False)
-def _openapi() -> Response:
+def _openapi():  # -> Response (powertools reads annotations as schemas)
     return Response(status_code=200, content_type="application/json", body=openapi_json())
 
 
@@ -580,7 +647,7 @@ ROUTES[("GET", "/openapi.json")] = PUBLIC
 
 
 @app.get("/docs", include_in_schema=False)
-def _docs() -> Response:
+def _docs():  # -> Response (powertools reads annotations as schemas)
     """The API reference as one self-contained page (no external assets: works offline)."""
     import html
 

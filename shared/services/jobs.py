@@ -116,7 +116,9 @@ def report_progress(ctl: Control, principal: Principal, job_id: str, progress: J
         if msg is not None:
             ctl.queue.extend(msg, _seconds(ctl.lease))
         try:
-            return ctl.store.update(job.model_copy(update={"progress": progress, "lease_until": now + ctl.lease}))
+            return ctl.store.update(
+                job.model_copy(update={"progress": progress, "lease_until": now + ctl.lease})
+            )
         except ConflictError:
             continue  # e.g. a cancel landed in between: re-read and report again
     raise ConflictError(f"job {job_id} kept changing while reporting progress", job_id=job_id)

@@ -8,11 +8,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from shared.adapters.local.sqlite_metadata import SqliteMetadataStore
-from shared.adapters.local.sqlite_queue import SqliteJobQueue
-
 from functions.api import app as api
 from functions.embedded.http_server import _LambdaContext, to_event
+from shared.adapters.local.sqlite_metadata import SqliteMetadataStore
+from shared.adapters.local.sqlite_queue import SqliteJobQueue
 from shared.domain.identity import Role, User
 from shared.services import auth
 from shared.services.context import Control
@@ -47,7 +46,7 @@ class InProcessApi:
             jwt_secret="test-secret-" + "x" * 32,
             now=self.clock,
         )
-        api.configure(self.ctl)
+        self.configure()
         self.tokens: dict[str, str] = {}
         for role in (Role.ADMIN, Role.OPERATOR, Role.VIEWER):
             self.ctl.store.create(User(id=f"user-{role}", username=str(role), password_hash=auth.hash_password(PASSWORD),
@@ -61,13 +60,17 @@ class InProcessApi:
             self.tokens[f"node{n}"] = secret
         self.tokens["node"] = self.tokens["node1"]
 
+    def configure(self) -> None:
+        """Point the API module at this instance's ports (one instance at a time)."""
+        api.configure(self.ctl)
+
     def call(self, method: str, path: str, body: Any = None, *, as_: str | None = None,
              raw: str | None = None, headers: dict[str, str] | None = None) -> Reply:  # fmt: skip
         hdrs = {"Content-Type": "application/json", **(headers or {})}
         if as_:
             hdrs["Authorization"] = f"Bearer {self.tokens[as_]}"
         data = raw.encode() if raw is not None else (json.dumps(body).encode() if body is not None else b"")
-        resp = api.app.resolve(to_event(method, path, hdrs, data, "127.0.0.1"), _LambdaContext())
+        resp = api.resolve(to_event(method, path, hdrs, data, "127.0.0.1"), _LambdaContext())
         text = resp.get("body") or ""
         try:
             parsed = json.loads(text) if text else None

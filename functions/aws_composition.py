@@ -1,0 +1,27 @@
+"""Composition root of the Lambda functions: DynamoDB metadata, SQS queue, env configuration.
+
+Environment: LIFEBOAT_TABLE (DynamoDB table), LIFEBOAT_QUEUE_URL (SQS), LIFEBOAT_JOB_LEASE_SECONDS
+(optional). In AWS users authenticate with Cognito (the API Gateway authorizer passes claims),
+so no signing secret is needed; node tokens are verified against their stored hashes.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from datetime import timedelta
+
+from shared.services.context import Control
+
+
+@functools.cache
+def control() -> Control:
+    from shared.adapters.aws.dynamo_metadata import DynamoMetadataStore
+    from shared.adapters.aws.sqs_queue import SqsJobQueue
+
+    return Control(
+        store=DynamoMetadataStore(os.environ["LIFEBOAT_TABLE"]),
+        queue=SqsJobQueue(os.environ["LIFEBOAT_QUEUE_URL"]),
+        jwt_secret=os.environ.get("LIFEBOAT_JWT_SECRET", ""),  # unused behind Cognito
+        lease=timedelta(seconds=float(os.environ.get("LIFEBOAT_JOB_LEASE_SECONDS", "300"))),
+    )
