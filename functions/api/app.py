@@ -208,7 +208,7 @@ def resolve(event: dict[str, Any], context: Any) -> dict[str, Any]:
             _audit(event, actor, f"{method} {rule}", status)
 
 
-def _stamps() -> dict[str, datetime]:
+def _stamps() -> dict[str, Any]:
     """Creation times from the control plane's clock (the one the scheduler reasons with)."""
     now = ctl().now()
     return {"created_at": now, "updated_at": now}
