@@ -172,6 +172,10 @@ class SqliteMetadataStore:
         clock: Callable[[], datetime] = utcnow,
         busy_timeout: float = _BUSY_TIMEOUT_MS / 1000,
     ) -> None:
+        if str(path) == ":memory:" or str(path).startswith("file:"):
+            raise InvalidInputError(
+                "SqliteMetadataStore needs a file path (each pooled connection would see its own database)"
+            )
         self.path = Path(path)
         self._clock = clock
         self._busy_timeout_ms = int(busy_timeout * 1000)
@@ -384,4 +388,4 @@ class SqliteMetadataStore:
 
 
 if TYPE_CHECKING:  # mypy proves the adapter implements the port
-    _conforms: MetadataStore = SqliteMetadataStore(":memory:")
+    _conforms: MetadataStore = SqliteMetadataStore("metadata.db")
