@@ -4,7 +4,7 @@ NODE_BIN := $(CURDIR)/tools/node/node_modules/.bin
 export PATH := $(NODE_BIN):$(PATH)
 export LIFEBOAT_AZURITE := $(NODE_BIN)/azurite-blob
 
-.PHONY: deps up test lint unit bench clean
+.PHONY: deps up demo test lint bench clean
 
 .stamps/py: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
@@ -16,9 +16,13 @@ export LIFEBOAT_AZURITE := $(NODE_BIN)/azurite-blob
 
 deps: .stamps/py .stamps/node
 
-## up: the main job on the embedded default: protect a disk image into a local repository,
-## change it, replicate incrementally, restore and verify (see scripts/demo.sh).
+## up: the control plane on this machine (API + scheduler + a local node) on 127.0.0.1:8080,
+## state in ./lifeboat-data; the admin password is printed on first start.
 up: .stamps/py
+	$(PY) -m cli.main up --data-dir lifeboat-data
+
+## demo: the data plane alone: protect a disk image, replicate incrementally, restore, verify.
+demo: .stamps/py
 	bash scripts/demo.sh
 
 lint: .stamps/py
@@ -32,7 +36,7 @@ test: deps lint
 
 bench: .stamps/py
 	bash bench/install_peers.sh
-	$(PY) bench/run.py --size 2G --out docs/BENCHMARKS.md
+	$(PY) bench/run.py --size 2G --repeat 3 --out docs/BENCHMARKS.md
 
 clean:
 	rm -rf .stamps lifeboat-demo bench/work

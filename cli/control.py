@@ -81,8 +81,9 @@ def register(app: typer.Typer) -> None:
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
         run_up(
-            data_dir.absolute(), host, port, node=node, scheduler_seconds=scheduler_seconds, echo=out.print
-        )
+            data_dir.absolute(), host, port, node=node, scheduler_seconds=scheduler_seconds,
+            lease_seconds=job_lease_seconds, echo=out.print,
+        )  # fmt: skip
 
     node_app = typer.Typer(help="Run a replication node.", no_args_is_help=True)
     app.add_typer(node_app, name="node")

@@ -548,9 +548,10 @@ def list_users(limit: Limit = 100, cursor: Cursor = None) -> dict[str, Any]:
 def create_user(
     body: Annotated[schemas.UserIn, Body()],
 ):  # -> Response (powertools reads annotations as schemas)
+    # The id derives from the username, so the store's create refuses a second user of that name.
     if ctl().store.query(User, where={"username": body.username}, limit=1).items:
         raise ConflictError(f"user {body.username} already exists")
-    user = User(id=new_id("user"), username=body.username, display_name=body.display_name,
+    user = User(id=f"user-{body.username}"[:128], username=body.username, display_name=body.display_name,
                 password_hash=auth.hash_password(body.password), roles=body.roles, **_stamps())  # fmt: skip
     return created(ctl().store.create(user))
 

@@ -168,9 +168,9 @@ class _Run:
             with self.lock:
                 self.stats.blocks_new += 1
                 self.stats.bytes_new_raw += len(data)
-                pack = self.packer.add(block_id, blob, len(data))
-            if pack is not None:
-                self.submit_pack(pack)
+                full = self.packer.add(block_id, blob, len(data))
+            if full is not None:
+                self.submit_pack(full.seal())  # sealed outside the lock
         except BaseException as exc:
             with self.lock:
                 self.error = self.error or exc
@@ -179,9 +179,9 @@ class _Run:
 
     def finish_uploads(self) -> None:
         with self.lock:
-            pack = self.packer.flush()
-        if pack is not None:
-            self.submit_pack(pack)
+            full = self.packer.flush()
+        if full is not None:
+            self.submit_pack(full.seal())
         self.upload_pool.shutdown(wait=True)
         for fut in self.uploads:
             exc = fut.exception()

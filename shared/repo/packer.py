@@ -29,8 +29,22 @@ class SealedPack:
         return sum(e.raw_length for e in self.entries)
 
 
+@dataclass(frozen=True)
+class FullPack:
+    """The blobs of a pack, not yet sealed. Sealing (trailer, join, hash) is the costly part,
+    so callers that share a packer between threads seal outside their lock."""
+
+    key: MasterKey
+    parts: list[bytes]
+    entries: list[BlobEntry]
+
+    def seal(self) -> SealedPack:
+        data = b"".join([*self.parts, codec.pack_trailer(self.key, self.entries)])
+        return SealedPack(blake3.blake3(data).digest(), data, self.entries)
+
+
 class Packer:
-    """Collects blobs; ``add`` returns a sealed pack each time one reaches ``target`` bytes."""
+    """Collects blobs; ``add`` hands back a full pack each time one reaches ``target`` bytes."""
 
     def __init__(self, key: MasterKey, target: int = DEFAULT_PACK_TARGET) -> None:
         self.key = key
@@ -42,18 +56,16 @@ class Packer:
         self._size = codec.HEADER_SIZE
         self._entries: list[BlobEntry] = []
 
-    def add(self, block_id: bytes, blob: bytes, raw_length: int) -> SealedPack | None:
+    def add(self, block_id: bytes, blob: bytes, raw_length: int) -> FullPack | None:
         self._entries.append(BlobEntry(block_id, self._size, len(blob), raw_length))
         self._parts.append(blob)
         self._size += len(blob)
         return self.flush() if self._size >= self.target else None
 
-    def flush(self) -> SealedPack | None:
-        """Seal what has been collected, or return ``None`` when nothing has."""
+    def flush(self) -> FullPack | None:
+        """Hand back what has been collected, or ``None`` when nothing has."""
         if not self._entries:
             return None
-        self._parts.append(codec.pack_trailer(self.key, self._entries))
-        data = b"".join(self._parts)
-        pack = SealedPack(blake3.blake3(data).digest(), data, self._entries)
+        pack = FullPack(self.key, self._parts, self._entries)
         self._reset()
         return pack

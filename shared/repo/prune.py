@@ -17,7 +17,7 @@ from shared.policies.retention import Decision, PointRef, RetentionPolicy, apply
 from shared.repo import codec
 from shared.repo.codec import IndexEntry
 from shared.repo.keys import ZERO_ID
-from shared.repo.packer import Packer, SealedPack
+from shared.repo.packer import FullPack, Packer
 from shared.repo.repository import Repository, pack_key
 
 INDEX_ENTRIES_PER_OBJECT = 100_000
@@ -105,9 +105,10 @@ def prune(
         new_rows: dict[bytes, IndexEntry] = {}
         packer = Packer(repo.key)
 
-        def emit(pack: SealedPack | None) -> None:
-            if pack is None:
+        def emit(full: FullPack | None) -> None:
+            if full is None:
                 return
+            pack = full.seal()
             repo.put_pack(pack.id, pack.data)
             new_rows.update(pack.index_rows())
             report.packs_written += 1

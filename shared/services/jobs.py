@@ -155,11 +155,13 @@ def complete(
 
 
 def _record_points(ctl: Control, job: Job, result: dict[str, Any], now: datetime) -> None:
+    if not job.plan_id:
+        return
     site_id = str(job.params.get("target_site_id", ""))
     for machine in result.get("machines", []):
         point = RecoveryPoint(
             id=f"{job.id}-{machine['machine_id']}"[:128],
-            plan_id=job.plan_id or "",
+            plan_id=job.plan_id,
             machine_id=machine["machine_id"],
             run_id=job.id,
             time=datetime.fromisoformat(machine["time"]),

@@ -48,10 +48,8 @@ def protect(ctl: Control, plan_id: str) -> ProtectionPlan:
 
 def replicate_now(ctl: Control, plan_id: str, *, actor: str) -> Job:
     plan = ctl.store.get(ProtectionPlan, plan_id)
-    if plan.state is not PlanState.ACTIVE:
-        raise InvalidStateError(
-            f"plan {plan_id} is {plan.state}: protect or resume it first", plan_id=plan_id
-        )
+    if plan.state is PlanState.DRAFT:  # pausing stops scheduling only; manual runs stay allowed
+        raise InvalidStateError(f"plan {plan_id} is a draft: protect it first", plan_id=plan_id)
     job = jobs.new_job(
         JobKind.REPLICATION, plan_id=plan_id, reason=f"replicate now by {actor}", created_by=actor,
         params=replication_params(ctl, plan),

@@ -104,7 +104,7 @@ def test_scheduler_and_node_protect_disks_and_survive_a_killed_node(procs: Proce
     db = create(tmp_path / "db1.img", 8 * MiB, seed=2)
     plan = api.create_plan(
         id="shop", name="Shop", source_site_id="local", target_site_id="local", rpo_minutes=1,
-        machines=[{"machine_id": "web1", "disks": [{"disk_id": "web1-d0", "source": str(web)}]},
+        machines=[{"machine_id": "web1", "disks": [{"disk_id": "web1-d0", "source": str(web), "block_size": 65536}]},
                   {"machine_id": "db1", "disks": [{"disk_id": "db1-d0", "source": str(db)}]}],
         boot_groups=[{"name": "db", "machines": ["db1"]}, {"name": "web", "machines": ["web1"]}],
     )  # fmt: skip

@@ -115,8 +115,9 @@ def test_pack_round_trip_and_trailer_checks() -> None:
     blocks = [bytes([i]) * 5000 + bytes(range(256)) for i in range(1, 6)]
     for b in blocks:
         assert packer.add(KEY.block_id(b), codec.encode_blob(KEY, KEY.block_id(b), b), len(b)) is None
-    pack = packer.flush()
-    assert pack is not None and packer.flush() is None
+    full = packer.flush()
+    assert full is not None and packer.flush() is None
+    pack = full.seal()
     entries = codec.decode_pack_trailer(KEY, pack.data, name="data/p")
     assert [e.id for e in entries] == [KEY.block_id(b) for b in blocks]
     for e, b in zip(entries, blocks, strict=True):
