@@ -1,9 +1,11 @@
 """The Lifeboat REST API: one aws-lambda-powertools resolver for Lambda and the embedded server.
 
 Every route is declared with :func:`route`, which records the permission it needs (the RBAC
-matrix test enumerates :data:`ROUTES`), authenticates the caller, checks the permission,
-and writes an audit event for every mutating call, whatever its outcome. Handlers are thin:
-parse (powertools + pydantic), call ``shared.services``, answer.
+matrix test enumerates :data:`ROUTES`). :func:`resolve` is the one entry point: it
+authenticates the caller, checks the permission and writes an audit event for every
+mutating call, whatever its outcome, before powertools validates and dispatches. Handlers
+are thin: parse (powertools + pydantic), call ``shared.services``, answer. Every error has
+one shape: ``{"error": {"code", "message", "request_id", "details"}}``.
 """
 
 import contextlib
@@ -69,32 +71,47 @@ def _error(status: int, code: str, message: str, details: Any = None) -> Respons
     request_id = ""
     with contextlib.suppress(Exception):
         request_id = app.current_event.request_context.request_id or ""
-    body = {"error": {"code": code, "message": message, "request_id": request_id, "details": details}}
-    return Response(status_code=status, content_type="application/json", body=json.dumps(body, default=str))
+    return Response(
+        status_code=status,
+        content_type="application/json",
+        body=_error_json(code, message, request_id, details),
+    )
+
+
+def _error_json(code: str, message: str, request_id: str, details: Any = None) -> str:
+    return json.dumps(
+        {"error": {"code": code, "message": message, "request_id": request_id, "details": details}},
+        default=str,
+    )
+
+
+def _code(exc: LifeboatError) -> str:
+    return type(exc).__name__.removesuffix("Error") or "Error"
 
 
 @app.exception_handler(LifeboatError)
 def _lifeboat_error(exc: LifeboatError) -> Response:
-    code = type(exc).__name__.removesuffix("Error") or "Error"
-    return _error(http_status_for(exc), code, exc.message)
+    return _error(http_status_for(exc), _code(exc), exc.message)
 
 
 @app.exception_handler(RequestValidationError)
 def _validation_error(exc: RequestValidationError) -> Response:
-    errors = [
-        {"loc": list(e.get("loc", [])), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
-        for e in exc.errors()
-    ]
-    first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
-    where = ".".join(str(p) for p in first["loc"])
-    return _error(422, "Validation", f"invalid request: {where}: {first['msg']}", errors)
+    return _invalid(exc.errors())
 
 
 @app.exception_handler(ValidationError)
 def _model_error(exc: ValidationError) -> Response:
     """A body that passed the schema but not a record's own rules (cross-field checks)."""
-    errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
-    first = errors[0]
+    return _invalid(exc.errors())
+
+
+def _invalid(raw: Any) -> Response:
+    """422 naming the first offending field; every problem in ``details``."""
+    errors = [
+        {"loc": list(e.get("loc", [])), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+        for e in raw
+    ]
+    first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
     where = ".".join(str(p) for p in first["loc"]) or "body"
     return _error(422, "Validation", f"invalid request: {where}: {first['msg']}", errors)
 
@@ -147,11 +164,10 @@ def _authenticate(event: dict[str, Any]) -> auth.Principal:
 
 
 def _error_event(event: dict[str, Any], exc: LifeboatError) -> dict[str, Any]:
-    code = type(exc).__name__.removesuffix("Error") or "Error"
     request_id = (event.get("requestContext") or {}).get("requestId", "")
-    body = {"error": {"code": code, "message": exc.message, "request_id": request_id, "details": None}}
     return {"statusCode": http_status_for(exc), "headers": {"Content-Type": "application/json"},
-            "multiValueHeaders": {}, "body": json.dumps(body), "isBase64Encoded": False}  # fmt: skip
+            "multiValueHeaders": {}, "body": _error_json(_code(exc), exc.message, request_id),
+            "isBase64Encoded": False}  # fmt: skip
 
 
 def _audit(event: dict[str, Any], actor: str, action: str, status: int) -> None:

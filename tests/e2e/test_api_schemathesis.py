@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import socket
 import threading
 import urllib.error
@@ -33,16 +34,25 @@ from schemathesis.specs.openapi.checks import content_type_conformance, response
 from cli.embedded import bootstrap
 from functions.api import app as api
 from functions.embedded.http_server import MAX_BODY, make_server, serve_in_thread
+from shared.domain.identity import Permission
 
 
 @dataclass
 class Api:
     url: str
-    token: str
+    token: str  # the admin's JWT
+    node_token: str  # the local node's API token (node-work routes only)
 
     @property
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
+
+    def auth_for(self, method: str, path: str) -> dict[str, str]:
+        """The admin's token, or the node's for the routes only a node may call."""
+        rule = re.sub(r"\{([^}]+)\}", r"<\1>", path)
+        if api.ROUTES.get((method.upper(), rule)) is Permission.NODE_WORK:
+            return {"Authorization": f"Bearer {self.node_token}"}
+        return self.auth
 
 
 def _free_port() -> int:
@@ -78,7 +88,15 @@ def live_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
             {"Content-Type": "application/json"},
         )
         assert status == 200, body
-        yield Api(url, json.loads(body)["access_token"])
+        live = Api(url, json.loads(body)["access_token"], env.node_token)
+        status, _, body = _request(
+            f"{url}/nodes/register",
+            "POST",
+            json.dumps({"name": "local-node", "site_id": "local"}).encode(),
+            {**live.auth_for("POST", "/nodes/register"), "Content-Type": "application/json"},
+        )
+        assert status == 201, body
+        yield live
     finally:
         server.shutdown()
         server.server_close()
@@ -108,7 +126,7 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 )
 def test_api_fuzz(case: schemathesis.Case, live_api: Api) -> None:
     case.call_and_validate(
-        headers=live_api.auth,
+        headers=live_api.auth_for(case.method, case.path),
         timeout=30,
         checks=[not_a_server_error, response_schema_conformance, content_type_conformance],
     )
