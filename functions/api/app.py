@@ -318,8 +318,8 @@ def get_site(site_id: IdPath) -> dict[str, Any]:
 
 @route("PUT", "/sites/<site_id>", Permission.OPERATE)
 def update_site(site_id: IdPath, body: Annotated[schemas.SiteUpdate, Body()]) -> dict[str, Any]:
-    current_site = ctl().store.get(Site, site_id)
-    return public(ctl().store.update(current_site.model_copy(update=body.model_dump())))
+    site = ctl().store.get(Site, site_id)
+    return public(ctl().store.update(Site(**{**site.model_dump(), **body.model_dump()})))  # re-validated
 
 
 @route("DELETE", "/sites/<site_id>", Permission.OPERATE)

@@ -204,6 +204,13 @@ def test_optimistic_concurrency_on_updates(api: InProcessApi) -> None:
         "PUT", "/sites/dr", {**update, "name": "lost update", "revision": site["revision"]}, as_="operator"
     )
     assert stale.status == 409 and "revision" in stale.body["error"]["message"].lower()
+    bad = api.call(
+        "PUT",
+        "/sites/dr",
+        {**update, "credentials_ref": "hunter2", "revision": ok.body["revision"]},
+        as_="operator",
+    )
+    assert bad.status == 422 and "reference" in bad.body["error"]["message"]
 
 
 def test_bad_input_gets_4xx_with_a_clear_message(api: InProcessApi) -> None:
