@@ -25,6 +25,10 @@ class InvalidInputError(LifeboatError):
     """The caller asked for something malformed (bad URL, bad extent list, bad size)."""
 
 
+class UnsupportedMediaTypeError(InvalidInputError):
+    """The request body is not JSON."""
+
+
 # --- object storage ----------------------------------------------------------------------
 class StoreError(LifeboatError):
     """An object store failed. ``key`` names the object when there is one."""
@@ -119,6 +123,7 @@ class TargetError(LifeboatError):
 #: error class -> (CLI exit code, HTTP status). Most specific class wins.
 ERROR_TABLE: dict[type[LifeboatError], tuple[int, int]] = {
     InvalidInputError: (2, 400),
+    UnsupportedMediaTypeError: (2, 415),
     NotFoundError: (4, 404),
     ConflictError: (5, 409),
     InvalidStateError: (5, 409),

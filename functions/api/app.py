@@ -40,6 +40,7 @@ from shared.errors import (
     LifeboatError,
     NotFoundError,
     PermissionDeniedError,
+    UnsupportedMediaTypeError,
     http_status_for,
 )
 from shared.policies.scheduling import RpoStatus, rpo_status
@@ -134,13 +135,35 @@ def current() -> auth.Principal:
     return _principal_var.get()
 
 
+_ERRORS = {
+    400: "Malformed request", 401: "Authentication required or invalid", 403: "The caller's roles do not allow this",
+    404: "Not found", 409: "Conflict: the record changed, exists, or is in the wrong state",
+    413: "Body too large", 415: "Body is not JSON", 422: "Request failed validation",
+}  # fmt: skip
+
+
+def _documented_errors(permission: Permission | None, method: str) -> dict[int, Any]:
+    codes = [400, 404, 413, 415, 422, 409] if method != "GET" else [400, 404, 422]
+    if permission is not PUBLIC:
+        codes += [401, 403]
+    success = {"GET": [200], "POST": [200, 201, 204], "PUT": [200], "DELETE": [200, 204]}[method]
+    documented: dict[int, Any] = {c: {"description": "Success"} for c in success}
+    for c in sorted(codes):
+        documented[c] = {
+            "description": _ERRORS[c],
+            "content": {"application/json": {"model": schemas.ErrorResponse}},
+        }
+    return documented
+
+
 def route(method: str, rule: str, permission: Permission | None, **kwargs: Any) -> Callable:
     """Register a route and the permission it needs (see :func:`resolve`)."""
     ROUTES[(method, rule)] = permission
     _COMPILED.append((method, re.compile("^" + re.sub(r"<[^>]+>", "[^/]+", rule) + "$"), rule))
+    responses = {**_documented_errors(permission, method), **kwargs.pop("responses", {})}
 
     def decorate(fn: Callable) -> Callable:
-        return app.route(rule, method=method, **kwargs)(fn)
+        return app.route(rule, method=method, responses=responses, **kwargs)(fn)
 
     return decorate
 
@@ -203,8 +226,14 @@ def resolve(event: dict[str, Any], context: Any) -> dict[str, Any]:
     status = 500
     token = None
     try:
-        if len((event.get("body") or "").encode()) > MAX_BODY:
+        body = event.get("body") or ""
+        if len(body.encode()) > MAX_BODY:
             raise InvalidInputError(f"request body larger than {MAX_BODY} bytes")
+        content_type = next(
+            (v for k, v in (event.get("headers") or {}).items() if k.lower() == "content-type"), ""
+        )
+        if body and content_type.split(";")[0].strip().lower() not in ("application/json", ""):
+            raise UnsupportedMediaTypeError(f"request bodies must be application/json, not {content_type!r}")
         if permission is not PUBLIC:
             principal = _authenticate(event)
             actor = principal.subject

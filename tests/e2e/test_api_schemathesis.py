@@ -204,6 +204,19 @@ def test_oversized_body_is_refused_with_a_message(live_api: Api) -> None:
     assert "larger than" in err["message"], err
 
 
+@pytest.mark.parametrize("path", ["/auth/login", "/sites"])
+def test_multipart_without_boundary_is_a_4xx(live_api: Api, path: str) -> None:
+    """Found by the fuzzer: powertools raises a bare ValueError for this Content-Type."""
+    status, headers, body = _request(
+        f"{live_api.url}{path}",
+        "POST",
+        json.dumps({"username": "admin", "password": "x"}).encode(),
+        {**live_api.auth, "Content-Type": "multipart/form-data"},
+    )
+    assert 400 <= status < 500, (status, body)
+    _error_of(status, headers, body)
+
+
 def test_unknown_route_is_a_404(live_api: Api) -> None:
     status, headers, body = _request(f"{live_api.url}/no/such/route", headers=live_api.auth)
     assert status == 404, (status, body)
