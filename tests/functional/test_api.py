@@ -260,3 +260,36 @@ def test_openapi_is_served_and_describes_the_routes(api: InProcessApi) -> None:
     assert spec["openapi"].startswith("3.1")
     assert "/plans/{plan_id}/replicate-now" in spec["paths"]
     assert api.call("GET", "/docs").status == 200
+
+
+def test_cognito_claims_from_the_api_gateway_authorizer_are_the_principal(api: InProcessApi) -> None:
+    """In AWS, API Gateway's Cognito authorizer has already checked the token: groups are roles."""
+    import json as _json
+
+    from functions.api import app as api_module
+    from functions.embedded.http_server import _LambdaContext, to_event
+
+    def call(method: str, path: str, groups: str, body: dict | None = None) -> int:
+        event = to_event(method, path, {"Content-Type": "application/json"},
+                         _json.dumps(body).encode() if body else b"", "10.0.0.1")  # fmt: skip
+        event["requestContext"]["authorizer"] = {
+            "claims": {"cognito:username": "alice", "cognito:groups": groups}
+        }
+        return int(api_module.resolve(event, _LambdaContext())["statusCode"])
+
+    assert call("GET", "/sites", "viewer") == 200
+    assert call("POST", "/sites", "viewer", site_body()) == 403
+    assert call("POST", "/sites", "operator", site_body()) == 201
+    assert call("GET", "/audit", "operator") == 403
+    events = api.ctl.store.query(AuditEvent, descending=True, limit=2).items
+    assert [(e.actor, e.outcome) for e in events] == [("alice", "success"), ("alice", "denied")]
+
+
+def test_scheduler_lambda_handler_runs_a_tick(api: InProcessApi) -> None:
+    from functions.scheduler.handler import handle
+
+    api.call("POST", "/sites", site_body(), as_="admin")
+    api.call("POST", "/plans", plan_body(), as_="admin")
+    api.call("POST", "/plans/web/protect", as_="admin")
+    result = handle({"source": "aws.events"}, ctl=api.ctl)
+    assert len(result["created"]) == 1 and handle({}, ctl=api.ctl)["created"] == []

@@ -34,19 +34,18 @@ import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from shared.adapters.local.sqlite_errors import translate_sqlite_errors
 from shared.domain.base import ID_RE, Record, utcnow
 from shared.errors import (
     ConflictError,
     InvalidInputError,
     NotFoundError,
-    StoreError,
-    TransientStoreError,
     UnsupportedFormatError,
 )
 from shared.ports.metadata_store import MetadataStore, Page
@@ -236,23 +235,8 @@ class SqliteMetadataStore:
             raise
         conn.execute("COMMIT")
 
-    @contextmanager
-    def _errors(self, action: str) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.OperationalError as exc:
-            text = str(exc).lower()
-            if "locked" in text or "busy" in text:
-                raise TransientStoreError(
-                    f"metadata database {self.path} is busy ({action}): {exc}", action=action
-                ) from exc
-            raise StoreError(
-                f"metadata database {self.path} failed ({action}): {exc}", action=action
-            ) from exc
-        except sqlite3.Error as exc:
-            raise StoreError(
-                f"metadata database {self.path} failed ({action}): {exc}", action=action
-            ) from exc
+    def _errors(self, action: str) -> AbstractContextManager[None]:
+        return translate_sqlite_errors(f"metadata database {self.path}", action)
 
     def close(self) -> None:
         """Close the idle connections (the store stays usable and reopens on demand)."""

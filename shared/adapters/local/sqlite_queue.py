@@ -41,11 +41,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
-from shared.errors import ConflictError, InvalidInputError, StoreError, TransientStoreError
+from shared.adapters.local.sqlite_errors import translate_sqlite_errors
+from shared.errors import ConflictError, InvalidInputError
 from shared.ports.job_queue import Message
 
 #: Largest serialised body the port accepts (see the JobQueue contract).
@@ -138,19 +139,8 @@ class SqliteJobQueue:
         self._local.pid = os.getpid()
         return conn
 
-    @contextmanager
-    def _errors(self, action: str) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.OperationalError as exc:
-            text = str(exc).lower()
-            if "locked" in text or "busy" in text:
-                raise TransientStoreError(
-                    f"queue {self.name!r} in {self.path} is busy ({action}): {exc}", queue=self.name
-                ) from exc
-            raise StoreError(f"queue {self.name!r} in {self.path} failed ({action}): {exc}") from exc
-        except sqlite3.Error as exc:
-            raise StoreError(f"queue {self.name!r} in {self.path} failed ({action}): {exc}") from exc
+    def _errors(self, action: str) -> AbstractContextManager[None]:
+        return translate_sqlite_errors(f"queue {self.name!r} in {self.path}", action, queue=self.name)
 
     @contextmanager
     def _write(self, action: str) -> Iterator[sqlite3.Connection]:
