@@ -161,6 +161,26 @@ def test_scheduler_and_node_protect_disks_and_survive_a_killed_node(procs: Proce
     assert done["attempts"] == 2 and any("stopped reporting" in e for e in done["errors"])
     runs = {p["run_id"] for p in api.points(plan_id="shop", machine_id="big1")}
     assert runs == {job["id"]}  # exactly one point for the machine: nothing duplicated
+    # the CLI's API commands see the same state
+    cli_env = {
+        **os.environ,
+        "LIFEBOAT_CONFIG_DIR": str(tmp_path / "cli-config"),
+        "LIFEBOAT_API_PASSWORD": password,
+    }
+
+    def cli(*args: str) -> str:
+        proc = subprocess.run([sys.executable, "-m", "cli.main", *args], env=cli_env, capture_output=True,
+                              text=True, timeout=60, stdin=subprocess.DEVNULL)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    assert "logged in" in cli("login", "--api", url, "--username", "admin")
+    assert oct((tmp_path / "cli-config" / "session.json").stat().st_mode & 0o777) == "0o600"
+    assert [p["id"] for p in json.loads(cli("plans", "list", "--json"))] == ["shop"]
+    assert job["id"] in {j["id"] for j in json.loads(cli("jobs", "list", "--plan", "shop", "--json"))}
+    assert {p["machine_id"] for p in json.loads(cli("recovery-points", "--plan", "shop", "--json"))} == {
+        "web1", "db1", "big1"}  # fmt: skip
+    assert "local" in cli("sites", "list")
     # audit trail of the mutating calls
     actions = {e["action"] for e in api.pages("/audit")}
     assert {"POST /plans", "POST /plans/<plan_id>/protect", "PUT /plans/<plan_id>"} <= actions
