@@ -694,6 +694,28 @@ def render(res: dict) -> str:
     return "\n".join(out)
 
 
+# --------------------------------------------------------------------------- write
+
+#: a section another benchmark (bench/control_plane_bench.py) owns inside the same document
+KEPT_SECTIONS = (("<!-- control-plane:start -->", "<!-- control-plane:end -->"),)
+
+
+def write_report(out: Path, text: str) -> None:
+    """Write the report to ``out``, carrying over (at the end) any section other benchmarks
+    keep between their markers in the existing file."""
+    old = out.read_text() if out.exists() else ""
+    kept = []
+    for start, end in KEPT_SECTIONS:
+        i = old.find(start)
+        j = old.find(end, i + len(start)) if i >= 0 else -1
+        if i >= 0 and j >= 0 and start not in text:
+            kept.append(old[i : j + len(end)])
+    if kept:
+        text = text.rstrip("\n") + "\n\n" + "\n\n".join(kept) + "\n"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+
+
 # --------------------------------------------------------------------------- machine
 
 
@@ -767,7 +789,7 @@ def main() -> None:
     if a.from_json:
         res = json.loads(a.from_json.read_text())
         res["summary"] = summarize(res)
-        a.out.write_text(render(res))
+        write_report(a.out, render(res))
         return
     if a.repeat < 1:
         raise BenchError("--repeat must be ≥ 1")
@@ -827,8 +849,7 @@ def main() -> None:
     res["params"]["total_minutes"] = (time.perf_counter() - started) / 60
     res["summary"] = summarize(res)
     a.json.write_text(json.dumps(res, indent=2) + "\n")
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(render(res))
+    write_report(a.out, render(res))
     log(f"wrote {a.out} and {a.json}")
     for t in res["summary"]["targets"]:
         print(

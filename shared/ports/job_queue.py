@@ -12,9 +12,15 @@ Contract (every adapter passes ``tests/contract/test_job_queue.py``):
   queue instead of being delivered again; ``dead_letters`` lists those.
 * ``ack`` deletes a message (idempotent); ``extend`` pushes its visibility deadline
   (a heartbeat while a long job runs); ``release`` makes it visible again after
-  ``delay_seconds`` (give up now, let another consumer retry). ``ack``/``extend``/``release``
-  with a stale receipt (the message was redelivered to someone else since) raise
-  :class:`ConflictError` for ``extend`` and are no-ops for ``ack``/``release``.
+  ``delay_seconds`` (give up now, let another consumer retry). With a stale receipt (the
+  message was redelivered to someone else since) the SQLite adapter makes ``ack``/``release``
+  no-ops and ``extend`` raise :class:`ConflictError`; SQS accepts old receipts, so callers
+  MUST NOT rely on either: the job service only acts on the receipt of the delivery that
+  won the job's conditional claim. A message that is gone makes ``extend`` raise
+  :class:`ConflictError` on every adapter.
+* ``receive`` returns at most 10 messages per call (the SQS limit). Deduplication is strict
+  on SQLite and on SQS FIFO queues (for SQS: 5 minutes from the first send); on SQS
+  standard queues it is best effort, and the conditional job claim is the real guard.
 * Safe to use from many threads and, for durable adapters, many processes.
 """
 
