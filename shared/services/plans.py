@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from shared.domain.inventory import Site
@@ -12,9 +13,16 @@ from shared.services import jobs
 from shared.services.context import Control
 
 
-def replication_params(ctl: Control, plan: ProtectionPlan) -> dict[str, Any]:
-    """The snapshot a node needs to run one plan run, taken when the job is created."""
-    site = ctl.store.get(Site, plan.target_site_id)
+def replication_params(
+    ctl: Control, plan: ProtectionPlan, sites: Mapping[str, Site] | None = None
+) -> dict[str, Any]:
+    """The snapshot a node needs to run one plan run, taken when the job is created
+    (``sites``: an already-read id -> site map, to spare one read per plan)."""
+    site = (
+        sites[plan.target_site_id]
+        if sites and plan.target_site_id in sites
+        else ctl.store.get(Site, plan.target_site_id)
+    )
     return {
         "plan_id": plan.id,
         "target_site_id": site.id,

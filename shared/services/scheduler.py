@@ -14,10 +14,11 @@ from typing import TypeVar
 
 from shared.domain.audit import Alert
 from shared.domain.base import Record
+from shared.domain.inventory import Site
 from shared.domain.jobs import Job, JobKind, JobState
 from shared.domain.plans import PlanState, ProtectionPlan
 from shared.domain.points import PlanStatus
-from shared.errors import ConflictError, LifeboatError, NotFoundError
+from shared.errors import ConflictError, LifeboatError
 from shared.policies.scheduling import AlertSeverity, Decision, due_jobs, rpo_status
 from shared.services import jobs
 from shared.services.context import Control
@@ -77,13 +78,14 @@ def tick(ctl: Control) -> TickReport:
     by_id = {p.id: p for p in state.plans}
     active_plans = [p for p in state.plans if p.state is not PlanState.DRAFT]
     report.decisions = due_jobs(active_plans, state.last_points, state.active_jobs, now)
+    sites = {site.id: site for site in _all(ctl, Site)}  # read once, not once per due plan
     for decision in report.decisions:
         if not decision.due or decision.job is None:
             continue
         plan = by_id[decision.plan_id]
         try:
             job = jobs.new_job(JobKind.REPLICATION, plan_id=plan.id, reason=decision.reason, created_by="scheduler",
-                               params=replication_params(ctl, plan))  # fmt: skip
+                               params=replication_params(ctl, plan, sites))  # fmt: skip
             created, fresh = jobs.submit(ctl, job, dedup_key=decision.job.dedup_key)
             if fresh:
                 report.created.append(created.id)
@@ -105,11 +107,9 @@ def _sync_alerts(
                 severity="critical" if a.severity is AlertSeverity.BREACH else "warning", message=a.message,
                 raised_at=now,
             )  # fmt: skip
+    known = {a.id: a for a in _all(ctl, Alert)}  # one listing, not one read per alert
     for alert_id, alert in wanted.items():
-        try:
-            existing = ctl.store.get(Alert, alert_id)
-        except NotFoundError:
-            existing = None
+        existing = known.get(alert_id)
         try:
             if existing is None:
                 ctl.store.create(alert)
@@ -121,8 +121,8 @@ def _sync_alerts(
                 report.alerts_opened.append(alert_id)
         except ConflictError:
             continue  # another tick did it
-    for existing in _all(ctl, Alert, {"state": "open"}):
-        if existing.id.startswith("rpo-") and existing.id not in wanted:
+    for existing in known.values():
+        if existing.state == "open" and existing.id.startswith("rpo-") and existing.id not in wanted:
             try:
                 ctl.store.update(existing.model_copy(update={"state": "resolved", "resolved_at": now}))
                 report.alerts_resolved.append(existing.id)
