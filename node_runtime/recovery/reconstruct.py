@@ -1,0 +1,104 @@
+"""Rebuild a recovery point onto any :class:`~node_runtime.recovery.writers.BlockWriter`.
+
+The reads are those of :mod:`node_runtime.recovery.restore`: a point's distinct blocks
+are grouped by pack into ranged reads (``_groups``), fetched by ``threads`` workers,
+verified against their ids by ``Repository.read_blobs`` and handed to the writer at
+every position they occupy. Holes are announced with ``writer.skip`` (merged into runs)
+before any data is written, and never read or written.
+
+Memory: at most ``2 x threads`` ranged reads of at most ``MAX_READ`` bytes (plus their
+decoded blocks) are in flight here; what the writer buffers is stated by the writer.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+from node_runtime.recovery.restore import Progress, RestoreStats, _groups
+from node_runtime.recovery.writers import BlockWriter
+from shared.repo.codec import IndexEntry
+from shared.repo.keys import ZERO_ID
+from shared.repo.points import PointRecord
+from shared.repo.repository import Repository
+
+log = logging.getLogger(__name__)
+
+
+def hole_runs(point: PointRecord, block_map: list[bytes]) -> Iterator[tuple[int, int]]:
+    """(offset, length) of each maximal run of hole blocks, in disk order."""
+    start: int | None = None
+    for i, block_id in enumerate(block_map):
+        if block_id == ZERO_ID:
+            if start is None:
+                start = i * point.block_size
+        elif start is not None:
+            yield start, i * point.block_size - start
+            start = None
+    if start is not None:
+        yield start, point.disk_size - start
+
+
+def reconstruct(
+    repo: Repository,
+    point: PointRecord,
+    writer: BlockWriter,
+    *,
+    threads: int = 4,
+    progress: Progress | None = None,
+) -> RestoreStats:
+    """Write ``point`` through ``writer`` byte for byte, every block verified first.
+
+    On success the writer is finished; on any failure it is aborted and the error
+    re-raised (repository errors as they are, target errors as ``TargetError``).
+    """
+    name = f"points/{point.disk_id}/{point.id}"
+    try:
+        block_map = repo.block_map(point)
+        groups = _groups(block_map, repo.load_index(), name)
+        positions: dict[bytes, list[int]] = defaultdict(list)
+        for i, block_id in enumerate(block_map):
+            positions[block_id].append(i)
+        stats = RestoreStats(holes=len(positions.get(ZERO_ID, [])), requests=len(groups))
+        total = sum(point.block_length(i) for i, b in enumerate(block_map) if b != ZERO_ID)
+        for offset, length in hole_runs(point, block_map):
+            writer.skip(offset, length)
+        del block_map
+        lock = threading.Lock()
+        window = threading.BoundedSemaphore(2 * threads)
+
+        def fetch(pack_id: bytes, wanted: list[tuple[bytes, IndexEntry]]) -> None:
+            try:
+                for block_id, data in repo.read_blobs(pack_id, wanted):
+                    for i in positions[block_id]:
+                        length = point.block_length(i)
+                        writer.write(i * point.block_size, memoryview(data)[:length])
+                        with lock:
+                            stats.bytes_written += length
+                            stats.blocks += 1
+                            done = stats.bytes_written
+                        if progress:
+                            progress(done, total)
+            finally:
+                window.release()
+
+        with ThreadPoolExecutor(threads, thread_name_prefix="reconstruct") as pool:
+            futures = []
+            for pack_id, wanted in groups:
+                window.acquire()
+                futures.append(pool.submit(fetch, pack_id, wanted))
+                if any(f.done() and f.exception() for f in futures[-threads:]):
+                    break
+            for f in futures:
+                f.result()
+        writer.finish()
+    except BaseException:
+        try:
+            writer.abort()
+        except Exception:  # abort must not raise; never let it hide the real failure
+            log.exception("aborting the target of %s failed", name)
+        raise
+    return stats
