@@ -1,7 +1,7 @@
 """Rebuild a recovery point onto any :class:`~node_runtime.recovery.writers.BlockWriter`.
 
-The reads are those of :mod:`node_runtime.recovery.restore`: a point's distinct blocks
-are grouped by pack into ranged reads (``_groups``), fetched by ``threads`` workers,
+A point's distinct blocks are grouped by pack into ranged reads (``_groups``: one request
+per run of nearby blobs), fetched by ``threads`` workers,
 verified against their ids by ``Repository.read_blobs`` and handed to the writer at
 every position they occupy. Holes are announced with ``writer.skip`` (merged into runs)
 before any data is written, and never read or written.
@@ -15,17 +15,61 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
-from node_runtime.recovery.restore import Progress, RestoreStats, _groups
 from node_runtime.recovery.writers import BlockWriter
+from shared.errors import CorruptObjectError
 from shared.repo.codec import IndexEntry
 from shared.repo.keys import ZERO_ID
 from shared.repo.points import PointRecord
 from shared.repo.repository import Repository
 
 log = logging.getLogger(__name__)
+
+MAX_GAP = 1 << 20  # read across gaps up to this size rather than issue another request
+MAX_READ = 32 << 20
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class RestoreStats:
+    bytes_written: int = 0
+    blocks: int = 0
+    holes: int = 0
+    requests: int = 0
+
+
+def _groups(
+    block_map: list[bytes], index: dict[bytes, IndexEntry], point_name: str
+) -> list[tuple[bytes, list[tuple[bytes, IndexEntry]]]]:
+    """Group the distinct blocks of a point into (pack, nearby blobs) read requests."""
+    by_pack: dict[bytes, dict[bytes, IndexEntry]] = defaultdict(dict)
+    for block_id in set(block_map):
+        if block_id == ZERO_ID:
+            continue
+        entry = index.get(block_id)
+        if entry is None:
+            raise CorruptObjectError(
+                f"{point_name}: block {block_id.hex()} is in no index (repository damaged; run check)",
+                key=point_name,
+            )
+        by_pack[entry.pack_id][block_id] = entry
+    groups = []
+    for pack_id, blobs in by_pack.items():
+        run: list[tuple[bytes, IndexEntry]] = []
+        for block_id, e in sorted(blobs.items(), key=lambda kv: kv[1].offset):
+            if run:
+                start = run[0][1].offset
+                end = run[-1][1].offset + run[-1][1].length
+                if e.offset - end > MAX_GAP or e.offset + e.length - start > MAX_READ:
+                    groups.append((pack_id, run))
+                    run = []
+            run.append((block_id, e))
+        groups.append((pack_id, run))
+    return groups
 
 
 def hole_runs(point: PointRecord, block_map: list[bytes]) -> Iterator[tuple[int, int]]:

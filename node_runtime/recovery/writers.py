@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -92,6 +93,28 @@ class BoundedPool:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _open_target(path: str, size: int) -> tuple[int, bool]:
+    """Open the target; a file is truncated to ``size`` (all holes), a device must be big enough."""
+    try:
+        st = os.stat(path)
+        is_device = stat.S_ISBLK(st.st_mode)
+    except FileNotFoundError:
+        is_device = False
+    try:
+        if is_device:
+            fd = os.open(path, os.O_WRONLY)
+            dev_size = os.lseek(fd, 0, os.SEEK_END)
+            if dev_size < size:
+                os.close(fd)
+                raise TargetError(f"{path} holds {dev_size} bytes; the point needs {size}", path=path)
+            return fd, True
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.ftruncate(fd, size)
+        return fd, False
+    except OSError as exc:
+        raise TargetError(f"cannot prepare target {path}: {exc.strerror}", path=path) from exc
+
+
 class FileWriter:
     """A raw image file (created or truncated to ``size``, holes stay sparse) or a block device.
 
@@ -101,18 +124,20 @@ class FileWriter:
     """
 
     def __init__(self, path: str, size: int) -> None:
-        from node_runtime.recovery.restore import _open_target
-
         self.path = path
         self.fd, self.is_device = _open_target(path, size)
         self._closed = False
 
     def write(self, offset: int, data: bytes | memoryview) -> None:
+        start, length = offset, len(data)
         view = memoryview(data)
         try:
             while view:
                 n = os.pwrite(self.fd, view, offset)
                 view, offset = view[n:], offset + n
+            # Start write-back now (DONTNEED on dirty pages queues them for writing), so
+            # the disk works while we decode, and the final fsync has little left to do.
+            os.posix_fadvise(self.fd, start, length, os.POSIX_FADV_DONTNEED)
         except OSError as exc:
             raise TargetError(
                 f"write to {self.path} failed at {offset}: {exc.strerror}", path=self.path
