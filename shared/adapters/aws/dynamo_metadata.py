@@ -54,7 +54,7 @@ from pynamodb.expressions.condition import Condition
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
-from shared.adapters.local.sqlite_metadata import (
+from shared.adapters.metadata_encoding import (
     MAX_INDEXED,
     check_limit,
     check_where,
