@@ -16,9 +16,10 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from node_runtime.replication.pipeline import ReplicationOptions, replicate
 from node_runtime.replication.source import FileSource, load_extents
@@ -32,6 +33,37 @@ log = logging.getLogger("lifeboat.node")
 
 class JobCancelled(Exception):
     """Raised inside the pipeline's progress callback to stop a cancelled job."""
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """How a job ended, as a runner decided: ``state`` is succeeded, failed or cancelled."""
+
+    state: str
+    result: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+class JobContext(Protocol):
+    """What the agent gives a job runner."""
+
+    def cancelled(self) -> bool:
+        """True once the control plane asked to cancel this job (checked at each report)."""
+        ...
+
+    def progress(self, key: str, done: int, total: int) -> None:
+        """Bytes done of one part (e.g. a disk); reported aggregated, at most every few seconds."""
+        ...
+
+    def message(self, text: str) -> None: ...
+
+    def replicate(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Run a replication (a migration's final incremental) and return its result."""
+        ...
+
+
+#: a runner for one job kind other than replication (recovery flows are wired in by the CLI)
+JobRunner = Callable[[dict[str, Any], JobContext], JobOutcome]
 
 
 def resolve_secret(ref: str | None) -> str | None:
@@ -74,6 +106,7 @@ class NodeAgent:
         heartbeat_seconds: float = 15.0,
         progress_seconds: float = 2.0,
         software_version: str = "0.1.0",
+        runners: dict[str, JobRunner] | None = None,
     ) -> None:
         self.client = client
         self.name = name
@@ -85,6 +118,7 @@ class NodeAgent:
         self.software_version = software_version
         self.disk_slots = threading.BoundedSemaphore(capacity)
         self.running: dict[str, threading.Thread] = {}
+        self.runners = dict(runners or {})
         self.node_id = ""
 
     def register(self) -> str:
@@ -127,9 +161,9 @@ class NodeAgent:
         log.info("running job %s (%s)", job_id, job["job_kind"])
         try:
             if job["job_kind"] != "replication":
-                raise InvalidInputError(
-                    f"{job['job_kind']} jobs need the recovery flow, which this node version does not run yet"
-                )
+                outcome = self._run_other(job)
+                self._finish(job_id, outcome.state, result=outcome.result, error=outcome.error)
+                return
             result = self._replicate(job)
         except JobCancelled:
             self._finish(job_id, "cancelled", error="cancelled by request")
@@ -151,6 +185,26 @@ class NodeAgent:
             except LifeboatError as exc:
                 log.warning("reporting job %s as %s failed (%s); retrying", job_id, state, exc)
                 time.sleep(min(30, 2**attempt))
+
+    def _run_other(self, job: dict[str, Any]) -> JobOutcome:
+        runner = self.runners.get(job["job_kind"])
+        if runner is None:
+            raise InvalidInputError(f"this node cannot run {job['job_kind']} jobs")
+        context = _Context(self, job, _Reporter(self.client, job["id"], 0, self.progress_seconds))
+        done = threading.Event()
+
+        def keep_reporting() -> None:  # keeps the lease through long quiet stages (a guest booting)
+            while not done.wait(self.progress_seconds):
+                context.reporter.flush()
+
+        beat = threading.Thread(target=keep_reporting, name=f"beat-{job['id']}", daemon=True)
+        beat.start()
+        try:
+            return runner(job, context)
+        finally:
+            done.set()
+            beat.join()
+            context.reporter.flush()
 
     def _replicate(self, job: dict[str, Any]) -> dict[str, Any]:
         params = job["params"]
@@ -194,6 +248,31 @@ class NodeAgent:
         }
 
 
+class _Context:
+    """A :class:`JobContext` over the agent's reporter."""
+
+    def __init__(self, agent: NodeAgent, job: dict[str, Any], reporter: _Reporter) -> None:
+        self.agent, self.job, self.reporter = agent, job, reporter
+        self.totals: dict[str, int] = {}
+
+    def cancelled(self) -> bool:
+        return self.reporter.cancelled
+
+    def progress(self, key: str, done: int, total: int) -> None:
+        with self.reporter.lock:
+            self.totals[key] = total
+            self.reporter.total = sum(self.totals.values())
+        with contextlib.suppress(JobCancelled):  # the runner decides how to stop (cancelled())
+            self.reporter.for_disk(key)(done, total)
+
+    def message(self, text: str) -> None:
+        self.reporter.message = text[:500]
+        self.reporter.flush()
+
+    def replicate(self, params: dict[str, Any]) -> dict[str, Any]:
+        return self.agent._replicate({**self.job, "params": params})
+
+
 class _Reporter:
     """Aggregates per-disk progress and reports it at most every ``interval`` seconds."""
 
@@ -204,6 +283,7 @@ class _Reporter:
         self.last = 0.0
         self.started = time.monotonic()
         self.cancelled = False
+        self.message = ""
 
     def check(self) -> None:
         if self.cancelled:
@@ -234,6 +314,7 @@ class _Reporter:
                 bytes_total=max(self.total, done),
                 rate_bps=rate,
                 eta_seconds=eta,
+                message=self.message,
             )
             if answer.get("state") == "cancelling":
                 self.cancelled = True

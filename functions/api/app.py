@@ -25,6 +25,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Pat
 from pydantic import TypeAdapter, ValidationError
 
 from functions.api import schemas
+from functions.api.report_html import render_report_html
 from functions.api.schemas import PRIVATE_FIELDS
 from shared.domain.audit import Alert, AuditEvent, IdempotencyRecord
 from shared.domain.base import Record, new_id
@@ -33,6 +34,7 @@ from shared.domain.inventory import Node, Site
 from shared.domain.jobs import Job, JobProgress, JobState
 from shared.domain.plans import PlanState, ProtectionPlan
 from shared.domain.points import RecoveryPoint
+from shared.domain.recovery import RecoveryMode, RecoveryReport
 from shared.errors import (
     AuthenticationError,
     ConflictError,
@@ -44,7 +46,7 @@ from shared.errors import (
     http_status_for,
 )
 from shared.policies.scheduling import RpoStatus, rpo_status
-from shared.services import auth, jobs, plans
+from shared.services import auth, completion, jobs, plans, recovery
 from shared.services.context import Control
 
 log = logging.getLogger("lifeboat.api")
@@ -488,9 +490,10 @@ def recover_plan(
     plan_id: IdPath, body: Annotated[schemas.RecoverIn, Body()], idempotency_key: IdemKey = None
 ):  # -> Response (powertools reads annotations as schemas)
     def start() -> Response:
-        job = plans.recover(
-            ctl(), plan_id, mode=body.mode, point_time=body.point_time, actor=current().subject
-        )
+        job = recovery.start(
+            ctl(), plan_id, mode=RecoveryMode(body.mode), point_time=_time(body.point_time, "point_time"),
+            actor=current().subject,
+        )  # fmt: skip
         return created(job)
 
     return _idempotent(idempotency_key, start)
@@ -501,7 +504,7 @@ def cleanup_test(
     plan_id: IdPath, idempotency_key: IdemKey = None
 ):  # -> Response (powertools reads annotations as schemas)
     return _idempotent(
-        idempotency_key, lambda: created(plans.cleanup_test(ctl(), plan_id, actor=current().subject))
+        idempotency_key, lambda: created(recovery.start_cleanup(ctl(), plan_id, actor=current().subject))
     )
 
 
@@ -568,7 +571,7 @@ def job_progress(job_id: IdPath, body: Annotated[schemas.ProgressIn, Body()]) ->
 
 @route("POST", "/jobs/<job_id>/complete", Permission.NODE_WORK)
 def job_complete(job_id: IdPath, body: Annotated[schemas.CompleteIn, Body()]) -> dict[str, Any]:
-    done = jobs.complete(
+    done = completion.complete(
         ctl(), current(), job_id, state=JobState(body.state), result=body.result, error=body.error
     )
     return public(done)
@@ -673,6 +676,35 @@ def rpo_report() -> dict[str, Any]:
         "generated_at": ctl().now().isoformat(),
         "plans": TypeAdapter(list[RpoStatus]).dump_python(statuses, mode="json"),
     }
+
+
+@route("GET", "/recoveries", Permission.READ)
+def list_recoveries(
+    plan_id: Annotated[str | None, Query(max_length=128)] = None,
+    mode: Annotated[RecoveryMode | None, Query()] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> dict[str, Any]:
+    """Recovery reports, newest first."""
+    where = {k: str(v) for k, v in (("plan_id", plan_id), ("mode", mode)) if v}
+    page = ctl().store.query(RecoveryReport, where=where or None, descending=True, limit=limit, cursor=cursor)
+    return page_of(page)
+
+
+@route("GET", "/recoveries/<report_id>", Permission.READ)
+def get_recovery(report_id: IdPath) -> dict[str, Any]:
+    """One recovery run's report: per machine and per stage timings, validation evidence, errors."""
+    return public(recovery.report_for(ctl(), report_id))
+
+
+@route("GET", "/recoveries/<report_id>/html", Permission.READ)
+def get_recovery_html(report_id: IdPath):  # -> Response (powertools reads annotations as schemas)
+    """The same report as a self-contained HTML page (download it with Accept: text/html)."""
+    page = render_report_html(recovery.report_for(ctl(), report_id))
+    return Response(
+        status_code=200, content_type="text/html; charset=utf-8", body=page,
+        headers={"Content-Disposition": f'attachment; filename="recovery-{report_id}.html"'},
+    )  # fmt: skip
 
 
 def openapi_json() -> str:

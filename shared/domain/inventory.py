@@ -9,6 +9,7 @@ from typing import ClassVar
 from pydantic import Field, field_validator
 
 from shared.domain.base import Name, Record, Slug
+from shared.domain.recovery import TargetConfig
 
 NODE_STALE_AFTER = timedelta(minutes=2)
 
@@ -39,6 +40,11 @@ class Site(Record):
         default=None,
         max_length=512,
         description="A reference to a secret (e.g. env:NAME, aws-secretsmanager:ARN), never the secret itself.",
+    )
+
+    recovery_target: TargetConfig | None = Field(
+        default=None,
+        description="Where machines recover to at this site (QEMU work dir, AWS region, Azure group).",
     )
 
     @field_validator("credentials_ref")

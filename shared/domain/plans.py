@@ -32,7 +32,15 @@ class ProtectedMachine(_Part):
     name: Name | None = None
     disks: list[ProtectedDisk] = Field(min_length=1, max_length=64)
     instance_type: str | None = Field(default=None, max_length=64)
-    private_ip: str | None = Field(default=None, max_length=64)
+    private_ip: str | None = Field(default=None, max_length=64, description="Fixed address of the first NIC.")
+    networks: list[Name] = Field(
+        default_factory=list, max_length=8,
+        description="Source networks of the machine's NICs, in order; mapped by network_mapping.",
+    )  # fmt: skip
+    boot_marker: str | None = Field(
+        default=None, max_length=256,
+        description="Text the guest prints on its serial console once up (boot validation).",
+    )  # fmt: skip
 
 
 class ReplicationWindow(_Part):
@@ -89,6 +97,9 @@ class ProtectionPlan(Record):
     network_mapping: list[NetworkMapping] = Field(default_factory=list, max_length=64)
     boot_groups: list[BootGroup] = Field(default_factory=list, max_length=32)
     scripts: list[ScriptHook] = Field(default_factory=list, max_length=16)
+    boot_timeout_seconds: int = Field(
+        default=300, ge=10, le=7200, description="Boot validation deadline per machine."
+    )
     state: PlanState = PlanState.DRAFT
 
     @model_validator(mode="after")
@@ -105,6 +116,12 @@ class ProtectionPlan(Record):
             raise ValueError(f"boot groups name unknown machines: {sorted(unknown)}")
         if len(set(grouped)) != len(grouped):
             raise ValueError("a machine may be in only one boot group")
+        mapped = {m.source_network for m in self.network_mapping}
+        if len(mapped) != len(self.network_mapping):
+            raise ValueError("each source network may be mapped only once")
+        unmapped = {n for m in self.machines for n in m.networks} - mapped
+        if unmapped:
+            raise ValueError(f"machines use networks with no mapping: {sorted(unmapped)}")
         return self
 
     def disk_ids(self) -> list[str]:

@@ -133,7 +133,10 @@ def complete(
     result: dict[str, Any] | None = None,
     error: str | None = None,
 ) -> Job:
-    """Finish a job the node owns; a successful replication records its recovery points."""
+    """Finish a job the node owns; a successful replication records its recovery points.
+
+    Recovery reports are recorded by :func:`shared.services.completion.complete`, which callers use.
+    """
     if state not in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED):
         raise InvalidStateError(
             f"a node can only finish a job as succeeded, failed or cancelled, not {state}"
@@ -144,12 +147,14 @@ def complete(
     now = ctl.now()
     if state is JobState.SUCCEEDED and job.job_kind is JobKind.REPLICATION:
         _record_points(ctl, job, result or {}, now)
+    if job.job_kind is JobKind.RECOVERY and isinstance((result or {}).get("replication"), dict):
+        _record_points(ctl, job, result["replication"], now)  # a migration's final incremental
     done = job.transition(state, now=now, error=error).model_copy(update={"result": result or {}})
     saved = ctl.store.update(done)
     msg = _message(job)
     if msg is not None:
         ctl.queue.ack(msg)
-    if job.plan_id:
+    if job.plan_id and job.job_kind is JobKind.REPLICATION:
         _update_plan_status(ctl, saved, result or {})
     return saved
 

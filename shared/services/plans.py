@@ -1,4 +1,4 @@
-"""Plan actions: protect, pause, resume, replicate now, recover, clean up a test."""
+"""Plan actions: protect, pause, resume, replicate now (recovery runs: :mod:`shared.services.recovery`)."""
 
 from __future__ import annotations
 
@@ -61,28 +61,6 @@ def replicate_now(ctl: Control, plan_id: str, *, actor: str) -> Job:
     job = jobs.new_job(
         JobKind.REPLICATION, plan_id=plan_id, reason=f"replicate now by {actor}", created_by=actor,
         params=replication_params(ctl, plan),
-    )  # fmt: skip
-    created, _ = jobs.submit(ctl, job)
-    return created
-
-
-def recover(ctl: Control, plan_id: str, *, mode: str, point_time: str | None, actor: str) -> Job:
-    """Queue a recovery job; the recovery flow (issue 4) runs it."""
-    plan = ctl.store.get(ProtectionPlan, plan_id)
-    kind = JobKind.TEST_RECOVERY if mode == "test" else JobKind.RECOVERY
-    job = jobs.new_job(
-        kind, plan_id=plan.id, reason=f"{mode} recovery by {actor}", created_by=actor,
-        params={"mode": mode, "point_time": point_time, "plan_id": plan.id},
-    )  # fmt: skip
-    created, _ = jobs.submit(ctl, job)
-    return created
-
-
-def cleanup_test(ctl: Control, plan_id: str, *, actor: str) -> Job:
-    plan = ctl.store.get(ProtectionPlan, plan_id)
-    job = jobs.new_job(
-        JobKind.CLEANUP, plan_id=plan.id, reason=f"clean up test recovery, by {actor}", created_by=actor,
-        params={"plan_id": plan.id},
     )  # fmt: skip
     created, _ = jobs.submit(ctl, job)
     return created

@@ -1,0 +1,347 @@
+"""The recovery-flow state handlers: parse the state's model, call the target, answer JSON.
+
+Each handler is ``f(event, ports) -> dict``; :func:`bind` closes them over one
+:class:`~functions.recovery.ports.RecoveryPorts` for the local runner, and the Lambda
+entry points do the same with ports built from the environment. A handler that fails
+after creating something deletes it before raising (the Catch'd cleanup only sees the
+results of states that finished).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from functions.recovery.models import (
+    CleanupMachineInput,
+    CleanupMachineOutput,
+    CleanupResult,
+    CleanupRunState,
+    DisksResult,
+    InstanceResult,
+    MachineState,
+    OsResult,
+    RunChecked,
+    RunState,
+    StageResult,
+    ValidationResult,
+)
+from functions.recovery.ports import RecoveryPorts
+from node_runtime.recovery.osprep import prepare
+from node_runtime.recovery.targets.base import Cleaner, Target
+from shared.domain.recovery import (
+    CleanupOutcome,
+    DiskArtifact,
+    GroupReport,
+    InstanceSpec,
+    MachineReport,
+    RecoveryReport,
+    Resource,
+    StageTiming,
+)
+from shared.errors import TargetError
+
+log = logging.getLogger("lifeboat.recovery")
+Handler = Callable[[dict[str, Any], RecoveryPorts], dict[str, Any]]
+
+#: report name of each stage, in flow order, and the MachineState field holding its result
+STAGES: tuple[tuple[str, str], ...] = (
+    ("reconstruct", "disks"),
+    ("prepare-os", "os"),
+    ("create-instance", "instance"),
+    ("attach-networks", "network"),
+    ("power-on", "power"),
+    ("validate-boot", "validation"),
+)
+
+
+def _spec(state: MachineState) -> InstanceSpec:
+    m, run = state.machine, state.run
+    return InstanceSpec(
+        machine_id=m.machine_id, name=m.name, run_id=run.run_id, instance_type=m.instance_type,
+        tags={"lifeboat:run": run.run_id, "lifeboat:machine": m.machine_id, "lifeboat:plan": run.plan_id,
+              "lifeboat:mode": str(run.mode)},
+    )  # fmt: skip
+
+
+def _delete_all(cleaner: Cleaner, resources: list[Resource]) -> CleanupOutcome:
+    """Delete newest first; never raises: failures are listed with their reason."""
+    outcome = CleanupOutcome()
+    for r in reversed(resources):
+        try:
+            (outcome.deleted if cleaner.delete(r) else outcome.already_gone).append(r)
+        except Exception as exc:  # one stuck resource must not keep the others
+            log.warning("cleanup of %s %s failed: %s", r.type, r.id, exc)
+            outcome.failed.append(f"{r.type} {r.id}: {exc}")
+    return outcome
+
+
+# --- run level ---------------------------------------------------------------------------------
+def validate_run(event: dict[str, Any], ports: RecoveryPorts) -> dict[str, Any]:
+    """The target can be built and every chosen point is in the repository."""
+    started = ports.now()
+    ports.checkpoint()
+    state = RunState.model_validate(event)
+    target = ports.target_for(state.run.target)
+    repo = ports.open_repository(state.run.repository_url, state.run.credentials_ref)
+    count = 0
+    for group in state.groups:
+        for machine in group.machines:
+            for disk in machine.disks:
+                repo.read_point(disk.disk_id, disk.point_id)  # NotFound/Corrupt name the object
+                count += 1
+    ports.notify(f"checked {count} recovery points; recovering to {target.kind}")
+    return RunChecked(
+        started_at=started, finished_at=ports.now(), points=count, platform=target.kind
+    ).model_dump(mode="json")
+
+
+# --- machine level -----------------------------------------------------------------------------
+def reconstruct_disks(event: dict[str, Any], ports: RecoveryPorts) -> dict[str, Any]:
+    started = ports.now()
+    ports.checkpoint()
+    state = MachineState.model_validate(event)
+    target = ports.target_for(state.run.target)
+    repo = ports.open_repository(state.run.repository_url, state.run.credentials_ref)
+    spec = _spec(state)
+    made: list[DiskArtifact] = []
+    ports.notify(f"{state.machine.machine_id}: reconstructing {len(state.machine.disks)} disk(s)")
+    try:
+        with repo.lock(exclusive=False):  # prune must not delete packs under us
+            for disk in state.machine.disks:
+                point = repo.read_point(disk.disk_id, disk.point_id)
+                key = f"{state.machine.machine_id}/{disk.disk_id}"
+                made.append(target.disks.write_disk(
+                    repo, point, spec, progress=lambda done, total, k=key: ports.progress(k, done, total)
+                ))  # fmt: skip
+                ports.checkpoint()
+    except BaseException:
+        _delete_all(target.cleaner, [r for a in made for r in a.resources])
+        raise
+    return DisksResult(started_at=started, finished_at=ports.now(), artifacts=made).model_dump(mode="json")
+
+
+def prepare_os(event: dict[str, Any], ports: RecoveryPorts) -> dict[str, Any]:
+    """Inspect partitions, file systems and boot configuration; apply boot remediation."""
+    started = ports.now()
+    ports.checkpoint()
+    state = MachineState.model_validate(event)
+    target = ports.target_for(state.run.target)
+    artifacts = list(state.artifacts())
+    readers = [
+        ((lambda offset, length, a=a: target.disks.read_disk(a, offset, length)), a.disk_size)
+        for a in artifacts
+    ]
+    prep = prepare(readers, platform=target.kind)
+    by_disk: dict[int, list[tuple[int, bytes]]] = {}
+    for patch in prep.patches:
+        by_disk.setdefault(patch.disk_index, []).append((patch.offset, patch.data()))
+    new: list[Resource] = []
+    try:
+        for index, patches in sorted(by_disk.items()):
+            before = {(r.type, r.id) for r in artifacts[index].resources}
+            artifacts[index] = target.disks.patch_disk(artifacts[index], patches)
+            new += [r for r in artifacts[index].resources if (r.type, r.id) not in before]
+    except BaseException:
+        _delete_all(target.cleaner, new)
+        raise
+    ports.notify(f"{state.machine.machine_id}: {prep.os_family} OS, {len(prep.patches)} remediation(s)")
+    return OsResult(
+        started_at=started, finished_at=ports.now(), artifacts=artifacts, os_family=prep.os_family,
+        bootable=prep.bootable, patches_applied=len(prep.patches),
+        findings=[f.model_dump(mode="json") for f in prep.findings],
+    ).model_dump(mode="json")  # fmt: skip
+
+
+def create_instance(event: dict[str, Any], ports: RecoveryPorts) -> dict[str, Any]:
+    started = ports.now()
+    ports.checkpoint()
+    state = MachineState.model_validate(event)
+    target = ports.target_for(state.run.target)
+    instance = target.launcher.create_instance(_spec(state), state.artifacts())
+    return InstanceResult(started_at=started, finished_at=ports.now(), instance=instance).model_dump(
+        mode="json"
+    )
+
+
+def attach_networks(event: dict[str, Any], ports: RecoveryPorts) -> dict[str, Any]:
+    started = ports.now()
+    ports.checkpoint()
+    state = MachineState.model_validate(event)
+    target = ports.target_for(state.run.target)
+    instance = target.networks.attach_networks(_instance(state), state.machine.nics)
+    return InstanceResult(started_at=started, finished_at=ports.now(), instance=instance).model_dump(
+        mode="json"
+    )
+
+
+def power_on(event: dict[str, Any], ports: RecoveryPorts) -> dict[str, Any]:
+    started = ports.now()
+    ports.checkpoint()
+    state = MachineState.model_validate(event)
+    target = ports.target_for(state.run.target)
+    ports.notify(f"{state.machine.machine_id}: powering on")
+    instance = target.launcher.power_on(_instance(state))
+    return InstanceResult(started_at=started, finished_at=ports.now(), instance=instance).model_dump(
+        mode="json"
+    )
+
+
+def validate_boot(event: dict[str, Any], ports: RecoveryPorts) -> dict[str, Any]:
+    """Evidence either way: a machine that fails validation is kept for inspection, not raised."""
+    started = ports.now()
+    ports.checkpoint()
+    state = MachineState.model_validate(event)
+    target = ports.target_for(state.run.target)
+    evidence = target.validator.validate(_instance(state), state.machine.validation)
+    verdict = "validated" if evidence.ok else f"failed validation: {evidence.reason}"
+    ports.notify(f"{state.machine.machine_id}: {verdict}")
+    return ValidationResult(started_at=started, finished_at=ports.now(), evidence=evidence).model_dump(
+        mode="json"
+    )
+
+
+def cleanup_machine(event: dict[str, Any], ports: RecoveryPorts) -> dict[str, Any]:
+    """Compensation after a failed state: delete what the machine's finished states created."""
+    started = ports.now()
+    state = MachineState.model_validate(event)
+    target = ports.target_for(state.run.target)
+    outcome = _delete_all(target.cleaner, state.resources())
+    return CleanupResult(started_at=started, finished_at=ports.now(), outcome=outcome).model_dump(mode="json")
+
+
+def record_machine(event: dict[str, Any], ports: RecoveryPorts) -> dict[str, Any]:
+    """The machine's report (pure: everything is in the state)."""
+    state = MachineState.model_validate(event)
+    stages: list[StageTiming] = []
+    failed_stage = None
+    for name, attr in STAGES:
+        result: StageResult | None = getattr(state, attr)
+        if result is None:
+            failed_stage = failed_stage or name
+            continue
+        ok = not (attr == "validation" and state.validation and not state.validation.evidence.ok)
+        stages.append(_timing(name, result.started_at, result.finished_at, ok))
+    if state.cleanup is not None:
+        stages.append(_timing("cleanup", state.cleanup.started_at, state.cleanup.finished_at,
+                              not state.cleanup.outcome.failed))  # fmt: skip
+    evidence = state.validation.evidence if state.validation else None
+    errors = [e.message() for e in (state.error, state.cleanup_error) if e is not None]
+    if state.error is None and evidence is not None and not evidence.ok:
+        failed_stage, errors = "validate-boot", [f"boot validation failed: {evidence.reason}"]
+    status = (
+        "failed"
+        if state.error is not None
+        else ("recovered" if evidence and evidence.ok else "validation-failed")
+    )
+    gone = set()
+    if state.cleanup is not None:
+        gone = {(r.type, r.id) for r in state.cleanup.outcome.deleted + state.cleanup.outcome.already_gone}
+    instance = state.latest_instance()
+    m = state.machine
+    report = MachineReport(
+        machine_id=m.machine_id, name=m.name, group=state.group, status=status,
+        recovery_point_id=m.recovery_point_id, point_time=m.point_time, stages=stages,
+        rto_seconds=(state.validation.finished_at - state.run.started_at).total_seconds()
+        if status == "recovered" and state.validation else None,
+        instance_id=instance.instance_id if instance else None,
+        addresses=instance.addresses if instance else [],
+        evidence=evidence,
+        os=state.os.model_dump(mode="json", exclude={"artifacts", "started_at", "finished_at"}) if state.os else {},
+        failed_stage=failed_stage if status != "recovered" else None,
+        error="; ".join(errors) or None,
+        resources=[r for r in state.resources() if (r.type, r.id) not in gone],
+        cleanup=state.cleanup.outcome if state.cleanup else None,
+    )  # fmt: skip
+    return report.model_dump(mode="json")
+
+
+def _timing(stage: str, started: datetime, finished: datetime, ok: bool) -> StageTiming:
+    seconds = max(0.0, (finished - started).total_seconds())
+    return StageTiming(stage=stage, started_at=started, finished_at=finished, seconds=seconds, ok=ok)
+
+
+def _instance(state: MachineState) -> Any:
+    instance = state.latest_instance()
+    if instance is None:
+        raise TargetError(f"machine {state.machine.machine_id} has no instance yet")
+    return instance
+
+
+def write_report(event: dict[str, Any], ports: RecoveryPorts) -> dict[str, Any]:
+    """The run's report: boot order, per-machine results, measured RTO; returned as ``{"report": ...}``."""
+    state = RunState.model_validate(event)
+    run = state.run
+    results = state.results or [[] for _ in state.groups]
+    groups = []
+    for group, machines in zip(state.groups, results, strict=False):
+        starts = [s.started_at for m in machines for s in m.stages]
+        ends = [s.finished_at for m in machines for s in m.stages]
+        groups.append(GroupReport(
+            name=group.name, order=group.order, delay_seconds=group.delay_seconds,
+            started_at=min(starts) if starts else None, finished_at=max(ends) if ends else None,
+            machines=machines,
+        ))  # fmt: skip
+    machines = [m for g in groups for m in g.machines]
+    recovered = [m for m in machines if m.status == "recovered"]
+    errors = [state.error.message()] if state.error else []
+    errors += [f"{m.machine_id}: {m.error}" for m in machines if m.error]
+    if machines and len(recovered) == len(machines) and not state.error:
+        outcome = "succeeded"
+    elif recovered:
+        outcome = "partial"
+    else:
+        outcome = "failed"
+    notes = list(state.notes)
+    if state.validated:
+        notes.append(f"checked {state.validated.points} recovery point(s) before creating anything")
+    report = RecoveryReport(
+        id=run.run_id, plan_id=run.plan_id, plan_name=run.plan_name, job_id=run.job_id, mode=run.mode,
+        platform=run.target.platform, state=outcome, started_at=run.started_at, finished_at=ports.now(),
+        rto_seconds=max(m.rto_seconds or 0.0 for m in recovered) if recovered else None,
+        requested_point_time=run.requested_point_time, notes=notes, groups=groups, errors=errors,
+    )  # fmt: skip
+    return {"report": report.model_dump(mode="json")}
+
+
+# --- test cleanup ------------------------------------------------------------------------------
+def delete_resources(event: dict[str, Any], ports: RecoveryPorts) -> dict[str, Any]:
+    ports.checkpoint()
+    item = CleanupMachineInput.model_validate(event)
+    target: Target = ports.target_for(item.target)
+    ports.notify(f"{item.machine.machine_id}: deleting {len(item.machine.resources)} resource(s)")
+    outcome = _delete_all(target.cleaner, item.machine.resources)
+    return CleanupMachineOutput(machine_id=item.machine.machine_id, outcome=outcome).model_dump(mode="json")
+
+
+def summarise_cleanup(event: dict[str, Any], ports: RecoveryPorts) -> dict[str, Any]:
+    state = CleanupRunState.model_validate(event)
+    total = CleanupOutcome()
+    for r in state.results or []:
+        total.deleted += r.outcome.deleted
+        total.already_gone += r.outcome.already_gone
+        total.failed += r.outcome.failed
+    return {"cleanup": total.model_dump(mode="json")}
+
+
+HANDLERS: dict[str, Handler] = {
+    "ValidateRun": validate_run,
+    "ReconstructDisks": reconstruct_disks,
+    "PrepareOS": prepare_os,
+    "CreateInstance": create_instance,
+    "AttachNetworks": attach_networks,
+    "PowerOn": power_on,
+    "ValidateBoot": validate_boot,
+    "CleanupMachine": cleanup_machine,
+    "RecordMachine": record_machine,
+    "WriteReport": write_report,
+    "DeleteResources": delete_resources,
+    "SummariseCleanup": summarise_cleanup,
+}
+
+
+def bind(ports: RecoveryPorts) -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
+    """Handlers closed over ``ports``, keyed by task name."""
+    return {name: (lambda event, h=h: h(event, ports)) for name, h in HANDLERS.items()}

@@ -1,0 +1,138 @@
+"""Recovery, test-recovery and cleanup jobs on a node: the flow run by the local runner.
+
+The CLI's composition root hands :func:`job_runners` to the node agent. A migration
+first runs the plan's final incremental replication on this node and recovers from the
+points it just made (cutover); the control plane records those points from the job's
+result like any replication's.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from functions.recovery.local_runner import RecoveryFlowError, run_cleanup, run_recovery
+from functions.recovery.ports import RecoveryPorts, RunCancelled
+from node_runtime.agent import JobContext, JobOutcome, JobRunner, resolve_secret
+from node_runtime.recovery.targets.base import Target
+from shared.adapters.store_url import open_store
+from shared.domain.points import DiskPoint
+from shared.domain.recovery import FlowInput, TargetConfig
+from shared.errors import LifeboatError
+from shared.repo.repository import Repository
+
+log = logging.getLogger("lifeboat.recovery")
+TargetFactory = Callable[[TargetConfig], Target]
+
+
+def open_existing_repository(url: str, credentials_ref: str | None) -> Repository:
+    """Open (never create) the repository a recovery reads."""
+    secret = resolve_secret(credentials_ref)
+    return Repository.open(open_store(url), lambda: secret or "")
+
+
+class _CachedTargets:
+    def __init__(self, build: TargetFactory) -> None:
+        self.build = build
+        self.lock = threading.Lock()
+        self.cache: dict[str, Target] = {}
+
+    def __call__(self, config: TargetConfig) -> Target:
+        key = config.model_dump_json()
+        with self.lock:
+            if key not in self.cache:
+                self.cache[key] = self.build(config)
+            return self.cache[key]
+
+
+def _ports(ctx: JobContext, targets: TargetFactory) -> RecoveryPorts:
+    repos: dict[tuple[str, str | None], Repository] = {}
+    lock = threading.Lock()
+
+    def repository(url: str, ref: str | None) -> Repository:
+        with lock:
+            if (url, ref) not in repos:
+                repos[(url, ref)] = open_existing_repository(url, ref)
+            return repos[(url, ref)]
+
+    def checkpoint() -> None:
+        if ctx.cancelled():
+            raise RunCancelled("the recovery job was cancelled")
+
+    return RecoveryPorts(
+        target_for=_CachedTargets(targets), open_repository=repository, checkpoint=checkpoint,
+        progress=ctx.progress, notify=ctx.message,
+    )  # fmt: skip
+
+
+def with_final_points(flow: FlowInput, replication: dict[str, Any], job_id: str) -> FlowInput:
+    """The flow recovering the points a migration's final incremental just made."""
+    made = {m["machine_id"]: m for m in replication.get("machines", [])}
+    groups = []
+    for group in flow.groups:
+        machines = []
+        for m in group.machines:
+            new = made.get(m.machine_id)
+            if new is None:
+                machines.append(m)
+                continue
+            machines.append(m.model_copy(update={
+                "recovery_point_id": f"{job_id}-{m.machine_id}"[:128], "point_time": new["time"],
+                "disks": [DiskPoint(**d) for d in new["disks"]],
+            }))  # fmt: skip
+        groups.append(group.model_copy(update={"machines": machines}))
+    notes = [
+        *flow.notes,
+        f"migration: recovering the final incremental of job {job_id} ({len(made)} machines)",
+    ]
+    return FlowInput.model_validate({**flow.model_dump(), "groups": groups, "notes": notes})
+
+
+def recovery_job(job: dict[str, Any], ctx: JobContext, targets: TargetFactory) -> JobOutcome:
+    params = job["params"]
+    result: dict[str, Any] = {}
+    try:
+        flow = FlowInput.model_validate(params["flow"])
+        if params.get("final_replication"):
+            ctx.message("migration: final incremental replication before cutover")
+            result["replication"] = ctx.replicate(params["final_replication"])
+            flow = with_final_points(flow, result["replication"], job["id"])
+        report, _ = run_recovery(flow, _ports(ctx, targets))
+    except (LifeboatError, RecoveryFlowError) as exc:
+        return JobOutcome("failed", result, str(exc))
+    result["report"] = report.model_dump(mode="json")
+    if ctx.cancelled():
+        return JobOutcome(
+            "cancelled", result, "cancelled by request: machines not yet validated were removed"
+        )
+    if report.state == "succeeded":
+        return JobOutcome("succeeded", result)
+    return JobOutcome("failed", result, f"recovery {report.state}: " + "; ".join(report.errors)[:400])
+
+
+def cleanup_job(job: dict[str, Any], ctx: JobContext, targets: TargetFactory) -> JobOutcome:
+    params = job["params"]
+    if not params.get("target"):
+        return JobOutcome("failed", {}, "the test recovery's site has no recovery target any more")
+    try:
+        outcome = run_cleanup(params, _ports(ctx, targets))
+    except LifeboatError as exc:
+        return JobOutcome("failed", {}, str(exc))
+    result = {"cleanup": outcome.model_dump(mode="json")}
+    if outcome.failed:
+        return JobOutcome("failed", result, f"{len(outcome.failed)} resource(s) could not be deleted")
+    return JobOutcome("succeeded", result)
+
+
+def job_runners(targets: TargetFactory) -> dict[str, JobRunner]:
+    """Runners for the node agent, keyed by job kind."""
+
+    def recover(job: dict[str, Any], ctx: JobContext) -> JobOutcome:
+        return recovery_job(job, ctx, targets)
+
+    def cleanup(job: dict[str, Any], ctx: JobContext) -> JobOutcome:
+        return cleanup_job(job, ctx, targets)
+
+    return {"recovery": recover, "test-recovery": recover, "cleanup": cleanup}

@@ -1,0 +1,1 @@
+"""Recovery targets: where recovered machines run (local QEMU, AWS, Azure), by capability."""

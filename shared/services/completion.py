@@ -1,0 +1,25 @@
+"""Finishing a job: the job's own record, then whatever its kind produced (points, reports)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.domain.jobs import Job, JobState
+from shared.services import jobs, recovery
+from shared.services.auth import Principal
+from shared.services.context import Control
+
+
+def complete(
+    ctl: Control, principal: Principal, job_id: str, *, state: JobState,
+    result: dict[str, Any] | None = None, error: str | None = None,
+) -> Job:  # fmt: skip
+    """:func:`shared.services.jobs.complete`, then recovery reports and cleanup outcomes are stored;
+    a report the control plane refuses is noted in the job's errors (the job keeps its state)."""
+    job = jobs.complete(ctl, principal, job_id, state=state, result=result, error=error)
+    if job.job_kind not in recovery.RECOVERY_KINDS:
+        return job
+    problems = recovery.record_outcome(ctl, job, result or {})
+    if problems:
+        job = ctl.store.update(job.model_copy(update={"errors": [*job.errors, *problems][-20:]}))
+    return job
