@@ -104,9 +104,13 @@ def register(app: typer.Typer) -> None:
         token = token_file.read_text().strip() if token_file else os.environ.get("LIFEBOAT_NODE_TOKEN")
         if not token:
             raise InvalidInputError("a node needs a token: --token-file or LIFEBOAT_NODE_TOKEN")
+        from functions.recovery.node_jobs import job_runners
+        from functions.recovery.targets import build_target
+
         agent = NodeAgent(
-            ApiClient(api, token), name=name, site_id=site, capacity=capacity, poll_seconds=poll_seconds
-        )
+            ApiClient(api, token), name=name, site_id=site, capacity=capacity, poll_seconds=poll_seconds,
+            runners=job_runners(build_target),
+        )  # fmt: skip
         stop = threading.Event()
         import signal
 
@@ -166,11 +170,17 @@ def register(app: typer.Typer) -> None:
         mode: Annotated[
             str, typer.Option(help="Recovery mode for 'recover': test | failover | migration.")
         ] = "test",
+        at: Annotated[
+            str | None,
+            typer.Option(
+                help="For 'recover': the latest point at or before this ISO time (default: latest)."
+            ),
+        ] = None,
     ) -> None:
         allowed = {"protect", "pause", "resume", "replicate-now", "recover", "cleanup-test"}
         if action not in allowed:
             raise InvalidInputError(f"unknown action {action!r}; one of {', '.join(sorted(allowed))}")
-        body = {"mode": mode} if action == "recover" else None
+        body = {"mode": mode, "point_time": at} if action == "recover" else None
         out.print_json(json.dumps(client().plan_action(plan_id, action, body)))
 
     jobs_app = typer.Typer(help="Jobs (API).", no_args_is_help=True)
@@ -192,6 +202,26 @@ def register(app: typer.Typer) -> None:
     @jobs_app.command("cancel")
     def jobs_cancel(job_id: str) -> None:
         out.print_json(json.dumps(client().request("POST", f"/jobs/{job_id}/cancel")))
+
+    recoveries = typer.Typer(help="Recovery runs and their reports (API).", no_args_is_help=True)
+    app.add_typer(recoveries, name="recoveries")
+
+    @recoveries.command("list")
+    def recoveries_list(plan: Annotated[str | None, typer.Option()] = None, as_json: JsonOpt = False) -> None:
+        rows = client().pages("/recoveries", {"plan_id": plan} if plan else None)
+        _show(rows, ["id", "plan_id", "mode", "state", "rto_seconds", "cleanup_state", "started_at"], as_json)
+
+    @recoveries.command("show")
+    def recoveries_show(
+        report_id: str,
+        html: Annotated[Path | None, typer.Option(help="Also save the HTML report to this file.")] = None,
+    ) -> None:
+        """A recovery report: per machine and per stage timings, validation evidence, errors."""
+        c = client()
+        out.print_json(json.dumps(c.request("GET", f"/recoveries/{report_id}")))
+        if html is not None:
+            html.write_text(c.text(f"/recoveries/{report_id}/html"))
+            err.print(f"saved {html}")
 
     @app.command("recovery-points")
     def recovery_points(

@@ -27,6 +27,7 @@ from shared.adapters.local.sqlite_metadata import SqliteMetadataStore
 from shared.adapters.local.sqlite_queue import SqliteJobQueue
 from shared.domain.identity import Role, User
 from shared.domain.inventory import Site, SiteKind
+from shared.domain.recovery import QemuTargetConfig
 from shared.errors import LifeboatError, NotFoundError
 from shared.services import auth
 from shared.services.context import Control
@@ -75,7 +76,8 @@ def bootstrap(data_dir: Path, *, lease_seconds: float = 300.0) -> Embedded:
         ctl.store.get(Site, "local")
     except NotFoundError:
         ctl.store.create(Site(id="local", name="This machine", site_kind=SiteKind.LOCAL,
-                              repository_url=str(data_dir / "repository"), credentials_ref=f"file:{key_file}"))  # fmt: skip
+                              repository_url=str(data_dir / "repository"), credentials_ref=f"file:{key_file}",
+                              recovery_target=QemuTargetConfig(work_dir=str(data_dir / "recovered"))))  # fmt: skip
     token_file = data_dir / "secrets" / "node.token"
     if token_file.exists():
         node_token = token_file.read_text().strip()

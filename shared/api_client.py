@@ -50,11 +50,22 @@ class ApiClient:
         params: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
     ) -> Any:
+        raw = self._send(method, path, body, params=params, headers=headers, accept="application/json")
+        return json.loads(raw) if raw else None
+
+    def text(self, path: str, *, params: dict[str, Any] | None = None) -> str:
+        """A GET whose answer is not JSON (e.g. an HTML report)."""
+        return self._send("GET", path, None, params=params, headers=None, accept="text/html").decode()
+
+    def _send(
+        self, method: str, path: str, body: Any, *, params: dict[str, Any] | None,
+        headers: dict[str, str] | None, accept: str,
+    ) -> bytes:  # fmt: skip
         query = {k: v for k, v in (params or {}).items() if v is not None}
         url = self.base_url + path + ("?" + urllib.parse.urlencode(query) if query else "")
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(url, data=data, method=method)
-        req.add_header("Accept", "application/json")
+        req.add_header("Accept", accept)
         if data is not None:
             req.add_header("Content-Type", "application/json")
         if self.token:
@@ -63,8 +74,8 @@ class ApiClient:
             req.add_header(k, v)
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                raw = resp.read()
-                return json.loads(raw) if raw else None
+                data_in: bytes = resp.read()
+                return data_in
         except urllib.error.HTTPError as exc:
             raw = exc.read()
             try:

@@ -9,10 +9,11 @@ results of states that finished).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from functions.recovery.models import (
     CleanupMachineInput,
@@ -35,6 +36,7 @@ from shared.domain.recovery import (
     CleanupOutcome,
     DiskArtifact,
     GroupReport,
+    Instance,
     InstanceSpec,
     MachineReport,
     RecoveryReport,
@@ -113,9 +115,8 @@ def reconstruct_disks(event: dict[str, Any], ports: RecoveryPorts) -> dict[str, 
             for disk in state.machine.disks:
                 point = repo.read_point(disk.disk_id, disk.point_id)
                 key = f"{state.machine.machine_id}/{disk.disk_id}"
-                made.append(target.disks.write_disk(
-                    repo, point, spec, progress=lambda done, total, k=key: ports.progress(k, done, total)
-                ))  # fmt: skip
+                progress = functools.partial(ports.progress, key)
+                made.append(target.disks.write_disk(repo, point, spec, progress=progress))
                 ports.checkpoint()
     except BaseException:
         _delete_all(target.cleaner, [r for a in made for r in a.resources])
@@ -130,14 +131,20 @@ def prepare_os(event: dict[str, Any], ports: RecoveryPorts) -> dict[str, Any]:
     state = MachineState.model_validate(event)
     target = ports.target_for(state.run.target)
     artifacts = list(state.artifacts())
-    readers = [
-        ((lambda offset, length, a=a: target.disks.read_disk(a, offset, length)), a.disk_size)
-        for a in artifacts
+    readers: list[tuple[Callable[[int, int], bytes], int]] = [
+        (functools.partial(target.disks.read_disk, a), a.disk_size) for a in artifacts
     ]
     prep = prepare(readers, platform=target.kind)
     by_disk: dict[int, list[tuple[int, bytes]]] = {}
+    findings = [f.model_dump(mode="json") for f in prep.findings]
     for patch in prep.patches:
-        by_disk.setdefault(patch.disk_index, []).append((patch.offset, patch.data()))
+        artifact = artifacts[patch.disk_index]
+        if target.disks.read_disk(artifact, patch.offset, len(patch.original)) != patch.original:
+            findings.append({"severity": "warning", "code": "patch_skipped",
+                             "message": f"not applied (the disk changed since inspection): {patch.reason}"})  # fmt: skip
+            continue
+        by_disk.setdefault(patch.disk_index, []).append((patch.offset, patch.data))
+        findings.append({"severity": "info", "code": "patch_applied", "message": patch.reason})
     new: list[Resource] = []
     try:
         for index, patches in sorted(by_disk.items()):
@@ -147,11 +154,10 @@ def prepare_os(event: dict[str, Any], ports: RecoveryPorts) -> dict[str, Any]:
     except BaseException:
         _delete_all(target.cleaner, new)
         raise
-    ports.notify(f"{state.machine.machine_id}: {prep.os_family} OS, {len(prep.patches)} remediation(s)")
+    ports.notify(f"{state.machine.machine_id}: {prep.os_family} OS, {len(by_disk)} disk(s) remediated")
     return OsResult(
         started_at=started, finished_at=ports.now(), artifacts=artifacts, os_family=prep.os_family,
-        bootable=prep.bootable, patches_applied=len(prep.patches),
-        findings=[f.model_dump(mode="json") for f in prep.findings],
+        bootable=prep.bootable, patches_applied=sum(len(p) for p in by_disk.values()), findings=findings,
     ).model_dump(mode="json")  # fmt: skip
 
 
@@ -231,7 +237,7 @@ def record_machine(event: dict[str, Any], ports: RecoveryPorts) -> dict[str, Any
     errors = [e.message() for e in (state.error, state.cleanup_error) if e is not None]
     if state.error is None and evidence is not None and not evidence.ok:
         failed_stage, errors = "validate-boot", [f"boot validation failed: {evidence.reason}"]
-    status = (
+    status: Literal["recovered", "validation-failed", "failed"] = (
         "failed"
         if state.error is not None
         else ("recovered" if evidence and evidence.ok else "validation-failed")
@@ -263,7 +269,7 @@ def _timing(stage: str, started: datetime, finished: datetime, ok: bool) -> Stag
     return StageTiming(stage=stage, started_at=started, finished_at=finished, seconds=seconds, ok=ok)
 
 
-def _instance(state: MachineState) -> Any:
+def _instance(state: MachineState) -> Instance:
     instance = state.latest_instance()
     if instance is None:
         raise TargetError(f"machine {state.machine.machine_id} has no instance yet")
@@ -288,6 +294,7 @@ def write_report(event: dict[str, Any], ports: RecoveryPorts) -> dict[str, Any]:
     recovered = [m for m in machines if m.status == "recovered"]
     errors = [state.error.message()] if state.error else []
     errors += [f"{m.machine_id}: {m.error}" for m in machines if m.error]
+    outcome: Literal["succeeded", "partial", "failed"]
     if machines and len(recovered) == len(machines) and not state.error:
         outcome = "succeeded"
     elif recovered:
@@ -344,4 +351,8 @@ HANDLERS: dict[str, Handler] = {
 
 def bind(ports: RecoveryPorts) -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
     """Handlers closed over ``ports``, keyed by task name."""
-    return {name: (lambda event, h=h: h(event, ports)) for name, h in HANDLERS.items()}
+
+    def bound(handler: Handler) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        return lambda event: handler(event, ports)
+
+    return {name: bound(h) for name, h in HANDLERS.items()}

@@ -147,8 +147,9 @@ def complete(
     now = ctl.now()
     if state is JobState.SUCCEEDED and job.job_kind is JobKind.REPLICATION:
         _record_points(ctl, job, result or {}, now)
-    if job.job_kind is JobKind.RECOVERY and isinstance((result or {}).get("replication"), dict):
-        _record_points(ctl, job, result["replication"], now)  # a migration's final incremental
+    replication = (result or {}).get("replication")
+    if job.job_kind is JobKind.RECOVERY and isinstance(replication, dict):
+        _record_points(ctl, job, replication, now)  # a migration's final incremental
     done = job.transition(state, now=now, error=error).model_copy(update={"result": result or {}})
     saved = ctl.store.update(done)
     msg = _message(job)

@@ -3,11 +3,15 @@
 Layout: an MBR (syslinux ``mbr.bin`` + one bootable FAT16 partition at LBA 2048) whose
 partition holds syslinux, a Debian kernel and a busybox initramfs. The initramfs
 ``/init`` prints ``BOOT-OK <marker> kernel=... uptime=...`` on the serial console
-(ttyS0) and powers the machine off; under ``qemu -accel tcg`` that takes ~6 s.
+(ttyS0) and powers the machine off; under ``qemu -accel tcg`` that takes ~6 s. A disk
+built with ``stay=True`` (``bootstay=1`` on the kernel command line) prints the same
+line and then, instead of powering off, a ``HEARTBEAT <marker> uptime=...`` line every
+:data:`HEARTBEAT_SECONDS` seconds until it is stopped, like a recovered server would.
 
 The marker is on the kernel command line (``bootmarker=<marker>`` in
 ``/syslinux.cfg``), so two disks are told apart by their marker; :func:`copy_with_marker`
-makes a second disk by rewriting only that file, and :func:`disk_marker` reads it back.
+makes a second disk by rewriting only that file (keeping the source's ``stay``), and
+:func:`disk_marker` / :func:`disk_stays` read them back.
 
 Everything comes from Debian packages (see :data:`TOOLS`): the kernel is the one the
 ``linux-image-amd64`` metapackage currently depends on, fetched once with
@@ -16,7 +20,7 @@ Everything comes from Debian packages (see :data:`TOOLS`): the kernel is the one
 use instead. The initramfs is written as a ``newc`` cpio by this module (which can
 declare ``/dev/console`` without ``mknod``), so ``cpio`` itself is not needed.
 
-    python -m tests.support.bootdisk OUT.img --marker abc [--size-mib 64]
+    python -m tests.support.bootdisk OUT.img --marker abc [--size-mib 64] [--stay]
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ BUSYBOX = Path("/bin/busybox")
 KERNEL_METAPACKAGE = "linux-image-amd64"
 MIN_SIZE_MIB = 16
 MARKER_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+HEARTBEAT_SECONDS = 3
 
 #: tool -> Debian package providing it
 TOOLS = {
@@ -54,16 +59,23 @@ TOOLS = {
     "dpkg-deb": "dpkg",
 }
 
-INIT_SCRIPT = """#!/bin/sh
+INIT_SCRIPT = f"""#!/bin/sh
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 M=
-for w in $(cat /proc/cmdline); do case $w in bootmarker=*) M=${w#bootmarker=};; esac; done
+S=
+for w in $(cat /proc/cmdline); do
+  case $w in bootmarker=*) M=${{w#bootmarker=}};; bootstay=1) S=1;; esac
+done
 echo "BOOT-OK $M kernel=$(uname -r) uptime=$(cut -d' ' -f1 /proc/uptime)" > /dev/console
+case $S in 1) while :; do
+  sleep {HEARTBEAT_SECONDS}
+  echo "HEARTBEAT $M uptime=$(cut -d' ' -f1 /proc/uptime)" > /dev/console
+done;; esac
 poweroff -f
 """
 
-APPLETS = ("sh", "mount", "cat", "cut", "echo", "poweroff", "uname")
+APPLETS = ("sh", "mount", "cat", "cut", "echo", "poweroff", "uname", "sleep")
 
 
 class BootDiskError(RuntimeError):
@@ -255,11 +267,13 @@ def build_initramfs() -> bytes:
 
 
 # --- disk ----------------------------------------------------------------------------------------
-def _syslinux_cfg(marker: str) -> bytes:
+def _syslinux_cfg(marker: str, *, stay: bool = False) -> bytes:
     return (
         "SERIAL 0 115200\nDEFAULT linux\nPROMPT 0\nTIMEOUT 0\nLABEL linux\n"
         "  KERNEL /vmlinuz\n  INITRD /initrd.gz\n"
-        f"  APPEND console=ttyS0,115200 quiet loglevel=3 panic=-1 bootmarker={marker}\n"
+        f"  APPEND console=ttyS0,115200 quiet loglevel=3 panic=-1 bootmarker={marker}"
+        + (" bootstay=1" if stay else "")
+        + "\n"
     ).encode()
 
 
@@ -281,8 +295,12 @@ def _copy_sparse(src: Path, dst_fd: int, offset: int) -> None:
             pos += len(chunk)
 
 
-def build_boot_disk(path: Path | str, *, marker: str, size_mib: int = 64) -> Path:
-    """Write a BIOS-bootable raw disk of ``size_mib`` MiB to ``path`` that prints :func:`boot_line`."""
+def build_boot_disk(path: Path | str, *, marker: str, size_mib: int = 64, stay: bool = False) -> Path:
+    """Write a BIOS-bootable raw disk of ``size_mib`` MiB to ``path`` that prints :func:`boot_line`.
+
+    The guest then powers off, or with ``stay`` keeps running and prints a heartbeat line
+    every :data:`HEARTBEAT_SECONDS` seconds.
+    """
     _check_marker(marker)
     if size_mib < MIN_SIZE_MIB:
         raise ValueError(f"size_mib must be at least {MIN_SIZE_MIB} (the kernel alone is ~8 MiB)")
@@ -297,7 +315,7 @@ def build_boot_disk(path: Path | str, *, marker: str, size_mib: int = 64) -> Pat
             ["mkfs.fat", "-F", "16", "-h", "2048", "-n", "BOOT", "-C", str(part), str((size_mib - 1) * 1024)]
         )
         (work / "initrd.gz").write_bytes(build_initramfs())
-        (work / "syslinux.cfg").write_bytes(_syslinux_cfg(marker))
+        (work / "syslinux.cfg").write_bytes(_syslinux_cfg(marker, stay=stay))
         for src, name in (
             (kernel, "vmlinuz"),
             (work / "initrd.gz", "initrd.gz"),
@@ -329,9 +347,13 @@ def build_boot_disk(path: Path | str, *, marker: str, size_mib: int = 64) -> Pat
 
 
 def copy_with_marker(src: Path | str, dst: Path | str, *, marker: str) -> Path:
-    """A copy of boot disk ``src`` at ``dst`` that prints ``marker`` instead (rewrites one file)."""
+    """A copy of boot disk ``src`` at ``dst`` that prints ``marker`` instead (rewrites one file).
+
+    The copy stays up or powers off as ``src`` does.
+    """
     _check_marker(marker)
     src, dst = Path(src), Path(dst)
+    stay = disk_stays(src)
     with open(src, "rb") as fin, open(dst, "wb") as fout:
         size = os.fstat(fin.fileno()).st_size
         fout.truncate(size)
@@ -342,18 +364,27 @@ def copy_with_marker(src: Path | str, dst: Path | str, *, marker: str) -> Path:
         os.close(fd)
     with tempfile.TemporaryDirectory(prefix="lifeboat-bootdisk-") as tmp:
         cfg = Path(tmp) / "syslinux.cfg"
-        cfg.write_bytes(_syslinux_cfg(marker))
+        cfg.write_bytes(_syslinux_cfg(marker, stay=stay))
         _run(["mcopy", "-o", "-i", f"{dst}@@{PART_START}", str(cfg), "::/syslinux.cfg"])
     return dst
 
 
+def _read_cfg(path: Path | str) -> str:
+    return _run(["mtype", "-i", f"{path}@@{PART_START}", "::/syslinux.cfg"]).decode()
+
+
 def disk_marker(path: Path | str) -> str:
     """The marker written into boot disk ``path``."""
-    cfg = _run(["mtype", "-i", f"{path}@@{PART_START}", "::/syslinux.cfg"]).decode()
+    cfg = _read_cfg(path)
     m = re.search(r"bootmarker=(\S+)", cfg)
     if not m:
         raise BootDiskError(f"{path}: no bootmarker= in /syslinux.cfg")
     return m.group(1)
+
+
+def disk_stays(path: Path | str) -> bool:
+    """True if boot disk ``path`` keeps running after its boot line (built with ``stay=True``)."""
+    return re.search(r"(^|\s)bootstay=1(\s|$)", _read_cfg(path), re.MULTILINE) is not None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -363,9 +394,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path)
     parser.add_argument("--marker", required=True)
     parser.add_argument("--size-mib", type=int, default=64)
+    parser.add_argument(
+        "--stay", action="store_true", help="keep running with a heartbeat instead of powering off"
+    )
     args = parser.parse_args(argv)
-    build_boot_disk(args.out, marker=args.marker, size_mib=args.size_mib)
-    print(f"{args.out} marker={args.marker} kernel={ensure_kernel()}")
+    build_boot_disk(args.out, marker=args.marker, size_mib=args.size_mib, stay=args.stay)
+    print(f"{args.out} marker={args.marker} stay={args.stay} kernel={ensure_kernel()}")
     return 0
 
 
@@ -381,5 +415,6 @@ __all__ = [
     "build_boot_disk",
     "copy_with_marker",
     "disk_marker",
+    "disk_stays",
     "ensure_kernel",
 ]
