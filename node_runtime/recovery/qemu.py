@@ -37,7 +37,8 @@ IMAGE_FORMATS: tuple[str, ...] = ("raw", "qcow2", "vmdk", "vpc", "vhdx")
 
 QEMU_SYSTEM = "qemu-system-x86_64"
 QEMU_IMG = "qemu-img"
-_PACKAGES = {QEMU_SYSTEM: "qemu-system-x86", QEMU_IMG: "qemu-utils"}
+QEMU_IO = "qemu-io"
+_PACKAGES = {QEMU_SYSTEM: "qemu-system-x86", QEMU_IMG: "qemu-utils", QEMU_IO: "qemu-utils"}
 
 #: Serial-console text that means the boot has failed for good; seeing one ends the run early.
 DEFAULT_FAIL_PATTERNS: tuple[str, ...] = ("No bootable device", "Kernel panic - not syncing")
@@ -272,11 +273,13 @@ def convert_image(
     *,
     src_fmt: ImageFormat = "raw",
     options: dict[str, str] | None = None,
+    timeout: float = 3600.0,
 ) -> Path:
     """Convert ``src`` (``src_fmt``) to ``dst`` in ``fmt`` with ``qemu-img convert``.
 
     ``options`` become ``-o key=value,...`` (e.g. ``{"subformat": "fixed",
-    "force_size": "on"}`` for an Azure VHD). A failed conversion leaves no ``dst``.
+    "force_size": "on"}`` for an Azure VHD). A failed conversion (or one still running
+    after ``timeout`` seconds, which is killed) leaves no ``dst``.
     """
     _check_format(fmt)
     _check_format(src_fmt)
@@ -287,7 +290,14 @@ def convert_image(
     if options:
         cmd += ["-o", ",".join(f"{k}={_opt(v)}" for k, v in options.items())]
     cmd += [os.fspath(src), os.fspath(dst)]
-    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, check=False)
+    try:
+        proc = subprocess.run(
+            cmd, stdin=subprocess.DEVNULL, capture_output=True, check=False, timeout=timeout
+        )
+    except subprocess.TimeoutExpired as exc:
+        with contextlib.suppress(FileNotFoundError):
+            dst.unlink()
+        raise TargetError(f"qemu-img convert of {src} took over {timeout:.0f} s", src=str(src)) from exc
     if proc.returncode != 0:
         with contextlib.suppress(FileNotFoundError):
             dst.unlink()

@@ -481,6 +481,8 @@ def test_an_unknown_subnet_is_invalid_input_and_leaves_no_eni(source: Source, aw
         aws.target.attach_networks(inst, [NicSpec(source_network="a", network="vlan-10")])
     with pytest.raises(InvalidInputError, match="attach_networks first"):
         aws.target.power_on(inst)
+    ev = aws.target.validate(inst, ValidationSpec())
+    assert not ev.ok and ev.reason == "the machine was never powered on"
     with pytest.raises(InvalidInputError, match="not an EBS snapshot"):
         aws.target.create_instance(
             spec(), [DiskArtifact(disk_id="d", point_id="p", disk_size=1, format="raw", location="/x")]

@@ -742,6 +742,11 @@ class AwsTarget:
         ec2_id = instance.instance_id
         method = "status-checks" + ("+console-marker" if spec.marker else "")
         start = self.poll.clock()
+        if not ec2_id.startswith("i-"):
+            return Evidence(
+                ok=False, method=method, seconds=0.0, reason="the machine was never powered on",
+                detail={"instance_id": ec2_id},
+            )  # fmt: skip
         deadline = start + spec.timeout_seconds
         summary: dict[str, str] = {}
         console = ""

@@ -67,6 +67,7 @@ from typing import Any, Literal
 from node_runtime.recovery.qemu import (
     DEFAULT_FAIL_PATTERNS,
     EXCERPT_LINES,
+    QEMU_IO,
     QEMU_SYSTEM,
     convert_image,
     find_tool,
@@ -91,7 +92,6 @@ from shared.repo.repository import Repository
 log = logging.getLogger(__name__)
 
 KIND = "qemu"
-QEMU_IO = "qemu-io"
 TAG_RUN = "lifeboat:run"
 TAG_MACHINE = "lifeboat:machine"
 
@@ -150,14 +150,7 @@ def _safe_id(value: str, what: str) -> str:
 
 
 def _qemu_io() -> str:
-    found = shutil.which(QEMU_IO)
-    if not found:
-        raise TargetError(
-            "qemu-io not found: install the Debian package 'qemu-utils' to read or patch qcow2 images",
-            tool=QEMU_IO,
-            package="qemu-utils",
-        )
-    return found
+    return find_tool(QEMU_IO)
 
 
 def _opt(value: str | os.PathLike[str]) -> str:
@@ -365,7 +358,7 @@ class QemuTarget:
                 repo, point, FileWriter(str(raw), point.disk_size), threads=self.threads, progress=progress
             )
             if final != raw:
-                convert_image(raw, final, "qcow2")  # bounded by the data size; qemu-img has no hang mode
+                convert_image(raw, final, "qcow2", timeout=self.tool_timeout)
                 raw.unlink()
         except BaseException:
             for path in {raw, final}:
