@@ -671,11 +671,7 @@ def machine_info(work: Path) -> dict[str, str]:
     source = df[0].split() if df and df[0].strip() else ["?", "?", "?"]
     dev = Path(source[0]).name
     rota = Path(f"/sys/block/{dev}/queue/rotational")
-    kind = (
-        {"0": "non-rotational", "1": "rotational"}.get(rota.read_text().strip(), "?")
-        if rota.exists()
-        else "?"
-    )
+    kind = f"virtual disk, sysfs rotational={rota.read_text().strip()}" if rota.exists() else "?"
     azurite = "absent"
     with contextlib.suppress(OSError, ValueError):
         pkg = ROOT / "tools" / "node" / "node_modules" / "azurite" / "package.json"
@@ -688,7 +684,11 @@ def machine_info(work: Path) -> dict[str, str]:
         "ram": f"{mem_kib / MIB:.1f} GiB",
         "disk": f"{source[0]} ({source[1]}, {source[2]}, {kind})",
         "kernel": platform.release(),
-        "kvm": "available" if os.access("/dev/kvm", os.R_OK | os.W_OK) else "not available (TCG)",
+        "kvm": (
+            "/dev/kvm present but unused (the QEMU target runs -accel tcg; KVM does not work in this sandbox)"
+            if os.path.exists("/dev/kvm")
+            else "no /dev/kvm (the QEMU target runs -accel tcg)"
+        ),
         "python": platform.python_version(),
         "qemu": first_line(["qemu-system-x86_64", "--version"]),
         "qemu-img": first_line(["qemu-img", "--version"]),
@@ -791,7 +791,7 @@ def render_section(res: dict) -> str:
         "machine is small and shared, read the **medians and ratios**, not single times.",
         "",
         f"Machine: {m['nproc']} cores ({m['cpu']}), {m['ram']} RAM, disk {m['disk']}, kernel {m['kernel']}, "
-        f"KVM {m['kvm']}; Python {m['python']}, {m['qemu']}, {m['restic']}, moto {m['moto']}, "
+        f"{m['kvm']}; Python {m['python']}, {m['qemu']}, {m['restic']}, moto {m['moto']}, "
         f"Azurite {m['azurite']}.",
         "",
     ]
@@ -835,8 +835,8 @@ def render_section(res: dict) -> str:
                 last = tp["runs"]["ebs"][-1]
                 extra = (
                     f"{last['put_snapshot_block']} PutSnapshotBlock of {img['ebs_blocks_total']} blocks "
-                    f"({img['ebs_blocks_total'] - last['put_snapshot_block']} zero blocks not sent, "
-                    f"{last['zero_blocks_skipped']} of them inside data blocks)"
+                    f"({img['ebs_blocks_total'] - last['put_snapshot_block']} all-zero blocks not sent: "
+                    f"{last['zero_blocks_skipped']} found zero inside written data, the rest holes)"
                 )
             if name == "azure":
                 last = tp["runs"]["azure"][-1]
@@ -959,8 +959,8 @@ def notes(res: dict, s: dict) -> list[str]:
             e = tp["runs"]["ebs"][-1]
             per = rows["ebs"]["median_s"] / max(1, e["put_snapshot_block"]) * 1000
             out.append(
-                f"EBS direct runs on moto in-process: moto's cost dominates (~{per:.0f} ms per PutSnapshotBlock on "
-                "this machine, botocore serialisation, moto's request parsing and in-memory storage, all in this "
+                f"EBS direct runs on moto in-process: moto's cost dominates (~{per:.0f} ms of wall time per "
+                "PutSnapshotBlock on this machine: botocore serialisation, moto's request parsing and in-memory storage, all in this "
                 "Python process competing with the reconstruct threads for the GIL). The time says nothing about "
                 f"AWS; the portable figure is the request count: {e['put_snapshot_block']} PutSnapshotBlock for "
                 f"{img['ebs_blocks_nonzero']} non-zero 512 KiB blocks out of {img['ebs_blocks_total']} "
@@ -983,10 +983,11 @@ def notes(res: dict, s: dict) -> list[str]:
         d = s["demo"]
         boot = [d["stages"][m].get("validate-boot", {}).get("median_s", 0) for m in d["stages"]]
         out.append(
-            f"The demo runs QEMU under TCG (software emulation; KVM is {res['machine']['kvm']}), so "
-            f"`validate-boot` (power-on to the boot marker on the serial console, median "
+            "The demo runs QEMU under TCG (software emulation, `-accel tcg`, the target's default; KVM does not "
+            "work on this machine), so "
+            "`validate-boot` (power-on to the boot marker on the serial console, median "
             + " / ".join(f"{b:.1f} s" for b in boot)
-            + ") dominates the RTO; with KVM a boot of these tiny disks is a fraction of that. The boot groups run "
+            + ") dominates the RTO; KVM would shorten the boot (not measured here). The boot groups run "
             "one after the other, so the run's RTO is about the sum of both machines' stages."
         )
     out.append(

@@ -313,3 +313,37 @@ def test_every_state_that_creates_something_is_compensated() -> None:
         catch = machine["States"][name]["Catch"]
         assert catch[0]["ErrorEquals"] == ["States.ALL"] and catch[0]["Next"] == "CleanupMachine", name
     assert machine["States"]["CleanupMachine"]["Next"] == "RecordMachine"
+
+
+def test_prepare_os_repairs_a_missing_active_flag_through_the_target(tmp_path: Path) -> None:
+    """A real syslinux boot disk whose MBR lost its active flag: PrepareOS finds it and the
+    patch reaches the target's disk (checked against the bytes read at inspection)."""
+    from tests.support.bootdisk import build_boot_disk
+
+    image = build_boot_disk(tmp_path / "boot.img", marker="fix-me", size_mib=16)
+    data = bytearray(image.read_bytes())
+    assert data[446] == 0x80
+    data[446] = 0x00
+    image.write_bytes(data)
+    repo = Repository.init(FolderStore(tmp_path / "repo"), None)
+    with FileSource(str(image)) as src:
+        p = replicate(repo, "boot-d0", src)
+    point = RecoveryPoint(id="r-m", plan_id="p", machine_id="m", run_id="r", time=datetime.now(UTC), site_id="s",
+                          disks=[DiskPoint(disk_id="boot-d0", point_id=p.id, disk_size=p.disk_size)])  # fmt: skip
+    plan = ProtectionPlan(id="p", name="p", source_site_id="s", target_site_id="s",
+                          machines=[ProtectedMachine(machine_id="m", disks=[ProtectedDisk(disk_id="boot-d0", source="/x")])])  # fmt: skip
+    site = Site(id="s", name="s", site_kind=SiteKind.LOCAL, repository_url="unused",
+                recovery_target=QemuTargetConfig(work_dir=str(tmp_path / "vms")))  # fmt: skip
+    flow = build_flow_input(plan, site, [point], job_id="j", mode=RecoveryMode.TEST, point_time=None,
+                            now=datetime.now(UTC))  # fmt: skip
+    fake = FakeTarget()
+    report, _ = run_recovery(flow, ports_for(fake, repo), sleep=lambda s: None)
+
+    m = report.machines()[0]
+    assert m.status == "recovered", m.error
+    assert m.os["os_family"] == "linux" and m.os["bootable"] and m.os["patches_applied"] == 1
+    assert any(f["code"] == "patch_applied" and "active" in f["message"] for f in m.os["findings"])
+    disk = next(r.id for r in fake.created if r.type == "disk")
+    assert fake.disks[disk][446] == 0x80
+    data[446] = 0x80
+    assert bytes(fake.disks[disk]) == bytes(data)  # nothing else changed
