@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from functions.recovery.local_runner import RecoveryFlowError, run_cleanup, run_recovery
@@ -79,7 +80,7 @@ def with_final_points(flow: FlowInput, replication: dict[str, Any], job_id: str)
                 machines.append(m)
                 continue
             machines.append(m.model_copy(update={
-                "recovery_point_id": f"{job_id}-{m.machine_id}"[:128], "point_time": new["time"],
+                "recovery_point_id": f"{job_id}-{m.machine_id}"[:128], "point_time": datetime.fromisoformat(new["time"]),
                 "disks": [DiskPoint(**d) for d in new["disks"]],
             }))  # fmt: skip
         groups.append(group.model_copy(update={"machines": machines}))
