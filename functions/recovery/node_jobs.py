@@ -34,7 +34,9 @@ def open_existing_repository(url: str, credentials_ref: str | None) -> Repositor
     return Repository.open(open_store(url), lambda: secret or "")
 
 
-class _CachedTargets:
+class CachedTargets:
+    """Builds each distinct target configuration once (clients and pools are reused)."""
+
     def __init__(self, build: TargetFactory) -> None:
         self.build = build
         self.lock = threading.Lock()
@@ -63,7 +65,7 @@ def _ports(ctx: JobContext, targets: TargetFactory) -> RecoveryPorts:
             raise RunCancelled("the recovery job was cancelled")
 
     return RecoveryPorts(
-        target_for=_CachedTargets(targets), open_repository=repository, checkpoint=checkpoint,
+        target_for=CachedTargets(targets), open_repository=repository, checkpoint=checkpoint,
         progress=ctx.progress, notify=ctx.message,
     )  # fmt: skip
 

@@ -347,3 +347,12 @@ def test_prepare_os_repairs_a_missing_active_flag_through_the_target(tmp_path: P
     assert fake.disks[disk][446] == 0x80
     data[446] = 0x80
     assert bytes(fake.disks[disk]) == bytes(data)  # nothing else changed
+
+
+def test_every_task_has_a_lambda_entry_point() -> None:
+    from functions.recovery import lambda_handlers
+
+    for name in (RECOVERY_FLOW, TEST_CLEANUP):
+        for task in task_names(name):
+            assert callable(getattr(lambda_handlers, lambda_handlers.entry_name(task))), task
+    assert lambda_handlers.entry_name("PrepareOS") == "prepare_os"
