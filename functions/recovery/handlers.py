@@ -161,38 +161,34 @@ def prepare_os(event: dict[str, Any], ports: RecoveryPorts) -> dict[str, Any]:
     ).model_dump(mode="json")  # fmt: skip
 
 
-def create_instance(event: dict[str, Any], ports: RecoveryPorts) -> dict[str, Any]:
+def _instance_stage(
+    event: dict[str, Any], ports: RecoveryPorts, act: Callable[[Target, MachineState], Instance]
+) -> dict[str, Any]:
     started = ports.now()
     ports.checkpoint()
     state = MachineState.model_validate(event)
-    target = ports.target_for(state.run.target)
-    instance = target.launcher.create_instance(_spec(state), state.artifacts())
+    instance = act(ports.target_for(state.run.target), state)
     return InstanceResult(started_at=started, finished_at=ports.now(), instance=instance).model_dump(
         mode="json"
     )
 
 
+def create_instance(event: dict[str, Any], ports: RecoveryPorts) -> dict[str, Any]:
+    return _instance_stage(event, ports, lambda t, s: t.launcher.create_instance(_spec(s), s.artifacts()))
+
+
 def attach_networks(event: dict[str, Any], ports: RecoveryPorts) -> dict[str, Any]:
-    started = ports.now()
-    ports.checkpoint()
-    state = MachineState.model_validate(event)
-    target = ports.target_for(state.run.target)
-    instance = target.networks.attach_networks(_instance(state), state.machine.nics)
-    return InstanceResult(started_at=started, finished_at=ports.now(), instance=instance).model_dump(
-        mode="json"
+    return _instance_stage(
+        event, ports, lambda t, s: t.networks.attach_networks(_instance(s), s.machine.nics)
     )
 
 
 def power_on(event: dict[str, Any], ports: RecoveryPorts) -> dict[str, Any]:
-    started = ports.now()
-    ports.checkpoint()
-    state = MachineState.model_validate(event)
-    target = ports.target_for(state.run.target)
-    ports.notify(f"{state.machine.machine_id}: powering on")
-    instance = target.launcher.power_on(_instance(state))
-    return InstanceResult(started_at=started, finished_at=ports.now(), instance=instance).model_dump(
-        mode="json"
-    )
+    def start(target: Target, state: MachineState) -> Instance:
+        ports.notify(f"{state.machine.machine_id}: powering on")
+        return target.launcher.power_on(_instance(state))
+
+    return _instance_stage(event, ports, start)
 
 
 def validate_boot(event: dict[str, Any], ports: RecoveryPorts) -> dict[str, Any]:

@@ -24,7 +24,7 @@ Contract (every adapter passes ``tests/contract/test_metadata_store.py``):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
@@ -65,3 +65,16 @@ class MetadataStore(Protocol):
         cursor: str | None = None,
     ) -> Page[R]:
         """One page of records of ``kind`` (see the module contract)."""
+
+
+def every(
+    store: MetadataStore, kind: type[R], where: Mapping[str, str] | None = None, *, page_size: int = 500
+) -> Iterator[R]:
+    """Every record of ``kind`` matching ``where``, page after page (oldest first)."""
+    cursor = None
+    while True:
+        page = store.query(kind, where=where, limit=page_size, cursor=cursor)
+        yield from page.items
+        if not page.next_cursor:
+            return
+        cursor = page.next_cursor

@@ -31,7 +31,7 @@ from shared.domain.recovery import (
 )
 from shared.errors import ConflictError, InvalidInputError, InvalidStateError, NotFoundError
 from shared.policies.recovery import MappingRefused, boot_sequence, choose_points, map_nics
-from shared.ports.metadata_store import R
+from shared.ports.metadata_store import R, every
 from shared.services import jobs
 from shared.services.context import Control
 from shared.services.plans import replication_params, set_state
@@ -41,14 +41,8 @@ PLATFORMS_THAT_ISOLATE = frozenset({"qemu"})
 RECOVERY_KINDS = frozenset({JobKind.RECOVERY, JobKind.TEST_RECOVERY, JobKind.CLEANUP})
 
 
-def _all(ctl: Control, kind: type[R], where: dict[str, str]) -> Iterator[R]:
-    cursor = None
-    while True:
-        page = ctl.store.query(kind, where=where, limit=500, cursor=cursor)
-        yield from page.items
-        if not page.next_cursor:
-            return
-        cursor = page.next_cursor
+def _all(ctl: Control, kind: type[R], where: dict[str, str] | None = None) -> Iterator[R]:
+    return every(ctl.store, kind, where)
 
 
 def _refuse_concurrent(ctl: Control, plan_id: str) -> None:

@@ -12,31 +12,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TypeVar
 
 from shared.domain.audit import Alert
-from shared.domain.base import Record
 from shared.domain.inventory import Site
 from shared.domain.jobs import Job, JobKind, JobState
 from shared.domain.plans import PlanState, ProtectionPlan
 from shared.domain.points import PlanStatus
 from shared.errors import ConflictError, LifeboatError
 from shared.policies.scheduling import AlertSeverity, Decision, due_jobs, rpo_status
+from shared.ports.metadata_store import R, every
 from shared.services import jobs
 from shared.services.context import Control
 from shared.services.plans import replication_params
 
-R = TypeVar("R", bound=Record)
-
 
 def _all(ctl: Control, kind: type[R], where: dict[str, str] | None = None) -> Iterator[R]:
-    cursor = None
-    while True:
-        page = ctl.store.query(kind, where=where, limit=500, cursor=cursor)
-        yield from page.items
-        if not page.next_cursor:
-            return
-        cursor = page.next_cursor
+    return every(ctl.store, kind, where)
 
 
 @contextmanager
