@@ -13,8 +13,11 @@ the others still recover. Then the test is cleaned up: no process, no file is le
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -125,6 +128,15 @@ def test_test_recovery_into_qemu_from_a_chosen_point(procs: Processes, tmp_path:
     assert len(pids) == 2 and all(_alive(p) for p in pids)
     html = api.text(f"/recoveries/{job['id']}/html")
     assert "database" in html and "validate-boot" in html and "create-instance" in html
+    # and through the CLI
+    env = {**os.environ, "LIFEBOAT_API": url, "LIFEBOAT_TOKEN": str(api.token)}
+    listed = subprocess.run([sys.executable, "-m", "cli.main", "recoveries", "list", "--plan", "shop", "--json"],
+                            env=env, capture_output=True, text=True, check=True)  # fmt: skip
+    assert [r["id"] for r in json.loads(listed.stdout)] == [job["id"]]
+    saved = tmp_path / "report.html"
+    subprocess.run([sys.executable, "-m", "cli.main", "recoveries", "show", job["id"], "--html", str(saved)],
+                   env=env, capture_output=True, text=True, check=True)  # fmt: skip
+    assert saved.read_text() == html
 
     # a second test is refused until this one is cleaned up
     with pytest.raises(Exception, match="clean it up first"):
