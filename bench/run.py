@@ -697,7 +697,10 @@ def render(res: dict) -> str:
 # --------------------------------------------------------------------------- write
 
 #: a section another benchmark (bench/control_plane_bench.py) owns inside the same document
-KEPT_SECTIONS = (("<!-- control-plane:start -->", "<!-- control-plane:end -->"),)
+KEPT_SECTIONS = (
+    ("<!-- control-plane:start -->", "<!-- control-plane:end -->"),
+    ("<!-- recovery:start -->", "<!-- recovery:end -->"),
+)
 
 
 def write_report(out: Path, text: str) -> None:
