@@ -1,7 +1,9 @@
 """Composition root of the Lambda functions: DynamoDB metadata, SQS queue, env configuration.
 
 Environment: LIFEBOAT_TABLE (DynamoDB table), LIFEBOAT_QUEUE_URL (SQS), LIFEBOAT_JOB_LEASE_SECONDS
-(optional). In AWS users authenticate with Cognito (the API Gateway authorizer passes claims),
+(optional), LIFEBOAT_RECOVERY_STATE_MACHINE and LIFEBOAT_CLEANUP_STATE_MACHINE (ARNs; when
+set, test and failover recoveries and test cleanups run in Step Functions, migrations on a
+node). In AWS users authenticate with Cognito (the API Gateway authorizer passes claims),
 so no signing secret is needed; node tokens are verified against their stored hashes.
 """
 
@@ -19,7 +21,16 @@ def control() -> Control:
     from shared.adapters.aws.dynamo_metadata import DynamoMetadataStore
     from shared.adapters.aws.sqs_queue import SqsJobQueue
 
+    workflows = None
+    if os.environ.get("LIFEBOAT_RECOVERY_STATE_MACHINE"):
+        from shared.adapters.aws.step_functions import StepFunctionsStarter
+
+        workflows = StepFunctionsStarter({
+            "recovery": os.environ["LIFEBOAT_RECOVERY_STATE_MACHINE"],
+            "test-cleanup": os.environ.get("LIFEBOAT_CLEANUP_STATE_MACHINE", ""),
+        })  # fmt: skip
     return Control(
+        workflows=workflows,
         store=DynamoMetadataStore(os.environ["LIFEBOAT_TABLE"]),
         queue=SqsJobQueue(os.environ["LIFEBOAT_QUEUE_URL"]),
         jwt_secret=os.environ.get("LIFEBOAT_JWT_SECRET", ""),  # unused behind Cognito

@@ -23,6 +23,7 @@ from shared.domain.points import DiskPoint
 from shared.domain.recovery import FlowInput, TargetConfig
 from shared.errors import LifeboatError
 from shared.repo.repository import Repository
+from shared.services.recovery import job_outcome
 
 log = logging.getLogger("lifeboat.recovery")
 TargetFactory = Callable[[TargetConfig], Target]
@@ -110,9 +111,8 @@ def recovery_job(job: dict[str, Any], ctx: JobContext, targets: TargetFactory) -
         return JobOutcome(
             "cancelled", result, "cancelled by request: machines not yet validated were removed"
         )
-    if report.state == "succeeded":
-        return JobOutcome("succeeded", result)
-    return JobOutcome("failed", result, f"recovery {report.state}: " + "; ".join(report.errors)[:400])
+    state, error = job_outcome(result)
+    return JobOutcome(str(state), result, error)
 
 
 def cleanup_job(job: dict[str, Any], ctx: JobContext, targets: TargetFactory) -> JobOutcome:
@@ -124,9 +124,8 @@ def cleanup_job(job: dict[str, Any], ctx: JobContext, targets: TargetFactory) ->
     except LifeboatError as exc:
         return JobOutcome("failed", {}, str(exc))
     result = {"cleanup": outcome.model_dump(mode="json")}
-    if outcome.failed:
-        return JobOutcome("failed", result, f"{len(outcome.failed)} resource(s) could not be deleted")
-    return JobOutcome("succeeded", result)
+    state, error = job_outcome(result)
+    return JobOutcome(str(state), result, error)
 
 
 def job_runners(targets: TargetFactory) -> dict[str, JobRunner]:

@@ -23,3 +23,22 @@ def complete(
     if problems:
         job = ctl.store.update(job.model_copy(update={"errors": [*job.errors, *problems][-20:]}))
     return job
+
+
+def complete_from_workflow(
+    ctl: Control, job_id: str, *, status: str, output: dict[str, Any] | None, error: str | None = None
+) -> Job | None:
+    """A workflow execution ended (``status``: SUCCEEDED, FAILED, TIMED_OUT, ABORTED):
+    end its job and store what it reported. None if the job had already ended."""
+    result = output or {}
+    if status == "SUCCEEDED":
+        state, why = recovery.job_outcome(result)
+    else:
+        state, why = JobState.FAILED, f"the workflow execution {status.lower()}: {error or 'no details'}"
+    job = jobs.finish_from_workflow(ctl, job_id, state=state, result=result, error=why)
+    if job is None:
+        return None
+    problems = recovery.record_outcome(ctl, job, result)
+    if problems:
+        job = ctl.store.update(job.model_copy(update={"errors": [*job.errors, *problems][-20:]}))
+    return job

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from shared.ports.job_queue import JobQueue
 from shared.ports.metadata_store import MetadataStore
+from shared.ports.workflow import WorkflowStarter
 
 
 def _now() -> datetime:
@@ -23,3 +24,6 @@ class Control:
     now: Callable[[], datetime] = _now
     #: how long a running job stays with its node without a progress report
     lease: timedelta = timedelta(minutes=5)
+    #: where recovery runs go when a workflow engine runs them (Step Functions in AWS);
+    #: None: nodes run them with the local runner
+    workflows: WorkflowStarter | None = None

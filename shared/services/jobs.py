@@ -14,6 +14,7 @@ job (attempt + 1). Jobs whose message was dead-lettered are failed by ``expire_l
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -252,6 +253,50 @@ def expire_lost(ctl: Control) -> list[Job]:
                 break
             cursor = page.next_cursor
     return failed
+
+
+#: ``params["runner"]`` of a job a workflow engine runs (no node, no lease, no queue message)
+WORKFLOW_RUNNER = "workflow"
+
+
+def start_in_workflow(ctl: Control, job: Job, start: Callable[[Job], str]) -> Job:
+    """Record ``job`` as running in a workflow engine and start it there with ``start``.
+
+    The job is created running (no queue message, no lease: the engine reports the end
+    through :func:`finish_from_workflow`). If the engine refuses, the job is failed with
+    the reason and the error re-raised.
+    """
+    now = ctl.now()
+    running = job.model_copy(update={
+        "state": JobState.RUNNING, "started_at": now, "attempts": 1,
+        "params": {**job.params, "runner": WORKFLOW_RUNNER},
+    })  # fmt: skip
+    created = ctl.store.create(running)
+    try:
+        execution = start(created)
+    except Exception as exc:
+        ctl.store.update(created.transition(JobState.FAILED, now=ctl.now(), error=f"could not start: {exc}"))
+        raise
+    return ctl.store.update(created.model_copy(update={"result": {"execution": execution}}))
+
+
+def finish_from_workflow(
+    ctl: Control, job_id: str, *, state: JobState, result: dict[str, Any], error: str | None = None
+) -> Job | None:
+    """End a workflow-run job; None if it had already ended (events may be delivered twice)."""
+    for _ in range(5):
+        job = ctl.store.get(Job, job_id)
+        if job.params.get("runner") != WORKFLOW_RUNNER:
+            raise InvalidStateError(f"job {job_id} is not run by a workflow engine", job_id=job_id)
+        if job.terminal:
+            return None
+        to = JobState.CANCELLED if job.state is JobState.CANCELLING and state is JobState.FAILED else state
+        done = job.transition(to, now=ctl.now(), error=error)
+        try:
+            return ctl.store.update(done.model_copy(update={"result": {**job.result, **result}}))
+        except ConflictError:
+            continue
+    raise ConflictError(f"job {job_id} kept changing", job_id=job_id)
 
 
 def new_job(

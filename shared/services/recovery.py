@@ -129,7 +129,12 @@ def start(ctl: Control, plan_id: str, *, mode: RecoveryMode, point_time: datetim
         params["final_replication"] = replication_params(ctl, plan, {site.id: site})
     if mode is not RecoveryMode.TEST:
         set_state(ctl, plan_id, PlanState.PAUSED, allowed_from={PlanState.ACTIVE})
-    created, _ = jobs.submit(ctl, job.model_copy(update={"params": params}))
+    job = job.model_copy(update={"params": params})
+    if ctl.workflows is not None and mode is not RecoveryMode.MIGRATION:  # a migration's final
+        # incremental needs a node: it runs the whole job there
+        workflows = ctl.workflows
+        return jobs.start_in_workflow(ctl, job, lambda j: workflows.start("recovery", j.id, params["flow"]))
+    created, _ = jobs.submit(ctl, job)
     return created
 
 
@@ -154,7 +159,13 @@ def start_cleanup(ctl: Control, plan_id: str, *, actor: str) -> Job:
             for m in report.machines() if m.resources
         ],
     }  # fmt: skip
-    created, _ = jobs.submit(ctl, job.model_copy(update={"params": params}))
+    job = job.model_copy(update={"params": params})
+    if ctl.workflows is not None and params["target"] is not None:
+        workflows = ctl.workflows
+        payload = {"target": params["target"], "machines": params["machines"]}
+        created = jobs.start_in_workflow(ctl, job, lambda j: workflows.start("test-cleanup", j.id, payload))
+    else:
+        created, _ = jobs.submit(ctl, job)
     _set_cleanup(ctl, report.id, state="running", job_id=created.id)
     return created
 
@@ -180,6 +191,22 @@ def _set_cleanup(
         except ConflictError:
             continue
     raise ConflictError(f"report {report_id} kept changing", report_id=report_id)
+
+
+def job_outcome(result: dict[str, Any]) -> tuple[JobState, str | None]:
+    """How a finished recovery or cleanup flow ends its job: succeeded only if every machine
+    recovered (or every resource was deleted); the report is kept either way."""
+    if "report" in result:
+        report = result["report"]
+        if report.get("state") == "succeeded":
+            return JobState.SUCCEEDED, None
+        return JobState.FAILED, f"recovery {report.get('state')}: " + "; ".join(report.get("errors", []))[
+            :400
+        ]
+    failed = result.get("cleanup", {}).get("failed", [])
+    if failed:
+        return JobState.FAILED, f"{len(failed)} resource(s) could not be deleted"
+    return JobState.SUCCEEDED, None
 
 
 def record_outcome(ctl: Control, job: Job, result: dict[str, Any]) -> list[str]:
