@@ -4,7 +4,7 @@ NODE_BIN := $(CURDIR)/tools/node/node_modules/.bin
 export PATH := $(NODE_BIN):$(PATH)
 export LIFEBOAT_AZURITE := $(NODE_BIN)/azurite-blob
 
-.PHONY: deps up demo test lint bench clean
+.PHONY: deps up demo test lint bench clean azure-package
 
 .stamps/py: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
@@ -14,7 +14,14 @@ export LIFEBOAT_AZURITE := $(NODE_BIN)/azurite-blob
 	cd tools/node && npm install --no-audit --no-fund --loglevel=error
 	@mkdir -p .stamps && touch $@
 
-deps: .stamps/py .stamps/node
+# checkov (Bicep checks) in its own virtualenv: its pinned boto3/packaging/pycep-parser
+# conflict with the project's dependencies. tests/azure/test_bicep_templates.py runs it.
+.stamps/checkov:
+	$(PY) -m venv build/checkov-venv
+	build/checkov-venv/bin/pip install -q 'checkov>=3.2,<4'
+	@mkdir -p .stamps && touch $@
+
+deps: .stamps/py .stamps/node .stamps/checkov
 
 ## up: the control plane on this machine (API + scheduler + a local node) on 127.0.0.1:8080,
 ## state in ./lifeboat-data; the admin password is printed on first start.
@@ -33,6 +40,10 @@ lint: .stamps/py
 ## test: lint, then every test suite (starts moto, SeaweedFS and Azurite itself).
 test: deps lint
 	$(PY) -m pytest -q -p no:cacheprovider
+
+## azure-package: the Azure Functions deployment zip (docs/deploy-azure.md)
+azure-package: .stamps/py
+	$(PY) -m functions.azure.package
 
 bench: .stamps/py
 	bash bench/install_peers.sh
