@@ -4,7 +4,7 @@ NODE_BIN := $(CURDIR)/tools/node/node_modules/.bin
 export PATH := $(NODE_BIN):$(PATH)
 export LIFEBOAT_AZURITE := $(NODE_BIN)/azurite-blob
 
-.PHONY: deps up demo test lint bench clean azure-package
+.PHONY: deps up demo test lint bench clean azure-package synth
 
 .stamps/py: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
@@ -41,6 +41,10 @@ lint: .stamps/py
 test: deps lint
 	$(PY) -m pytest -q -p no:cacheprovider
 
+## synth: the AWS CDK app, offline (builds build/lambda, build/layer, build/node when stale) -> cdk.out/
+synth: deps
+	CDK_DISABLE_CLI_TELEMETRY=true JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 cdk synth --no-notices
+
 ## azure-package: the Azure Functions deployment zip (docs/deploy-azure.md)
 azure-package: .stamps/py
 	$(PY) -m functions.azure.package
@@ -51,4 +55,4 @@ bench: .stamps/py
 	$(PY) bench/recovery_bench.py --out docs/BENCHMARKS.md
 
 clean:
-	rm -rf .stamps lifeboat-demo bench/work
+	rm -rf .stamps lifeboat-demo bench/work build cdk.out

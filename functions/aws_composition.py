@@ -1,7 +1,7 @@
 """Composition root of the Lambda functions: DynamoDB metadata, SQS queue, env configuration.
 
 Environment: LIFEBOAT_TABLE (DynamoDB table), LIFEBOAT_QUEUE_URL (SQS), LIFEBOAT_JOB_LEASE_SECONDS
-(optional), LIFEBOAT_RECOVERY_STATE_MACHINE and LIFEBOAT_CLEANUP_STATE_MACHINE (ARNs; when
+(optional), LIFEBOAT_RECOVERY_STATE_MACHINE and LIFEBOAT_TEST_CLEANUP_STATE_MACHINE (ARNs; when
 set, test and failover recoveries and test cleanups run in Step Functions, migrations on a
 node). In AWS users authenticate with Cognito (the API Gateway authorizer passes claims),
 so no signing secret is needed; node tokens are verified against their stored hashes.
@@ -27,7 +27,7 @@ def control() -> Control:
 
         workflows = StepFunctionsStarter({
             "recovery": os.environ["LIFEBOAT_RECOVERY_STATE_MACHINE"],
-            "test-cleanup": os.environ.get("LIFEBOAT_CLEANUP_STATE_MACHINE", ""),
+            "test-cleanup": os.environ.get("LIFEBOAT_TEST_CLEANUP_STATE_MACHINE", ""),
         })  # fmt: skip
     return Control(
         workflows=workflows,

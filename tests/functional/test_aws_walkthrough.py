@@ -93,7 +93,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
         monkeypatch.setenv("LIFEBOAT_TABLE", "lifeboat")
         monkeypatch.setenv("LIFEBOAT_QUEUE_URL", queue_url)
         monkeypatch.setenv("LIFEBOAT_RECOVERY_STATE_MACHINE", machines["recovery"])
-        monkeypatch.setenv("LIFEBOAT_CLEANUP_STATE_MACHINE", machines["cleanup"])
+        monkeypatch.setenv("LIFEBOAT_TEST_CLEANUP_STATE_MACHINE", machines["cleanup"])
         aws_composition.control.cache_clear()
         lambda_handlers._ports = None
         yield SimpleNamespace(

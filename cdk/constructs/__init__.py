@@ -1,0 +1,1 @@
+"""One construct per concern; :mod:`cdk.stacks` composes them into stacks."""

@@ -1,0 +1,311 @@
+"""The control plane: REST API (API Gateway + the API Lambda), the scheduler, their roles.
+
+API Gateway (REST, regional) proxies to ``functions/api/handler.handler``, which resolves every
+route with powertools. Authentication at the gateway:
+
+* every method has the Cognito user-pool authorizer (the claims' ``cognito:groups`` are the
+  caller's roles) and a request validator requiring the ``Authorization`` header;
+* except ``GET /health`` (public by design), the CORS preflight ``OPTIONS`` methods, and the five
+  node-agent routes (``/nodes/register``, ``/nodes/{id}/heartbeat``, ``/nodes/{id}/claim``,
+  ``/jobs/{id}/progress``, ``/jobs/{id}/complete``): nodes authenticate with scoped API tokens
+  (``lbt_...``, only a SHA-256 stored) that the application verifies itself
+  (``functions/api/app._authenticate``, permission ``NODE_WORK``), because a node is not a
+  Cognito user. Those routes still get the header validator.
+
+Access logs (JSON) go to their own log group; stage throttling, X-Ray tracing and execution
+metrics are on. The scheduler runs every minute from an EventBridge rule. Each function's role
+holds exactly the table, queue and state-machine calls its adapters make.
+"""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_wafv2 as wafv2
+from constructs import Construct
+
+from cdk.config import EnvConfig
+from cdk.constructs.function import FunctionAssets, FunctionSpec, LifeboatFunction, retention
+from cdk.constructs.identity import UserDirectory
+from cdk.constructs.job_queue import JobQueue
+from cdk.constructs.metadata_table import MetadataTable
+from cdk.nag import acknowledge, allow_wildcards
+
+#: routes a node agent calls with its API token (functions/api/app.py, permission NODE_WORK)
+NODE_ROUTES = (
+    ("POST", "nodes/register"),
+    ("POST", "nodes/{node_id}/heartbeat"),
+    ("POST", "nodes/{node_id}/claim"),
+    ("POST", "jobs/{job_id}/progress"),
+    ("POST", "jobs/{job_id}/complete"),
+)
+PUBLIC_ROUTES = (("GET", "health"),)
+
+
+class ControlPlane(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        config: EnvConfig,
+        assets: FunctionAssets,
+        table: MetadataTable,
+        queue: JobQueue,
+        users: UserDirectory,
+        state_machines: dict[str, sfn.StateMachine],
+    ) -> None:
+        super().__init__(scope, id)
+        env = {
+            "LIFEBOAT_TABLE": table.table_name,
+            "LIFEBOAT_QUEUE_URL": queue.queue.queue_url,
+            "LIFEBOAT_DLQ_URL": queue.dead_letters.queue_url,
+            "LIFEBOAT_JOB_LEASE_SECONDS": str(config.job_lease_seconds),
+            "LIFEBOAT_RECOVERY_STATE_MACHINE": state_machines["Recovery"].state_machine_arn,
+            "LIFEBOAT_TEST_CLEANUP_STATE_MACHINE": state_machines["TestCleanup"].state_machine_arn,
+        }
+        self.api_function = LifeboatFunction(
+            self,
+            "ApiFunction",
+            config=config,
+            assets=assets,
+            spec=FunctionSpec(
+                handler="functions.api.handler.handler",
+                service="lifeboat-api",
+                description="Lifeboat REST API (powertools resolver)",
+                memory_mib=1024,  # more memory = more CPU: argon2/JWT and pydantic on the hot path
+                timeout_seconds=29,  # API Gateway's integration limit
+            ),
+            environment=env,
+        )
+        self.scheduler_function = LifeboatFunction(
+            self,
+            "Scheduler",
+            config=config,
+            assets=assets,
+            spec=FunctionSpec(
+                handler="functions.scheduler.handler.handler",
+                service="scheduler",
+                description="Lifeboat scheduler tick (due jobs, RPO status, lost jobs)",
+                memory_mib=512,
+                timeout_seconds=55,  # finishes before the next tick
+            ),
+            environment=env,
+        )
+        for fn in (self.api_function, self.scheduler_function):
+            fn.add(*table.read_write_statements(), *queue.statements())
+        # The API starts recoveries and test cleanups in Step Functions (and may stop them).
+        self.api_function.add(
+            iam.PolicyStatement(
+                actions=["states:StartExecution"],
+                resources=[m.state_machine_arn for m in state_machines.values()],
+            )
+        )
+        self._execution_events(config, assets, env, table, state_machines)
+        events.Rule(
+            self,
+            "EveryMinute",
+            description="Lifeboat scheduler tick",
+            schedule=events.Schedule.rate(cdk.Duration.minutes(1)),
+            targets=[targets.LambdaFunction(self.scheduler_function.function, retry_attempts=0)],
+        )
+        self.api = self._rest_api(config, users)
+
+    def _execution_events(
+        self, config: EnvConfig, assets: FunctionAssets, env: dict[str, str], table: MetadataTable,
+        state_machines: dict[str, sfn.StateMachine],
+    ) -> None:  # fmt: skip
+        """The end of every recovery / test-cleanup execution ends its job and stores its report
+        (functions/recovery/execution_events.py), from an EventBridge rule on the two machines."""
+        self.events_function = LifeboatFunction(
+            self,
+            "RecoveryEvents",
+            config=config,
+            assets=assets,
+            spec=FunctionSpec(
+                handler="functions.recovery.execution_events.handler",
+                service="lifeboat-recovery-events",
+                description="Ends recovery and test-cleanup jobs when their execution ends",
+                memory_mib=512,
+                timeout_seconds=60,
+            ),
+            environment=env,
+        )
+        self.events_function.add(*table.read_write_statements())
+        stack = cdk.Stack.of(self)
+        executions = [
+            stack.format_arn(service="states", resource="execution", resource_name=f"{config.prefix}-{name.lower()}:*",
+                             arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME)
+            for name in state_machines
+        ]  # fmt: skip
+        allow_wildcards(
+            self.events_function.role,
+            iam.PolicyStatement(actions=["states:DescribeExecution"], resources=executions),
+            "Execution ids are the job ids, not known in advance; only executions of Lifeboat's two state "
+            "machines (to read an output too large for the event).",
+        )
+        events.Rule(
+            self,
+            "ExecutionEnded",
+            description="Lifeboat recovery / test-cleanup execution ended",
+            event_pattern=events.EventPattern(
+                source=["aws.states"],
+                detail_type=["Step Functions Execution Status Change"],
+                detail={
+                    "stateMachineArn": [m.state_machine_arn for m in state_machines.values()],
+                    "status": ["SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"],
+                },
+            ),
+            targets=[targets.LambdaFunction(self.events_function.function, retry_attempts=8)],
+        )
+
+    def _rest_api(self, config: EnvConfig, users: UserDirectory) -> apigw.RestApi:
+        access_logs = logs.LogGroup(
+            self,
+            "ApiAccessLogs",
+            retention=retention(config.log_retention_days),
+            removal_policy=cdk.RemovalPolicy.DESTROY,
+        )
+        api = apigw.RestApi(
+            self,
+            "RestApi",
+            rest_api_name=f"{config.prefix}-api",
+            description="Lifeboat control-plane REST API",
+            endpoint_types=[apigw.EndpointType.REGIONAL],
+            cloud_watch_role=True,
+            cloud_watch_role_removal_policy=cdk.RemovalPolicy.DESTROY,
+            deploy_options=apigw.StageOptions(
+                stage_name="v1",
+                access_log_destination=apigw.LogGroupLogDestination(access_logs),
+                access_log_format=apigw.AccessLogFormat.json_with_standard_fields(
+                    caller=True,
+                    http_method=True,
+                    ip=True,
+                    protocol=True,
+                    request_time=True,
+                    resource_path=True,
+                    response_length=True,
+                    status=True,
+                    user=True,
+                ),
+                logging_level=apigw.MethodLoggingLevel.ERROR,
+                data_trace_enabled=False,  # request bodies may carry secrets
+                metrics_enabled=True,
+                tracing_enabled=True,
+                throttling_rate_limit=config.api_throttle_rate,
+                throttling_burst_limit=config.api_throttle_burst,
+            ),
+            default_cors_preflight_options=apigw.CorsOptions(
+                allow_origins=list(config.cors_origins) or ["https://localhost"],
+                allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+                allow_methods=["GET", "POST", "PUT", "DELETE"],
+            )
+            if config.cors_origins or config.console_hosting
+            else None,
+        )
+        acknowledge(
+            api,
+            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs]",
+            "API Gateway's account-level CloudWatch role must use this AWS-managed policy "
+            "(it only writes API Gateway's own log groups).",
+        )
+        authorizer = apigw.CognitoUserPoolsAuthorizer(
+            self, "Cognito", cognito_user_pools=[users.pool], authorizer_name=f"{config.prefix}-cognito"
+        )
+        validator = apigw.RequestValidator(
+            self, "Validator", rest_api=api, validate_request_parameters=True, validate_request_body=True
+        )
+        integration = apigw.LambdaIntegration(self.api_function.function, proxy=True)
+        header = {"method.request.header.Authorization": True}
+
+        def authorized(resource: apigw.IResource, method: str) -> apigw.Method:
+            return resource.add_method(
+                method, integration, authorizer=authorizer, authorization_type=apigw.AuthorizationType.COGNITO,
+                request_validator=validator, request_parameters=header,
+            )  # fmt: skip
+
+        def unauthorized(resource: apigw.IResource, method: str, reason: str, *, needs_token: bool) -> None:
+            m = resource.add_method(
+                method, integration, authorization_type=apigw.AuthorizationType.NONE, request_validator=validator,
+                request_parameters=header if needs_token else None,
+            )  # fmt: skip
+            acknowledge(m, "AwsSolutions-APIG4", reason)
+            acknowledge(m, "AwsSolutions-COG4", reason)
+
+        for method, path in PUBLIC_ROUTES:
+            unauthorized(
+                self._resource(api, path), method, "GET /health is the public liveness probe; it returns no data.",
+                needs_token=False,
+            )  # fmt: skip
+        for method, path in NODE_ROUTES:
+            unauthorized(
+                self._resource(api, path),
+                method,
+                "Node-agent route: nodes are not Cognito users; the application verifies their scoped API token "
+                "(lbt_..., SHA-256 stored, NODE_WORK permission) and the validator requires the header.",
+                needs_token=True,
+            )
+        # Every other path and method: Cognito. Intermediate resources get ANY so that API Gateway
+        # never answers for a path the proxy below would otherwise have served.
+        for path in ("nodes", "nodes/{node_id}", "jobs", "jobs/{job_id}"):
+            authorized(self._resource(api, path), "ANY")
+        authorized(api.root, "ANY")
+        authorized(api.root.add_proxy(any_method=False), "ANY")
+        if config.waf:
+            self._waf(api, config)
+        else:
+            acknowledge(
+                api,
+                "AwsSolutions-APIG3",
+                "WAF is optional (cdk.json `waf: true`): every data route needs a Cognito token or a node API "
+                "token, the stage is throttled and bodies are size-limited by the application.",
+            )
+        return api
+
+    @staticmethod
+    def _resource(api: apigw.RestApi, path: str) -> apigw.IResource:
+        resource: apigw.IResource = api.root
+        for part in path.split("/"):
+            resource = resource.get_resource(part) or resource.add_resource(part)
+        return resource
+
+    def _waf(self, api: apigw.RestApi, config: EnvConfig) -> None:
+        def managed(name: str, priority: int) -> wafv2.CfnWebACL.RuleProperty:
+            return wafv2.CfnWebACL.RuleProperty(
+                name=name,
+                priority=priority,
+                override_action=wafv2.CfnWebACL.OverrideActionProperty(none={}),
+                statement=wafv2.CfnWebACL.StatementProperty(
+                    managed_rule_group_statement=wafv2.CfnWebACL.ManagedRuleGroupStatementProperty(
+                        vendor_name="AWS", name=name
+                    )
+                ),
+                visibility_config=wafv2.CfnWebACL.VisibilityConfigProperty(
+                    cloud_watch_metrics_enabled=True, metric_name=name, sampled_requests_enabled=True
+                ),
+            )
+
+        acl = wafv2.CfnWebACL(
+            self,
+            "WebAcl",
+            name=f"{config.prefix}-api",
+            scope="REGIONAL",
+            default_action=wafv2.CfnWebACL.DefaultActionProperty(allow={}),
+            visibility_config=wafv2.CfnWebACL.VisibilityConfigProperty(
+                cloud_watch_metrics_enabled=True,
+                metric_name=f"{config.prefix}-api",
+                sampled_requests_enabled=True,
+            ),
+            rules=[
+                managed("AWSManagedRulesCommonRuleSet", 1),
+                managed("AWSManagedRulesKnownBadInputsRuleSet", 2),
+            ],
+        )
+        wafv2.CfnWebACLAssociation(
+            self, "WebAclAssociation", resource_arn=api.deployment_stage.stage_arn, web_acl_arn=acl.attr_arn
+        )
