@@ -124,7 +124,9 @@ def run_up(
             stdin=subprocess.DEVNULL,
         )  # fmt: skip
     (data_dir / "api.json").write_text(json.dumps({"url": url, "pid": os.getpid()}))
-    echo(f"Lifeboat is up: API {url}  (OpenAPI: {url}/openapi.json, docs: {url}/docs)")
+    echo(
+        f"Lifeboat is up: console {url}/console/  API {url}  (OpenAPI: {url}/openapi.json, docs: {url}/docs)"
+    )
     echo(f"data folder: {data_dir}")
     if env.admin_password:
         echo(f"first start: user 'admin', password '{env.admin_password}' (shown once; change it)")

@@ -306,6 +306,9 @@ def test_an_unbootable_disk_fails_validation_on_the_firmwares_message(source: So
     assert not evidence.ok and evidence.detail["failed_on"] == "No bootable device", evidence.excerpt
     assert "No bootable device" in evidence.excerpt
     assert evidence.seconds < 30, "SeaBIOS gives up in about a second"
+    # without a marker the power-state check must not call it booted either (SeaBIOS keeps running)
+    bare = target.validate(instance, ValidationSpec(marker=None, timeout_seconds=60))
+    assert not bare.ok and bare.method == "power-state" and bare.detail["failed_on"] == "No bootable device"
 
 
 def test_a_machine_qemu_refuses_to_start_is_a_target_error_and_leaves_no_process(run: Run) -> None:

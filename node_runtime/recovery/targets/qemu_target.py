@@ -712,6 +712,13 @@ class QemuTarget:
             deadline = start + min(self.settle_seconds, spec.timeout_seconds)
             while self._matches(process) and time.monotonic() < deadline:
                 time.sleep(_POLL_S)
+            with contextlib.suppress(FileNotFoundError):
+                console = serial.read_bytes()[-_TAIL_BYTES:]
+                failed = next((p for p in DEFAULT_FAIL_PATTERNS if p.encode() in console), None)
+                if failed is not None:  # firmware keeps running after "No bootable device"
+                    return evidence(
+                        False, f"the console shows {failed!r}", serial_text=console, failed_on=failed
+                    )
             if self._matches(process):
                 return evidence(
                     True, f"qemu (pid {process.id}) still running after {time.monotonic() - start:.1f}s"
