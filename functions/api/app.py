@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import re
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -214,6 +215,12 @@ def _login_name(event: dict[str, Any]) -> str:
         return "anonymous"
 
 
+#: powertools keeps the current event on the resolver object: one request at a time goes
+#: through it (as in one Lambda environment), whatever the caller's threading (the embedded
+#: server, Azure Functions' thread pool)
+_resolving = threading.Lock()
+
+
 def resolve(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Authenticate, authorise, dispatch and audit one API Gateway event.
 
@@ -222,7 +229,8 @@ def resolve(event: dict[str, Any], context: Any) -> dict[str, Any]:
     method = event.get("httpMethod", "")
     rule = _match(method, event.get("path", ""))
     if rule is None:
-        return app.resolve(event, context)  # unknown route or /openapi.json, /docs
+        with _resolving:
+            return app.resolve(event, context)  # unknown route or /openapi.json, /docs
     permission = ROUTES[(method, rule)]
     actor = _login_name(event) if rule == "/auth/login" else "anonymous"
     status = 500
@@ -241,7 +249,8 @@ def resolve(event: dict[str, Any], context: Any) -> dict[str, Any]:
             actor = principal.subject
             principal.require(permission)
             token = _principal_var.set(principal)
-        response = app.resolve(event, context)
+        with _resolving:
+            response = app.resolve(event, context)
         status = int(response["statusCode"])
         return response
     except LifeboatError as exc:

@@ -114,9 +114,6 @@ def make_server(
     resolver: Any, host: str, port: int, *, console_dir: Path | None = CONSOLE_DIR
 ) -> ThreadingHTTPServer:
     static = StaticFiles(console_dir) if console_dir is not None else None
-    # The powertools resolver keeps the current event on the app object: it is not thread-safe.
-    # One request at a time through it, as one Lambda execution environment handles them.
-    resolving = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -183,8 +180,7 @@ def make_server(
             raw = self.rfile.read(length) if length else b""
             event = to_event(self.command, self.path, dict(self.headers.items()), raw, self.client_address[0])
             try:
-                with resolving:
-                    resp = resolver.resolve(event, _LambdaContext())
+                resp = resolver.resolve(event, _LambdaContext())  # serialises dispatch itself
             except Exception:  # a Lambda crash: API Gateway answers 502
                 log.exception("resolver crashed on %s %s", self.command, event["path"])
                 return self._problem(502, "Internal", "internal server error")
