@@ -29,6 +29,7 @@ from azure.storage.blob import BlobServiceClient, ExponentialRetry
 from requests import Session
 from requests.adapters import HTTPAdapter
 
+from shared.adapters.azure.error_codes import ACCESS_CODES
 from shared.errors import (
     CorruptObjectError,
     InvalidInputError,
@@ -41,18 +42,6 @@ from shared.ports.object_store import ObjectInfo, check_key
 
 CONNECTION_STRING_ENV = "AZURE_STORAGE_CONNECTION_STRING"
 
-_ACCESS_CODES = frozenset(
-    {
-        "AuthenticationFailed",
-        "AuthorizationFailure",
-        "AuthorizationPermissionMismatch",
-        "AuthorizationSourceIPMismatch",
-        "AuthorizationProtocolMismatch",
-        "InsufficientAccountPermissions",
-        "AccountIsDisabled",
-        "KeyBasedAuthenticationNotPermitted",
-    }
-)
 _TRANSIENT_CODES = frozenset({"ServerBusy", "OperationTimedOut", "InternalError", "Md5Mismatch"})
 
 
@@ -138,7 +127,7 @@ class AzureBlobStore:
             )
         if isinstance(exc, ResourceNotFoundError) and code in ("BlobNotFound", ""):
             return ObjectNotFoundError(f"object {key} not found in {self.describe()}", **fields)
-        if isinstance(exc, ClientAuthenticationError) or code in _ACCESS_CODES or status in (401, 403):
+        if isinstance(exc, ClientAuthenticationError) or code in ACCESS_CODES or status in (401, 403):
             return StoreAccessError(
                 f"access refused by Azure ({code or status}) on {action} {where}; check the account key "
                 "or SAS and its permissions",

@@ -70,6 +70,7 @@ from azure.core.exceptions import (
 )
 from azure.storage.queue import ExponentialRetry, QueueClient, QueueServiceClient
 
+from shared.adapters.azure.error_codes import ACCESS_CODES
 from shared.adapters.local.sqlite_queue import encode_body
 from shared.errors import (
     ConflictError,
@@ -93,18 +94,6 @@ _DLQ_PEEK_VISIBILITY = 30
 _RECEIPT_CACHE = 100_000
 
 _STALE_CODES = frozenset({"PopReceiptMismatch", "MessageNotFound"})
-_ACCESS_CODES = frozenset(
-    {
-        "AuthenticationFailed",
-        "AuthorizationFailure",
-        "AuthorizationPermissionMismatch",
-        "AuthorizationSourceIPMismatch",
-        "AuthorizationProtocolMismatch",
-        "InsufficientAccountPermissions",
-        "AccountIsDisabled",
-        "KeyBasedAuthenticationNotPermitted",
-    }
-)
 _TRANSIENT_CODES = frozenset({"ServerBusy", "OperationTimedOut", "InternalError"})
 _INVALID_CODES = frozenset(
     {"RequestBodyTooLarge", "MessageTooLarge", "OutOfRangeQueryParameterValue", "InvalidXmlDocument"}
@@ -220,7 +209,7 @@ class AzureStorageJobQueue:
         fields: dict[str, object] = {"queue": name, "code": code, "status": status}
         if code == "QueueNotFound":
             return StoreError(f"Azure queue {name!r} does not exist ({action})", **fields)
-        if isinstance(exc, ClientAuthenticationError) or code in _ACCESS_CODES or status in (401, 403):
+        if isinstance(exc, ClientAuthenticationError) or code in ACCESS_CODES or status in (401, 403):
             return StoreAccessError(
                 f"access refused by Azure ({code or status}) on {action} {name}; check the account key or SAS",
                 **fields,

@@ -81,6 +81,7 @@ from azure.core.exceptions import (
 )
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 
+from shared.adapters.azure.error_codes import ACCESS_CODES
 from shared.adapters.metadata_encoding import (
     check_limit,
     check_where,
@@ -115,18 +116,6 @@ _MAX_ENTITY_BYTES = 1024 * 1024 - 16 * 1024  # 1 MiB minus headroom for system p
 _MAX_BATCH_BYTES = 4 * 1024 * 1024 - 128 * 1024  # 4 MiB minus headroom for the multipart framing
 _CONFLICT_RETRIES = 8
 
-_ACCESS_CODES = frozenset(
-    {
-        "AuthenticationFailed",
-        "AuthorizationFailure",
-        "AuthorizationPermissionMismatch",
-        "AuthorizationResourceTypeMismatch",
-        "InsufficientAccountPermissions",
-        "AccountIsDisabled",
-        "KeyBasedAuthenticationNotPermitted",
-        "Forbidden",
-    }
-)
 _TRANSIENT_CODES = frozenset({"ServerBusy", "OperationTimedOut", "InternalError", "TableBeingDeleted"})
 _INVALID_CODES = frozenset(
     {
@@ -259,7 +248,7 @@ class AzureTableMetadataStore:
         fields = {**fields, "code": code, "status": status}
         if code in _TABLE_MISSING:
             return StoreError(f"{where}: the table does not exist", **fields)
-        if isinstance(exc, ClientAuthenticationError) or code in _ACCESS_CODES or status in (401, 403):
+        if isinstance(exc, ClientAuthenticationError) or code in ACCESS_CODES or status in (401, 403):
             return StoreAccessError(f"{where}: access refused: {code or status}", **fields)
         if isinstance(exc, ServiceRequestError | ServiceResponseError):
             return TransientStoreError(f"{where} could not be reached: {type(exc).__name__}", **fields)
