@@ -43,7 +43,6 @@ import json
 import os
 import platform
 import random
-import re
 import sqlite3
 import statistics
 import subprocess
@@ -64,6 +63,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from metadata_bench import make_points  # noqa: E402
+from run import replace_section  # noqa: E402
 
 from shared.domain.identity import Role, User  # noqa: E402
 from shared.domain.inventory import Site, SiteKind  # noqa: E402
@@ -747,17 +747,6 @@ def notes(res: dict[str, Any]) -> list[str]:
     return out
 
 
-def write_doc(path: Path, section: str) -> None:
-    old = path.read_text() if path.exists() else ""
-    pattern = re.compile(re.escape(START) + r".*?" + re.escape(END), re.S)
-    if pattern.search(old):
-        new = pattern.sub(lambda _: section, old, count=1)
-    else:
-        new = old.rstrip("\n") + ("\n\n" if old.strip() else "") + section + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(new)
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -789,7 +778,7 @@ def main() -> None:
     args = ap.parse_args()
 
     if args.render_only:
-        write_doc(args.out, render_section(json.loads(args.json.read_text())))
+        replace_section(args.out, render_section(json.loads(args.json.read_text())), START, END)
         return
     backends = [b for b in args.backends.split(",") if b]
     parts = set(args.parts.split(","))
@@ -821,7 +810,7 @@ def main() -> None:
     res["targets"] = targets(res)
     res["notes"] = notes(res)
     args.json.write_text(json.dumps(res, indent=2) + "\n")
-    write_doc(args.out, render_section(res))
+    replace_section(args.out, render_section(res), START, END)
     log(f"wrote {args.json} and the control-plane section of {args.out}")
     for t in res["targets"]:
         print(f"  {'met    ' if t['met'] else 'NOT MET'}  {t['target']}: {t['measured']}")

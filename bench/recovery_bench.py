@@ -46,7 +46,6 @@ import contextlib
 import json
 import os
 import platform
-import re
 import shutil
 import statistics
 import subprocess
@@ -64,7 +63,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from run import MAKE_DISK, Restic, Runner, first_line, rmtree, sha256, sync  # noqa: E402
+from run import (  # noqa: E402
+    MAKE_DISK,
+    Restic,
+    Runner,
+    cpu_and_ram,
+    first_line,
+    replace_section,
+    rmtree,
+    sha256,
+    sync,
+)
 
 from functions.recovery.local_runner import run_recovery  # noqa: E402
 from functions.recovery.ports import RecoveryPorts  # noqa: E402
@@ -653,17 +662,7 @@ def measure_demo(work: Path, repeat: int) -> dict:
 
 
 def machine_info(work: Path) -> dict[str, str]:
-    cpuinfo = Path("/proc/cpuinfo").read_text()
-    model = next(
-        (ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if ln.startswith("model name")), "?"
-    )
-    mem_kib = int(
-        next(
-            ln.split()[1]
-            for ln in Path("/proc/meminfo").read_text().splitlines()
-            if ln.startswith("MemTotal")
-        )
-    )
+    model, ram = cpu_and_ram()
     from importlib.metadata import version
 
     df = subprocess.run(
@@ -682,7 +681,7 @@ def machine_info(work: Path) -> dict[str, str]:
         "commit": first_line(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]),
         "nproc": str(os.cpu_count()),
         "cpu": model,
-        "ram": f"{mem_kib / MIB:.1f} GiB",
+        "ram": ram,
         "disk": f"{source[0]} ({source[1]}, {source[2]}, {kind})",
         "kernel": platform.release(),
         "kvm": (
@@ -1017,17 +1016,6 @@ def notes(res: dict, s: dict) -> list[str]:
     return out
 
 
-def write_doc(path: Path, section: str) -> None:
-    old = path.read_text() if path.exists() else ""
-    pattern = re.compile(re.escape(START) + r".*?" + re.escape(END), re.S)
-    if pattern.search(old):
-        new = pattern.sub(lambda _: section, old, count=1)
-    else:
-        new = old.rstrip("\n") + ("\n\n" if old.strip() else "") + section + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(new)
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -1048,7 +1036,7 @@ def main() -> None:
     ap.add_argument("--render-only", action="store_true", help="re-render --out from --json; run nothing")
     a = ap.parse_args()
     if a.render_only:
-        write_doc(a.out, render_section(json.loads(a.json.read_text())))
+        replace_section(a.out, render_section(json.loads(a.json.read_text())), START, END)
         log(f"re-rendered the recovery section of {a.out}")
         return
     if a.repeat < 1 or a.demo_repeat < 1:
@@ -1103,7 +1091,7 @@ def main() -> None:
     res["load_average"]["end"] = list(os.getloadavg())
     res["summary"] = summarize(res)
     a.json.write_text(json.dumps(res, indent=2) + "\n")
-    write_doc(a.out, render_section(res))
+    replace_section(a.out, render_section(res), START, END)
     log(f"wrote {a.json} and the recovery section of {a.out}")
     for k, v in res["summary"].get("ratios", {}).items():
         print(f"  {k}: {v:.2f}")

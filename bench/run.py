@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -729,7 +730,8 @@ def first_line(cmd: list[str]) -> str:
         return "unknown"
 
 
-def machine_info(work: Path) -> dict:
+def cpu_and_ram() -> tuple[str, str]:
+    """The CPU model and the RAM size, from /proc."""
     cpuinfo = Path("/proc/cpuinfo").read_text()
     model = next(
         (ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if ln.startswith("model name")), "?"
@@ -741,13 +743,31 @@ def machine_info(work: Path) -> dict:
             if ln.startswith("MemTotal")
         )
     )
+    return model, f"{mem_kib / MIB:.1f} GiB"
+
+
+def replace_section(path: Path, section: str, start: str, end: str) -> None:
+    """Put ``section`` (which begins with ``start`` and ends with ``end``) in place of the
+    one between those markers in ``path``, or append it."""
+    old = path.read_text() if path.exists() else ""
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    if pattern.search(old):
+        new = pattern.sub(lambda _: section, old, count=1)
+    else:
+        new = old.rstrip("\n") + ("\n\n" if old.strip() else "") + section + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(new)
+
+
+def machine_info(work: Path) -> dict:
+    model, ram = cpu_and_ram()
     from importlib.metadata import version
 
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "nproc": first_line(["nproc"]),
         "CPU": model,
-        "RAM": f"{mem_kib / MIB:.1f} GiB",
+        "RAM": ram,
         "kernel": platform.release(),
         "workdir filesystem": first_line(["stat", "-f", "-c", "%T", str(work)]),
         "python version": platform.python_version(),
