@@ -116,6 +116,22 @@ export async function busy(button, fn) {
   }
 }
 
+/** Send `form` through the API: its submit button is busy meanwhile; errors from `request()`
+ *  or `then(result)` are shown next to the fields they name (and `failed` announced), and the
+ *  form's old errors are cleared as soon as `request()` succeeds. */
+export async function submit(form, request, then, failed) {
+  await busy(form.querySelector("button[type=submit]"), async () => {
+    try {
+      const result = await request();
+      showErrors(form, null);
+      await then(result);
+    } catch (err) {
+      showErrors(form, err);
+      if (failed) announce(failed, "error");
+    }
+  });
+}
+
 export function table(columns, rows, { caption, empty = "Nothing yet." } = {}) {
   if (!rows.length) return h("p.empty", caption ? `${caption}: ${empty}` : empty);
   return h("div.table-wrap",

@@ -1,5 +1,5 @@
 // Inventory: sites and nodes (heartbeat, health, capacity); add a site; create a node token.
-import { h, get, post, api, table, badge, when, ago, field, action, announce, showErrors, can, busy, fill } from "../lib.js";
+import { h, get, post, api, table, badge, when, ago, field, action, announce, submit, can, busy, fill } from "../lib.js";
 
 export async function renderInventory(main, _params, ctx) {
   const sitesBox = h("section.card", { "aria-labelledby": "inv-sites" });
@@ -55,14 +55,10 @@ function siteForm(refresh) {
       if (creds.value) body.credentials_ref = creds.value;
       if (platform.value === "qemu") body.recovery_target = { platform: "qemu", work_dir: workDir.value };
       if (platform.value === "aws") body.recovery_target = { platform: "aws", region: workDir.value };
-      await busy(form.querySelector("button[type=submit]"), async () => {
-        try {
-          const site = await post("/sites", body);
-          showErrors(form, null);
-          announce(`Site ${site.id} created.`);
-          await refresh();
-        } catch (err) { showErrors(form, err); announce("The site was not created.", "error"); }
-      });
+      await submit(form, () => post("/sites", body), async (site) => {
+        announce(`Site ${site.id} created.`);
+        await refresh();
+      }, "The site was not created.");
     },
   },
   h("h3", "Add a site"),
@@ -81,17 +77,13 @@ function nodeTokenForm(sites) {
   const form = h("form.card.inner", {
     onsubmit: async (ev) => {
       ev.preventDefault();
-      await busy(form.querySelector("button[type=submit]"), async () => {
-        try {
-          const tok = await post("/tokens", { name: name.value, roles: ["node"] });
-          showErrors(form, null);
-          fill(out,
-            h("p", h("strong", "Copy this token now: it is shown only once.")),
-            h("pre", h("code.token-secret", tok.secret)),
-            h("p", "Save it to a file readable only by the node's user, then run:"),
-            h("pre", h("code", `lifeboat node run --api ${location.origin} --site ${site.value} --name ${name.value} --token-file node.token`)));
-          announce("Node token created: copy it now, it is shown only once.");
-        } catch (err) { showErrors(form, err); }
+      await submit(form, () => post("/tokens", { name: name.value, roles: ["node"] }), (tok) => {
+        fill(out,
+          h("p", h("strong", "Copy this token now: it is shown only once.")),
+          h("pre", h("code.token-secret", tok.secret)),
+          h("p", "Save it to a file readable only by the node's user, then run:"),
+          h("pre", h("code", `lifeboat node run --api ${location.origin} --site ${site.value} --name ${name.value} --token-file node.token`)));
+        announce("Node token created: copy it now, it is shown only once.");
       });
     },
   },

@@ -1,6 +1,6 @@
 // Plans: the list with its actions, and the plan builder (create or edit). The API validates:
 // a 422's details[].loc is shown next to the input with the same data-loc.
-import { h, get, post, api, table, badge, when, field, action, announce, showErrors, can, busy, fill } from "../lib.js";
+import { h, get, post, api, table, badge, when, field, action, announce, submit, can, busy, fill } from "../lib.js";
 
 export async function renderPlans(main, _params, ctx) {
   const box = h("section.card", { "aria-labelledby": "plans-h" });
@@ -200,17 +200,13 @@ export async function renderPlanBuilder(main, [planId], ctx) {
 
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
-    await busy(form.querySelector("button[type=submit]"), async () => {
-      try {
-        const plan = revision === null ? await post("/plans", body()) : await api("PUT", `/plans/${encodeURIComponent(planId)}`, body());
-        showErrors(form, null);
+    await submit(form,
+      () => (revision === null ? post("/plans", body()) : api("PUT", `/plans/${encodeURIComponent(planId)}`, body())),
+      (plan) => {
         announce(`Plan ${plan.name} saved (${plan.state}).`);
         location.hash = "#/plans";
-      } catch (err) {
-        showErrors(form, err);
-        announce("The plan was not saved: see the errors in the form.", "error");
-      }
-    });
+      },
+      "The plan was not saved: see the errors in the form.");
   });
   render();
 }

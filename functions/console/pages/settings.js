@@ -1,5 +1,5 @@
 // Settings (administer): users and roles, API tokens (secret shown once), the audit log.
-import { h, get, post, api, table, badge, when, field, action, announce, showErrors, can, busy, fill } from "../lib.js";
+import { h, get, post, api, table, badge, when, field, action, announce, submit, can, busy, fill } from "../lib.js";
 
 const ROLES = ["admin", "operator", "viewer", "node"];
 
@@ -25,14 +25,12 @@ export async function renderSettings(main, _params, ctx) {
     const form = h("form.card.inner", {
       onsubmit: async (ev) => {
         ev.preventDefault();
-        await busy(form.querySelector("button[type=submit]"), async () => {
-          try {
-            const u = await post("/users", { username: username.value, display_name: display.value || null, password: password.value, roles: checked(form, "user") });
-            showErrors(form, null);
+        await submit(form,
+          () => post("/users", { username: username.value, display_name: display.value || null, password: password.value, roles: checked(form, "user") }),
+          async (u) => {
             announce(`User ${u.username} created.`);
             await users();
-          } catch (err) { showErrors(form, err); }
-        });
+          });
       },
     }, h("h3", "Add a user"), h("div.error-summary", { tabindex: -1, role: "alert", hidden: true }),
     h("div.row", field("User name", username), field("Display name", display), field("Password", password, "At least 12 characters")),
@@ -68,15 +66,13 @@ export async function renderSettings(main, _params, ctx) {
     const form = h("form.card.inner", {
       onsubmit: async (ev) => {
         ev.preventDefault();
-        await busy(form.querySelector("button[type=submit]"), async () => {
-          try {
-            const t = await post("/tokens", { name: name.value, roles: checked(form, "token"), ttl_days: ttl.value ? Number(ttl.value) : null });
-            showErrors(form, null);
+        await submit(form,
+          () => post("/tokens", { name: name.value, roles: checked(form, "token"), ttl_days: ttl.value ? Number(ttl.value) : null }),
+          async (t) => {
             await tokens();
             fill(tokensBox.querySelector(".secret"), h("p", h("strong", `Token ${t.name}: copy it now, it is shown only once.`)), h("pre", h("code.token-secret", t.secret)));
             announce("Token created: copy it now, it is shown only once.");
-          } catch (err) { showErrors(form, err); }
-        });
+          });
       },
     }, h("h3", "Create an API token"), h("div.error-summary", { tabindex: -1, role: "alert", hidden: true }),
     h("div.row", field("Name", name), field("Expires after (days)", ttl, "Empty: never")), roleChecks("token"),
