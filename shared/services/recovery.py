@@ -9,7 +9,6 @@ source is lost, or is being cut over); a test leaves replication running.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -31,7 +30,7 @@ from shared.domain.recovery import (
 )
 from shared.errors import ConflictError, InvalidInputError, InvalidStateError, NotFoundError
 from shared.policies.recovery import MappingRefused, boot_sequence, choose_points, map_nics
-from shared.ports.metadata_store import R, every
+from shared.ports.metadata_store import every
 from shared.services import jobs
 from shared.services.context import Control
 from shared.services.plans import replication_params, set_state
@@ -41,12 +40,8 @@ PLATFORMS_THAT_ISOLATE = frozenset({"qemu"})
 RECOVERY_KINDS = frozenset({JobKind.RECOVERY, JobKind.TEST_RECOVERY, JobKind.CLEANUP})
 
 
-def _all(ctl: Control, kind: type[R], where: dict[str, str] | None = None) -> Iterator[R]:
-    return every(ctl.store, kind, where)
-
-
 def _refuse_concurrent(ctl: Control, plan_id: str) -> None:
-    for job in _all(ctl, Job, {"plan_id": plan_id}):
+    for job in every(ctl.store, Job, {"plan_id": plan_id}):
         if job.job_kind in RECOVERY_KINDS and job.state not in TERMINAL:
             raise ConflictError(
                 f"plan {plan_id} already has {job.job_kind} job {job.id} ({job.state}); wait for it or cancel it",
@@ -56,7 +51,7 @@ def _refuse_concurrent(ctl: Control, plan_id: str) -> None:
 
 def _pending_test(ctl: Control, plan_id: str) -> RecoveryReport | None:
     reports = [
-        r for r in _all(ctl, RecoveryReport, {"plan_id": plan_id})
+        r for r in every(ctl.store, RecoveryReport, {"plan_id": plan_id})
         if r.mode is RecoveryMode.TEST and r.cleanup_state in ("pending", "cleanup-failed")
     ]  # fmt: skip
     return max(reports, key=lambda r: r.started_at) if reports else None
@@ -116,7 +111,7 @@ def start(ctl: Control, plan_id: str, *, mode: RecoveryMode, point_time: datetim
             report_id=pending.id,
         )
     site = ctl.store.get(Site, plan.target_site_id)
-    points = list(_all(ctl, RecoveryPoint, {"plan_id": plan_id}))
+    points = list(every(ctl.store, RecoveryPoint, {"plan_id": plan_id}))
     kind = JobKind.TEST_RECOVERY if mode is RecoveryMode.TEST else JobKind.RECOVERY
     job = jobs.new_job(
         kind, plan_id=plan.id, reason=f"{mode} recovery by {actor}", created_by=actor, params={}

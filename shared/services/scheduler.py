@@ -20,14 +20,10 @@ from shared.domain.plans import PlanState, ProtectionPlan
 from shared.domain.points import PlanStatus
 from shared.errors import ConflictError, LifeboatError
 from shared.policies.scheduling import AlertSeverity, Decision, due_jobs, rpo_status
-from shared.ports.metadata_store import R, every
+from shared.ports.metadata_store import every
 from shared.services import jobs
 from shared.services.context import Control
 from shared.services.plans import replication_params
-
-
-def _all(ctl: Control, kind: type[R], where: dict[str, str] | None = None) -> Iterator[R]:
-    return every(ctl.store, kind, where)
 
 
 @contextmanager
@@ -49,16 +45,16 @@ class SchedulerState:
 
 
 def load_state(ctl: Control) -> SchedulerState:
-    plans = list(_all(ctl, ProtectionPlan))
+    plans = list(every(ctl.store, ProtectionPlan))
     last: dict[tuple[str, str], datetime] = {}
-    for status in _all(ctl, PlanStatus):
+    for status in every(ctl.store, PlanStatus):
         for machine_id, m in status.machines.items():
             if m.last_point_at is not None:
                 last[(status.id, machine_id)] = m.last_point_at
     active = [
         j
         for s in (JobState.QUEUED, JobState.RUNNING, JobState.CANCELLING)
-        for j in _all(ctl, Job, {"state": s})
+        for j in every(ctl.store, Job, {"state": s})
     ]
     return SchedulerState(plans, last, active)
 
@@ -83,7 +79,7 @@ def tick(ctl: Control) -> TickReport:
     active_plans = [p for p in state.plans if p.state is not PlanState.DRAFT]
     with _gc_paused():  # the loaded records make cyclic-GC passes cost more than the decision
         report.decisions = due_jobs(active_plans, state.last_points, state.active_jobs, now)
-    sites = {site.id: site for site in _all(ctl, Site)}  # read once, not once per due plan
+    sites = {site.id: site for site in every(ctl.store, Site)}  # read once, not once per due plan
     for decision in report.decisions:
         if not decision.due or decision.job is None:
             continue
@@ -114,7 +110,7 @@ def _sync_alerts(
                 severity="critical" if a.severity is AlertSeverity.BREACH else "warning", message=a.message,
                 raised_at=now,
             )  # fmt: skip
-    known = {a.id: a for a in _all(ctl, Alert)}  # one listing, not one read per alert
+    known = {a.id: a for a in every(ctl.store, Alert)}  # one listing, not one read per alert
     for alert_id, alert in wanted.items():
         existing = known.get(alert_id)
         try:
