@@ -4,10 +4,11 @@ NODE_BIN := $(CURDIR)/tools/node/node_modules/.bin
 export PATH := $(NODE_BIN):$(PATH)
 export LIFEBOAT_AZURITE := $(NODE_BIN)/azurite-blob
 
-.PHONY: deps up demo test lint bench clean azure-package synth
+.PHONY: deps lock up demo test lint bench clean azure-package synth
 
-.stamps/py: pyproject.toml
-	$(PY) -m pip install -q -e '.[test]'
+.stamps/py: pyproject.toml requirements/test.lock
+	$(PY) -m pip install -q --require-hashes -r requirements/test.lock
+	$(PY) -m pip install -q --no-deps -e .
 	@mkdir -p .stamps && touch $@
 
 .stamps/node: tools/node/package.json
@@ -16,12 +17,20 @@ export LIFEBOAT_AZURITE := $(NODE_BIN)/azurite-blob
 
 # checkov (Bicep checks) in its own virtualenv: its pinned boto3/packaging/pycep-parser
 # conflict with the project's dependencies. tests/azure/test_bicep_templates.py runs it.
-.stamps/checkov:
+.stamps/checkov: requirements/checkov.lock
 	$(PY) -m venv build/checkov-venv
-	build/checkov-venv/bin/pip install -q 'checkov>=3.2,<4'
+	build/checkov-venv/bin/pip install -q --require-hashes -r requirements/checkov.lock
 	@mkdir -p .stamps && touch $@
 
 deps: .stamps/py .stamps/node .stamps/checkov
+
+## lock: re-resolve the pinned, hashed installs (requirements/*.lock) from pyproject.toml and
+## requirements/checkov.in with uv; run `make test` afterwards (the stamps see the new lock).
+UV_COMPILE = uv pip compile --quiet --generate-hashes --universal --python-version 3.11
+lock:
+	$(PY) -m pip install -q 'uv>=0.5'
+	$(UV_COMPILE) pyproject.toml --extra test -o requirements/test.lock
+	$(UV_COMPILE) requirements/checkov.in -o requirements/checkov.lock
 
 ## up: the control plane on this machine (API + scheduler + a local node) on 127.0.0.1:8080,
 ## state in ./lifeboat-data; the admin password is printed on first start.
