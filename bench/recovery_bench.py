@@ -83,7 +83,7 @@ from node_runtime.recovery.targets.base import InstanceSpec, Resource  # noqa: E
 from node_runtime.recovery.targets.qemu_target import QemuTarget, qemu_target  # noqa: E402
 from node_runtime.recovery.writers import FileWriter  # noqa: E402
 from node_runtime.replication.pipeline import ReplicationOptions, replicate  # noqa: E402
-from node_runtime.replication.source import FileSource  # noqa: E402
+from node_runtime.sources.files import FileSource  # noqa: E402
 from shared.adapters.local.folder_store import FolderStore  # noqa: E402
 from shared.domain.inventory import Site, SiteKind  # noqa: E402
 from shared.domain.plans import (  # noqa: E402

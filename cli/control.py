@@ -58,6 +58,10 @@ def _load_json(path: str) -> dict[str, Any]:
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+SourceRootOpt = Annotated[
+    list[Path] | None,
+    typer.Option(help="A folder or device path the node may read sources under (repeatable)."),
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -75,14 +79,18 @@ def register(app: typer.Typer) -> None:
         job_lease_seconds: Annotated[
             float, typer.Option(min=5, help="A job whose node is silent this long is given to another node.")
         ] = 300.0,
+        source_root: SourceRootOpt = None,
     ) -> None:
-        """Run the control plane on this machine: API, scheduler and a local node."""
+        """Run the control plane on this machine: API, scheduler and a local node.
+
+        The local node reads image files and block devices only under the data folder and
+        each --source-root, and the VMs of every vmware site of this control plane."""
         from cli.embedded import run_up
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
         run_up(
             data_dir.absolute(), host, port, node=node, scheduler_seconds=scheduler_seconds,
-            lease_seconds=job_lease_seconds, echo=out.print,
+            lease_seconds=job_lease_seconds, echo=out.print, source_roots=source_root or [],
         )  # fmt: skip
 
     node_app = typer.Typer(help="Run a replication node.", no_args_is_help=True)
@@ -96,9 +104,19 @@ def register(app: typer.Typer) -> None:
         name: Annotated[str, typer.Option(help="Node name.")] = os.uname().nodename,
         capacity: Annotated[int, typer.Option(min=1, max=1000, help="Concurrent disks.")] = 40,
         poll_seconds: Annotated[float, typer.Option(min=0.1)] = 2.0,
+        source_root: SourceRootOpt = None,
+        source_site: Annotated[
+            list[str] | None,
+            typer.Option(help="A vmware site whose VMs this node may read (repeatable; '*': every one)."),
+        ] = None,
     ) -> None:
-        """Register with the API (token from --token-file or LIFEBOAT_NODE_TOKEN) and run jobs."""
+        """Register with the API (token from --token-file or LIFEBOAT_NODE_TOKEN) and run jobs.
+
+        The node reads files and block devices only under each --source-root (none by
+        default) and VMs only of each --source-site; a job naming anything else fails
+        before a byte is read."""
         from node_runtime.agent import NodeAgent
+        from node_runtime.sources.resolve import SourcePolicy
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
         token = token_file.read_text().strip() if token_file else os.environ.get("LIFEBOAT_NODE_TOKEN")
@@ -110,6 +128,8 @@ def register(app: typer.Typer) -> None:
         agent = NodeAgent(
             ApiClient(api, token), name=name, site_id=site, capacity=capacity, poll_seconds=poll_seconds,
             runners=job_runners(build_target),
+            source_policy=SourcePolicy(allowed_roots=[p.absolute() for p in source_root or []],
+                                       source_sites=source_site or []),
         )  # fmt: skip
         stop = threading.Event()
         import signal

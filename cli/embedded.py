@@ -23,6 +23,7 @@ from pathlib import Path
 
 from functions.api import app as api
 from functions.embedded.http_server import make_server, serve_in_thread
+from shared.adapters.local.sealed_secrets import SealedSecretVault
 from shared.adapters.local.sqlite_metadata import SqliteMetadataStore
 from shared.adapters.local.sqlite_queue import SqliteJobQueue
 from shared.domain.identity import Role, User
@@ -59,8 +60,11 @@ def bootstrap(data_dir: Path, *, lease_seconds: float = 300.0) -> Embedded:
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o700)
     jwt_secret = _secret_file(data_dir / "secrets" / "jwt.key", secrets.token_urlsafe(48))
+    store = SqliteMetadataStore(data_dir / "metadata.db")
+    server_key = _secret_file(data_dir / "secrets" / "server.key", secrets.token_hex(32))
     ctl = Control(
-        store=SqliteMetadataStore(data_dir / "metadata.db"),
+        store=store,
+        secrets=SealedSecretVault(store, bytes.fromhex(server_key)),
         queue=SqliteJobQueue(data_dir / "queue.db", max_receives=5),
         jwt_secret=jwt_secret,
         lease=timedelta(seconds=lease_seconds),
@@ -97,6 +101,7 @@ def run_up(
     scheduler_seconds: float,
     lease_seconds: float = 300.0,
     echo: Callable[[str], None] = print,
+    source_roots: list[Path] | None = None,
 ) -> None:
     env = bootstrap(data_dir, lease_seconds=lease_seconds)
     api.configure(env.ctl)
@@ -120,7 +125,8 @@ def run_up(
     if node:
         child = subprocess.Popen(
             [sys.executable, "-m", "cli.main", "node", "run", "--api", url, "--site", "local", "--name", "local-node",
-             "--token-file", str(data_dir / "secrets" / "node.token")],
+             "--token-file", str(data_dir / "secrets" / "node.token"), "--source-site", "*",
+             *(a for root in [data_dir, *(source_roots or [])] for a in ("--source-root", str(root)))],
             stdin=subprocess.DEVNULL,
         )  # fmt: skip
     (data_dir / "api.json").write_text(json.dumps({"url": url, "pid": os.getpid()}))

@@ -26,7 +26,7 @@ from cli import control
 from node_runtime.recovery.restore import restore as restore_point
 from node_runtime.replication.pipeline import ReplicationOptions
 from node_runtime.replication.pipeline import replicate as replicate_disk
-from node_runtime.replication.source import FileSource, load_extents
+from node_runtime.sources.files import FileSource, load_extents
 from shared.adapters.store_url import open_store
 from shared.errors import InvalidInputError, LifeboatError, exit_code_for
 from shared.policies.retention import RetentionPolicy, parse_duration
@@ -209,10 +209,10 @@ def replicate(
         block_size=parse_size(block_size) if block_size else None,
         streams=streams,
         workers=workers or os.cpu_count() or 2,
-        changed_extents=load_extents(changed_extents) if changed_extents else None,
         checkpoint_bytes=checkpoint_mb << 20,
     )
-    with FileSource(source) as src, _progress(f"replicating {disk}", not as_json) as progress:
+    extents = load_extents(changed_extents) if changed_extents else None
+    with FileSource(source, changed_extents=extents) as src, _progress(f"replicating {disk}", not as_json) as progress:
         point = replicate_disk(r, disk, src, opts, progress=progress)
     s = point.stats
     if as_json:

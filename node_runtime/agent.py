@@ -10,6 +10,7 @@ says whether the job is being cancelled, and the agent stops that job at its nex
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import threading
@@ -18,13 +19,18 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Protocol
 
 from node_runtime.replication.pipeline import ReplicationOptions, replicate
-from node_runtime.replication.source import FileSource, load_extents
+from node_runtime.sources.port import MachineSnapshot
+from node_runtime.sources.resolve import SourcePolicy, machine_source
+from node_runtime.sources.secrets import CONTROL_PLANE_SECRET, resolve_node_secret
+from node_runtime.sources.vsphere.connection import Endpoint, connect
+from node_runtime.sources.vsphere.inventory import discover
+from node_runtime.sources.vsphere.sweep import sweep_site
 from shared.adapters.store_url import open_store
 from shared.api_client import ApiClient
+from shared.domain.vsphere import VCenterConnection
 from shared.errors import InvalidInputError, LifeboatError, RepositoryNotFoundError
 from shared.repo.repository import Repository
 
@@ -67,21 +73,9 @@ JobRunner = Callable[[dict[str, Any], JobContext], JobOutcome]
 
 
 def resolve_secret(ref: str | None) -> str | None:
-    """A repository passphrase from a credentials reference: ``env:NAME`` or ``file:/path``;
+    """A repository passphrase from a credentials reference (see :func:`resolve_node_secret`);
     ``None`` falls back to LIFEBOAT_PASSWORD (and to no encryption when that is unset)."""
-    if ref is None:
-        return os.environ.get("LIFEBOAT_PASSWORD")
-    scheme, _, rest = ref.partition(":")
-    if scheme == "env":
-        value = os.environ.get(rest)
-        if value is None:
-            raise InvalidInputError(f"credentials reference {ref}: variable {rest} is not set on this node")
-        return value
-    if scheme == "file":
-        return Path(rest).read_text().strip()
-    raise InvalidInputError(
-        f"credentials reference {ref!r} is not supported on this node (use env: or file:)"
-    )
+    return os.environ.get("LIFEBOAT_PASSWORD") if ref is None else resolve_node_secret(ref)
 
 
 def open_repository(url: str, secret: str | None, *, limit_mbps: float | None) -> Repository:
@@ -107,6 +101,7 @@ class NodeAgent:
         progress_seconds: float = 2.0,
         software_version: str = "0.1.0",
         runners: dict[str, JobRunner] | None = None,
+        source_policy: SourcePolicy | None = None,
     ) -> None:
         self.client = client
         self.name = name
@@ -118,7 +113,8 @@ class NodeAgent:
         self.software_version = software_version
         self.disk_slots = threading.BoundedSemaphore(capacity)
         self.running: dict[str, threading.Thread] = {}
-        self.runners = dict(runners or {})
+        self.runners = {"inventory-sync": self._inventory_sync, **(runners or {})}
+        self.source_policy = source_policy or SourcePolicy()
         self.node_id = ""
 
     def register(self) -> str:
@@ -127,6 +123,7 @@ class NodeAgent:
             site_id=self.site_id,
             capacity=self.capacity,
             software_version=self.software_version,
+            source_sites=list(self.source_policy.source_sites),
         )
         self.node_id = node["id"]
         log.info("registered node %s", self.node_id)
@@ -135,6 +132,12 @@ class NodeAgent:
     def run(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set: heartbeat, claim work while there is capacity."""
         self.register()
+        try:
+            swept = self.sweep_snapshots()
+            if swept:
+                log.warning("removed %d leftover replication snapshot(s): %s", len(swept), ", ".join(swept))
+        except LifeboatError as exc:
+            log.warning("snapshot sweep failed: %s", exc)
         last_beat = 0.0
         while not stop.is_set():
             self.running = {k: t for k, t in self.running.items() if t.is_alive()}
@@ -207,45 +210,100 @@ class NodeAgent:
             context.reporter.flush()
 
     def _replicate(self, job: dict[str, Any]) -> dict[str, Any]:
+        """One plan run: each machine through its source (one snapshot per machine, so its
+        disks describe one moment), disks in parallel within ``capacity``."""
         params = job["params"]
         repo = open_repository(
             params["repository_url"], resolve_secret(params.get("credentials_ref")),
             limit_mbps=params.get("bandwidth_limit_mbps"),
         )  # fmt: skip
-        disks = [(m["machine_id"], d) for m in params["machines"] for d in m["disks"]]
-        total = 0
-        for _, d in disks:
-            with contextlib.suppress(OSError):
-                total += os.path.getsize(d["source"]) if not d["source"].startswith("/dev/") else 0
-        reporter = _Reporter(self.client, job["id"], total, self.progress_seconds)
-        results: dict[str, list[dict[str, Any]]] = {}
-        times: dict[str, datetime] = {}
+        machines = params["machines"]
+        sources = {  # every source is checked (allow-list, connection settings) before any byte is read
+            m["machine_id"]: machine_source(m, params, policy=self.source_policy, node_id=self.node_id,
+                                            job_id=job["id"], secret=lambda ref: self._source_secret(params, ref))
+            for m in machines
+        }  # fmt: skip
+        reporter = _Reporter(self.client, job["id"], 0, self.progress_seconds)
+        results: dict[str, dict[str, Any]] = {}
+        notes: list[str] = []
 
-        def one(machine_id: str, disk: dict[str, Any]) -> None:
+        def one_disk(snap: MachineSnapshot, machine_id: str, disk: dict[str, Any]) -> dict[str, Any]:
             with self.disk_slots:
                 reporter.check()
-                extents = load_extents(disk["changed_extents"]) if disk.get("changed_extents") else None
-                opts = ReplicationOptions(block_size=disk.get("block_size"), changed_extents=extents,
-                                          source_label=disk["source"], tags={"job": job["id"]})  # fmt: skip
-                with FileSource(disk["source"]) as src:
-                    point = replicate(
-                        repo, disk["disk_id"], src, opts, progress=reporter.for_disk(disk["disk_id"])
-                    )
-                results.setdefault(machine_id, []).append({
-                    "disk_id": disk["disk_id"], "point_id": point.id, "disk_size": point.disk_size,
-                    "bytes_new": point.stats.bytes_new_raw})  # fmt: skip
-                times[machine_id] = max(times.get(machine_id, point.time), point.time)
+                opts = ReplicationOptions(block_size=disk.get("block_size"), tags={"job": job["id"]})
+                point = replicate(repo, disk["disk_id"], snap.disks[disk["source"]], opts,
+                                  progress=reporter.for_disk(disk["disk_id"]))  # fmt: skip
+            note = point.tags.get("read_note", "")
+            if note:
+                notes.append(f"{machine_id}/{disk['disk_id']}: {note}")
+                reporter.message = "; ".join(notes)[:500]
+            return {"disk_id": disk["disk_id"], "point_id": point.id, "disk_size": point.disk_size,
+                    "bytes_new": point.stats.bytes_new_raw, "read": point.tags.get("read", ""),
+                    "read_note": note, "change_token": point.change_token}  # fmt: skip
 
-        with ThreadPoolExecutor(max(1, min(len(disks), self.capacity))) as pool:
-            for fut in [pool.submit(one, m, d) for m, d in disks]:
+        def one_machine(machine: dict[str, Any]) -> None:
+            machine_id = machine["machine_id"]
+            snap = sources[machine_id].open()
+            try:
+                if not isinstance(snap.disks, dict) or any(d["source"] not in snap.disks for d in machine["disks"]):
+                    raise InvalidInputError(f"machine {machine_id}: its source did not open every disk")
+                with reporter.lock:  # sizes are known once the source is open (a VM's disks)
+                    reporter.total += sum(snap.disks[d["source"]].size for d in machine["disks"])
+                with ThreadPoolExecutor(len(machine["disks"]), thread_name_prefix=f"disk-{machine_id}") as pool:
+                    futures = [pool.submit(one_disk, snap, machine_id, d) for d in machine["disks"]]
+                    disks = [f.result() for f in futures]
+            finally:
+                snap.close()  # the cleanup twin: removes the snapshot whatever happened
+            when = max(repo.read_point(d["disk_id"], d["point_id"]).time for d in disks)
+            results[machine_id] = {
+                "machine_id": machine_id, "time": when.astimezone(UTC).isoformat(), "disks": disks,
+                **({"hardware": snap.hardware.model_dump(mode="json")} if snap.hardware else {}),
+            }  # fmt: skip
+
+        with ThreadPoolExecutor(max(1, min(len(machines), self.capacity)), thread_name_prefix="machine") as pool:
+            for fut in [pool.submit(one_machine, m) for m in machines]:
                 fut.result()
         reporter.flush()
-        return {
-            "machines": [
-                {"machine_id": m, "time": times[m].astimezone(UTC).isoformat(), "disks": results[m]}
-                for m in results
-            ]
-        }
+        return {"machines": [results[m["machine_id"]] for m in machines]}
+
+    def _source_secret(self, params: dict[str, Any], ref: str) -> str:
+        """A source password: ``lifeboat-secret:`` refs come from the control plane (for this
+        node and the job's source site only); others resolve on the node."""
+        if ref.startswith(CONTROL_PLANE_SECRET):
+            site_id = str((params.get("source") or {}).get("site_id", ""))
+            return self.client.source_credentials(self.node_id, site_id)
+        value = resolve_node_secret(ref)
+        if value is None:
+            raise InvalidInputError(f"credentials reference {ref} resolved to nothing")
+        return value
+
+    def _inventory_sync(self, job: dict[str, Any], context: JobContext) -> JobOutcome:
+        """Discover a vmware site's inventory and hand it to the control plane whole."""
+        params = job["params"]
+        source = params["source"]
+        conn = VCenterConnection.model_validate(source["vcenter"])
+        endpoint = Endpoint(site_id=str(source["site_id"]), url=conn.url, username=conn.username,
+                            password=self._source_secret(params, conn.password_ref), tls=conn.tls)  # fmt: skip
+        context.message(f"connecting to {conn.url}")
+        session = connect(endpoint)
+        try:
+            found = discover(session, site_id=endpoint.site_id, now=datetime.now(UTC))
+        finally:
+            session.close()
+        context.message(f"discovered {len(found.vms)} VMs and {len(found.objects)} other objects")
+        counts = self.client.post_inventory(self.node_id, job["id"], found.vms, found.objects)
+        return JobOutcome("succeeded", result=counts)
+
+    def sweep_snapshots(self) -> list[str]:
+        """Remove the replication snapshots this node left on any vCenter (after a crash)."""
+        removed: list[str] = []
+        for source in self.client.node_sources(self.node_id):
+            try:
+                params: dict[str, Any] = {"source": source}
+                removed += sweep_site(source, self.node_id, functools.partial(self._source_secret, params))
+            except LifeboatError as exc:
+                log.warning("could not sweep snapshots on site %s: %s", source.get("site_id"), exc)
+        return removed
 
 
 class _Context:

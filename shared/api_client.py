@@ -138,6 +138,29 @@ class ApiClient:
     def claim(self, node_id: str) -> dict[str, Any] | None:
         return self.request("POST", f"/nodes/{node_id}/claim")
 
+    def node_sources(self, node_id: str) -> list[dict[str, Any]]:
+        """The vmware sites (their vCenter connections, no secrets) this node may read."""
+        return list(self.request("GET", f"/nodes/{node_id}/sources")["items"])
+
+    def source_credentials(self, node_id: str, site_id: str) -> str:
+        """The password of a vmware site's vCenter, for this node (audited)."""
+        return str(self.request("POST", f"/nodes/{node_id}/sources/{site_id}/credentials")["password"])
+
+    def post_inventory(
+        self, node_id: str, job_id: str, vms: list[Any], objects: list[Any], *, batch: int = 200
+    ) -> dict[str, Any]:
+        """A complete discovery for the inventory-sync job this node runs, in batches that
+        fit the API's body limit; the last one says ``final`` (what was not seen is missing)."""
+        items = [("vms", v) for v in vms] + [("objects", o) for o in objects]
+        answer: dict[str, Any] = {}
+        for start in range(0, max(len(items), 1), batch):
+            chunk = items[start : start + batch]
+            body: dict[str, Any] = {"job_id": job_id, "final": start + batch >= len(items),
+                                    "vms": [i.model_dump(mode="json") for k, i in chunk if k == "vms"],
+                                    "objects": [i.model_dump(mode="json") for k, i in chunk if k == "objects"]}  # fmt: skip
+            answer = self.request("POST", f"/nodes/{node_id}/inventory", body)
+        return answer
+
     def progress(self, job_id: str, **progress: Any) -> dict[str, Any]:
         return self.request("POST", f"/jobs/{job_id}/progress", progress)
 

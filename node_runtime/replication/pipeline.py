@@ -21,12 +21,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from node_runtime.replication.source import Extent, FileSource, blocks_touched
+from node_runtime.sources.port import DiskSource, Extent, ReadPlan
 from shared.errors import InvalidInputError, PointNotFoundError
 from shared.repo import codec
 from shared.repo.codec import IndexEntry
@@ -65,12 +65,10 @@ class ReplicationOptions:
     block_size: int | None = None  # None: the parent's, else 1 MiB
     streams: int = 4  # parallel uploads
     workers: int = 2  # hash/compress/encrypt threads
-    changed_extents: Sequence[Extent] | None = None
     compression_level: int = 1  # zstd 1 matched level 3's ratio at 5x the speed on VM images
     pack_target: int = DEFAULT_PACK_TARGET
     checkpoint_bytes: int = 256 << 20
     checkpoint_seconds: float = 60.0
-    source_label: str = ""
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -146,7 +144,7 @@ class _Run:
 
     # hash/compress stage ---------------------------------------------------------------------
     def process(
-        self, i: int, source: FileSource, length: int, new_map: list[bytes], parent_map: Sequence[bytes]
+        self, i: int, source: DiskSource, length: int, new_map: list[bytes], parent_map: Sequence[bytes]
     ) -> None:
         """Read block ``i`` and take it through hash, dedup, compress, encrypt and packing."""
         try:
@@ -191,30 +189,37 @@ class _Run:
                 self.error = exc
 
 
-def _plan_reads(
-    source: FileSource,
-    n_blocks: int,
-    block_size: int,
-    parent: PointRecord | None,
-    extents: Sequence[Extent] | None,
-) -> list[int]:
-    """Indices of blocks to read: the changed ones, or every block that may hold data."""
-    if extents is not None:
-        for off, length in extents:
-            if off + length > source.size:
-                raise InvalidInputError(
-                    f"changed extent [{off}, {length}] ends past the disk end ({source.size} bytes)"
-                )
-        if parent is not None and parent.disk_size == source.size:
-            return list(blocks_touched(extents, block_size, n_blocks))
-        log.warning("extent list ignored: no parent point of the same size; reading the whole disk")
-    return list(blocks_touched(source.data_extents(), block_size, n_blocks))
+def blocks_touched(extents: Sequence[Extent], block_size: int, n_blocks: int) -> Iterator[int]:
+    """Indices of blocks overlapping any extent, ascending, without duplicates."""
+    marks = bytearray(n_blocks)
+    for offset, length in extents:
+        if length == 0:
+            continue
+        first = offset // block_size
+        last = min((offset + length - 1) // block_size, n_blocks - 1)
+        for i in range(first, last + 1):
+            marks[i] = 1
+    return (i for i in range(n_blocks) if marks[i])
+
+
+def _plan_reads(source: DiskSource, n_blocks: int, block_size: int, parent: PointRecord | None) -> ReadPlan:
+    """The source's read plan, checked: extents past the disk's end are a caller error."""
+    same = parent if parent is not None and parent.disk_size == source.size else None
+    plan = source.plan(same)
+    for off, length in plan.extents:
+        if off < 0 or length < 0 or off + length > source.size:
+            raise InvalidInputError(
+                f"changed extent [{off}, {length}] ends past the disk end ({source.size} bytes)"
+            )
+    if plan.note:
+        log.warning("%s: %s", source.label, plan.note)
+    return plan
 
 
 def replicate(
     repo: Repository,
     disk_id: str,
-    source: FileSource,
+    source: DiskSource,
     opts: ReplicationOptions | None = None,
     *,
     progress: Progress | None = None,
@@ -222,8 +227,11 @@ def replicate(
 ) -> PointRecord:
     """Replicate ``source`` as a new point of ``disk_id`` and return the committed point.
 
-    Incremental against the disk's latest point: with ``changed_extents`` only those
-    ranges are read; without, every data block is read but only changed ids are sent.
+    Incremental against the disk's latest point: when the source's plan is incremental
+    only its changed ranges are read; otherwise every data block is read but only changed
+    ids are sent. The point records the source's change token (the next run asks the
+    source for what changed since it) and, in its ``read`` tag, whether the run read
+    ``changed`` ranges or the ``full`` disk (with the reason in ``read_note``).
     Blocks already anywhere in the repository are never sent (dedup). On failure the
     packs already uploaded are indexed before the error propagates, so a retry resumes.
     """
@@ -245,8 +253,9 @@ def replicate(
         n_blocks = -(-source.size // block_size)
         parent_map = repo.block_map(parent) if parent and parent.block_size == block_size else []
         new_map = list(parent_map[:n_blocks]) + [ZERO_ID] * max(0, n_blocks - len(parent_map))
-        to_read = _plan_reads(source, n_blocks, block_size, parent, opts.changed_extents)
-        if opts.changed_extents is None or parent is None or parent.disk_size != source.size:
+        plan = _plan_reads(source, n_blocks, block_size, parent)
+        to_read = list(blocks_touched(plan.extents, block_size, n_blocks))
+        if not plan.incremental:
             # Blocks not read are holes in the source, whatever the parent had there.
             reading = set(to_read)
             new_map = [ZERO_ID if i not in reading else new_map[i] for i in range(n_blocks)]
@@ -281,19 +290,22 @@ def replicate(
             when = parent.time + timedelta(milliseconds=1)  # ids must sort in commit order
         run.stats.duration_s = round(time.monotonic() - started, 3)
         run.stats.holes = sum(1 for b in new_map if b == ZERO_ID)
-        return _commit(repo, disk_id, source, block_size, new_map, parent, parent_map, run, opts, when)
+        tags = {**opts.tags, "read": "changed" if plan.incremental else "full"}
+        if plan.note:
+            tags["read_note"] = plan.note[:500]
+        return _commit(repo, disk_id, source, block_size, new_map, parent, parent_map, run, tags, when)
 
 
 def _commit(
     repo: Repository,
     disk_id: str,
-    source: FileSource,
+    source: DiskSource,
     block_size: int,
     new_map: list[bytes],
     parent: PointRecord | None,
     parent_map: Sequence[bytes],
     run: _Run,
-    opts: ReplicationOptions,
+    tags: dict[str, str],
     when: datetime,
 ) -> PointRecord:
     """Write changed pages, then the point record: the commit."""
@@ -315,8 +327,9 @@ def _commit(
         block_size=block_size,
         pages=pages,
         parent=parent.id if parent else None,
-        source=opts.source_label or source.path,
-        tags=opts.tags,
+        source=source.label,
+        change_token=source.change_token,
+        tags=tags,
         stats=run.stats,
     )
     repo.write_point(point)

@@ -1,7 +1,10 @@
-"""Source disks: raw image files and block devices, read by aligned blocks.
+"""Raw image files and block devices: the file implementation of the source port.
 
-A source knows its size and, where the file system can tell (SEEK_DATA/SEEK_HOLE), which
-ranges hold data, so unallocated ranges are skipped without being read.
+A file source knows its size and, where the file system can tell (SEEK_DATA/SEEK_HOLE),
+which ranges hold data, so unallocated ranges are skipped without being read. An
+incremental needs a changed-extent list from outside (``--changed-extents``: what CBT,
+EBS ``ListChangedBlocks`` or Azure page-range diffs report); without one every data block
+is read and compared with the parent point by id.
 """
 
 from __future__ import annotations
@@ -12,20 +15,29 @@ import json
 import os
 import stat
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from shared.errors import InvalidInputError, SourceError
+from node_runtime.sources.port import Extent, ReadPlan
+from shared.errors import InvalidInputError, PermissionDeniedError, SourceError
+from shared.repo.points import PointRecord
 
-Extent = tuple[int, int]  # (offset, length)
 _BLKGETSIZE64 = 0x80081272
 
 
 class FileSource:
-    """A raw disk image or block device opened read-only."""
+    """A raw disk image or block device opened read-only (a :class:`DiskSource`).
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = str(path)
+    ``changed_extents``: the ranges changed since the disk's latest point, if known.
+    """
+
+    change_token: str | None = None  # files carry no change tracking of their own
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, changed_extents: Sequence[Extent] | None = None
+    ) -> None:
+        self.path = self.label = str(path)
+        self.changed_extents = changed_extents
         try:
             self.fd = os.open(self.path, os.O_RDONLY)
             mode = os.fstat(self.fd).st_mode
@@ -62,6 +74,16 @@ class FileSource:
                 f"{self.path} shrank while being read (short read at offset {offset})", path=self.path
             )
         return data
+
+    def plan(self, parent: PointRecord | None) -> ReadPlan:
+        if self.changed_extents is None:
+            return ReadPlan(self.data_extents(), incremental=False)
+        if parent is None:
+            return ReadPlan(
+                self.data_extents(), incremental=False,
+                note="extent list ignored: no earlier point of this disk with the same size; read the whole disk",
+            )  # fmt: skip
+        return ReadPlan(self.changed_extents, incremental=True)
 
     def data_extents(self) -> list[Extent]:
         """Ranges that may hold data; everything else reads as zeros."""
@@ -108,14 +130,61 @@ def load_extents(path: str | os.PathLike[str]) -> list[Extent]:
     return out
 
 
-def blocks_touched(extents: Sequence[Extent], block_size: int, n_blocks: int) -> Iterator[int]:
-    """Indices of blocks overlapping any extent, ascending, without duplicates."""
-    marks = bytearray(n_blocks)
-    for offset, length in extents:
-        if length == 0:
-            continue
-        first = offset // block_size
-        last = min((offset + length - 1) // block_size, n_blocks - 1)
-        for i in range(first, last + 1):
-            marks[i] = 1
-    return (i for i in range(n_blocks) if marks[i])
+class FileSnapshot:
+    """Image files and block devices opened for one run (no snapshot: the caller keeps
+    them quiet, or uses LVM/filesystem snapshots and names those)."""
+
+    hardware = None
+
+    def __init__(self, disks: dict[str, FileSource]) -> None:
+        self.disks = disks
+
+    def close(self) -> None:
+        for src in self.disks.values():
+            src.close()
+        self.disks = {}
+
+
+class FileMachine:
+    """A :class:`~node_runtime.sources.port.MachineSource` over paths the node may read.
+
+    ``disks``: (path, changed extents or None). ``allowed_roots``: every path must lie
+    under one of them (its real path; or, for a block device, the path as named, so
+    ``/dev/vg0/lv`` symlinks work), checked before any byte is read."""
+
+    def __init__(self, disks: Sequence[tuple[str, Sequence[Extent] | None]], allowed_roots: Sequence[Path]) -> None:
+        self.disk_specs = list(disks)
+        self.allowed_roots = [Path(os.path.abspath(r)) for r in allowed_roots]
+
+    def check(self) -> None:
+        for path, _ in self.disk_specs:
+            check_allowed(path, self.allowed_roots)
+
+    def open(self) -> FileSnapshot:
+        self.check()
+        opened: dict[str, FileSource] = {}
+        try:
+            for path, extents in self.disk_specs:
+                opened[path] = FileSource(path, changed_extents=extents)
+        except BaseException:
+            FileSnapshot(opened).close()
+            raise
+        return FileSnapshot(opened)
+
+
+def _under(path: Path, roots: Sequence[Path]) -> bool:
+    return any(path == root or root in path.parents for root in roots)
+
+
+def check_allowed(path: str, roots: Sequence[Path]) -> None:
+    """Refuse (PermissionDeniedError) a source outside the node's allowed roots."""
+    named = Path(os.path.abspath(path))
+    real = Path(os.path.realpath(path))
+    ok = _under(real, roots) or (_under(named, roots) and real.is_block_device())
+    if not ok:
+        where = ", ".join(str(r) for r in roots) or "none configured"
+        raise PermissionDeniedError(
+            f"source {path} is outside this node's allowed source roots ({where}); "
+            "start the node with --source-root to allow a folder or device path",
+            path=path,
+        )

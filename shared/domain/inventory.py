@@ -6,10 +6,11 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import ClassVar
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.domain.base import Name, Record, Slug
 from shared.domain.recovery import TargetConfig
+from shared.domain.vsphere import VCenterConnection
 
 NODE_STALE_AFTER = timedelta(minutes=2)
 
@@ -46,6 +47,14 @@ class Site(Record):
         default=None,
         description="Where machines recover to at this site (QEMU work dir, AWS region, Azure group).",
     )
+    vcenter: VCenterConnection | None = Field(
+        default=None, description="A vmware site's vCenter/ESXi (set through PUT /sites/{id}/vcenter)."
+    )
+    inventory_sync_minutes: int | None = Field(
+        default=60, ge=5, le=10080, description="Scheduled inventory sync period (null: on demand only)."
+    )
+    last_inventory_sync: InventorySyncStatus | None = None
+    inventory_job_id: str | None = Field(default=None, description="The latest inventory sync job.")
 
     @field_validator("credentials_ref")
     @classmethod
@@ -53,6 +62,22 @@ class Site(Record):
         if v is not None and ":" not in v:
             raise ValueError("credentials_ref must be a reference such as env:NAME or aws-secretsmanager:ARN")
         return v
+
+    @model_validator(mode="after")
+    def _vcenter_on_vmware(self) -> Site:
+        if self.vcenter is not None and self.site_kind is not SiteKind.VMWARE:
+            raise ValueError("only a vmware site has a vCenter connection")
+        return self
+
+
+class InventorySyncStatus(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    at: datetime
+    job_id: str = ""
+    ok: bool
+    error: str | None = Field(default=None, max_length=2000)
+    vms: int = 0
 
 
 class NodeRole(StrEnum):
@@ -74,6 +99,13 @@ class Node(Record):
     capacity: int = Field(default=40, ge=1, le=1000, description="Concurrent disks this node replicates.")
     heartbeat_at: datetime | None = None
     running_jobs: int = Field(default=0, ge=0)
+    source_sites: list[str] = Field(
+        default_factory=list, max_length=64,
+        description="vmware sites whose VMs this node is configured to read ('*': every one).",
+    )  # fmt: skip
+
+    def may_read(self, site_id: str) -> bool:
+        return "*" in self.source_sites or site_id in self.source_sites
 
     def online(self, now: datetime) -> bool:
         return self.heartbeat_at is not None and now - self.heartbeat_at <= NODE_STALE_AFTER

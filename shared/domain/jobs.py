@@ -17,6 +17,7 @@ class JobKind(StrEnum):
     RECOVERY = "recovery"
     TEST_RECOVERY = "test-recovery"
     CLEANUP = "cleanup"
+    INVENTORY_SYNC = "inventory-sync"
 
 
 class JobState(StrEnum):

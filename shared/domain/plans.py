@@ -9,6 +9,7 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.domain.base import Name, Record, Slug
+from shared.domain.vsphere import DISK_SOURCE_PREFIX, device_key
 from shared.policies.retention import RetentionPolicy
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
@@ -20,16 +21,30 @@ class _Part(BaseModel):
 
 class ProtectedDisk(_Part):
     disk_id: Slug = Field(description="Repository disk id; unique across the repository.")
-    source: str = Field(min_length=1, max_length=1024, description="Source: image path or block device.")
+    source: str = Field(
+        min_length=1, max_length=1024,
+        description="Source: an image path or block device, or 'device:<key>' for a disk of the machine's vSphere VM.",
+    )  # fmt: skip
     changed_extents: str | None = Field(
         default=None, max_length=1024, description="Optional file with the changed-extent list (CBT)."
     )
     block_size: int | None = Field(default=None, description="Block size for a new disk (64 KiB-4 MiB).")
 
 
+class SourceVm(_Part):
+    """The hypervisor VM a machine is read from (picked from the source site's inventory)."""
+
+    moref: str = Field(min_length=1, max_length=64, description="Managed object id, e.g. vm-42.")
+    instance_uuid: str = Field(
+        default="", max_length=64, description="vCenter instance UUID: finds the VM again if its moref changed."
+    )
+    inventory_id: str | None = Field(default=None, max_length=128)
+
+
 class ProtectedMachine(_Part):
     machine_id: Slug
     name: Name | None = None
+    vm: SourceVm | None = Field(default=None, description="Set when the machine is a VM of the source site.")
     disks: list[ProtectedDisk] = Field(min_length=1, max_length=64)
     instance_type: str | None = Field(default=None, max_length=64)
     private_ip: str | None = Field(default=None, max_length=64, description="Fixed address of the first NIC.")
@@ -41,6 +56,17 @@ class ProtectedMachine(_Part):
         default=None, max_length=256,
         description="Text the guest prints on its serial console once up (boot validation).",
     )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _sources_match(self) -> ProtectedMachine:
+        devices = [d.source.startswith(DISK_SOURCE_PREFIX) for d in self.disks]
+        if self.vm is not None and not all(devices):
+            raise ValueError(f"machine {self.machine_id}: a VM's disks are named 'device:<key>'")
+        if self.vm is None and any(devices):
+            raise ValueError(f"machine {self.machine_id}: 'device:<key>' disks need the machine's vm")
+        if any(d and device_key(disk.source) is None for d, disk in zip(devices, self.disks, strict=True)):
+            raise ValueError(f"machine {self.machine_id}: use 'device:<key>' with a numeric device key")
+        return self
 
 
 class ReplicationWindow(_Part):

@@ -8,6 +8,7 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.domain.base import Record, Slug
+from shared.domain.hardware import HardwareProfile
 
 
 class DiskPoint(BaseModel):
@@ -17,6 +18,9 @@ class DiskPoint(BaseModel):
     point_id: str = Field(max_length=64, description="The repository point id (docs/FORMAT.md).")
     disk_size: int = Field(ge=0)
     bytes_new: int = Field(default=0, ge=0, description="Bytes of new data this point added.")
+    read: str = Field(default="", max_length=16, description="'changed' (incremental) or 'full'.")
+    read_note: str = Field(default="", max_length=500, description="Why a full read, when one was not expected.")
+    change_token: str | None = Field(default=None, max_length=512, description="e.g. the disk's CBT changeId.")
 
 
 class RecoveryPoint(Record):
@@ -31,6 +35,7 @@ class RecoveryPoint(Record):
     time: datetime
     site_id: Slug
     disks: list[DiskPoint] = Field(min_length=1)
+    hardware: HardwareProfile | None = Field(default=None, description="The machine's virtual hardware then.")
 
 
 class MachineStatus(BaseModel):

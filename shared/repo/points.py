@@ -60,6 +60,10 @@ class PointRecord(BaseModel):
     pages: list[str | None]
     parent: str | None = None
     source: str = ""
+    change_token: str | None = Field(
+        default=None, max_length=512,
+        description="The source's name for this moment (e.g. a CBT changeId); the next run asks for changes since it.",
+    )  # fmt: skip
     tags: dict[str, str] = Field(default_factory=dict)
     stats: PointStats = Field(default_factory=PointStats)
 

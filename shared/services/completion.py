@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared.domain.jobs import Job, JobState
-from shared.services import jobs, recovery
+from shared.services import jobs, recovery, vsphere
 from shared.services.auth import Principal
 from shared.services.context import Control
 
@@ -17,6 +17,7 @@ def complete(
     """:func:`shared.services.jobs.complete`, then recovery reports and cleanup outcomes are stored;
     a report the control plane refuses is noted in the job's errors (the job keeps its state)."""
     job = jobs.complete(ctl, principal, job_id, state=state, result=result, error=error)
+    vsphere.sync_finished(ctl, job)
     if job.job_kind not in recovery.RECOVERY_KINDS:
         return job
     problems = recovery.record_outcome(ctl, job, result or {})

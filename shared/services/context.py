@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from shared.ports.job_queue import JobQueue
 from shared.ports.metadata_store import MetadataStore
+from shared.ports.secrets import SecretVault
 from shared.ports.workflow import WorkflowStarter
 
 
@@ -27,3 +28,5 @@ class Control:
     #: where recovery runs go when a workflow engine runs them (Step Functions in AWS);
     #: None: nodes run them with the local runner
     workflows: WorkflowStarter | None = None
+    #: where secrets users hand the control plane are kept (vCenter passwords); None: refused
+    secrets: SecretVault | None = None

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared.domain.base import new_id
+from shared.domain.hardware import HardwareProfile
 from shared.domain.jobs import Job, JobKind, JobProgress, JobState
 from shared.domain.points import DiskPoint, MachineStatus, PlanStatus, RecoveryPoint
 from shared.errors import ConflictError, InvalidStateError, NotFoundError, PermissionDeniedError
@@ -99,7 +100,8 @@ def _save(ctl: Control, job: Job) -> Job:
     return ctl.store.update(job)
 
 
-def _owned(ctl: Control, principal: Principal, job_id: str) -> Job:
+def owned(ctl: Control, principal: Principal, job_id: str) -> Job:
+    """The job, if it runs on the calling node (else PermissionDeniedError)."""
     job = ctl.store.get(Job, job_id)
     if principal.node_id is None or job.node_id != principal.node_id:
         raise PermissionDeniedError(f"job {job_id} is not running on this node", job_id=job_id)
@@ -109,7 +111,7 @@ def _owned(ctl: Control, principal: Principal, job_id: str) -> Job:
 def report_progress(ctl: Control, principal: Principal, job_id: str, progress: JobProgress) -> Job:
     """Record progress and extend the lease; the answer tells the node if it should cancel."""
     for _ in range(3):
-        job = _owned(ctl, principal, job_id)
+        job = owned(ctl, principal, job_id)
         if job.terminal:
             raise InvalidStateError(f"job {job_id} is already {job.state}", job_id=job_id)
         now = ctl.now()
@@ -142,7 +144,7 @@ def complete(
         raise InvalidStateError(
             f"a node can only finish a job as succeeded, failed or cancelled, not {state}"
         )
-    job = _owned(ctl, principal, job_id)
+    job = owned(ctl, principal, job_id)
     if job.state is JobState.RUNNING and state is JobState.CANCELLED:
         raise InvalidStateError(f"job {job_id} was not asked to cancel", job_id=job_id)
     now = ctl.now()
@@ -175,6 +177,7 @@ def _record_points(ctl: Control, job: Job, result: dict[str, Any], now: datetime
             created_at=datetime.fromisoformat(machine["time"]),
             site_id=site_id or "unknown",
             disks=[DiskPoint(**d) for d in machine["disks"]],
+            hardware=HardwareProfile.model_validate(machine["hardware"]) if machine.get("hardware") else None,
         )
         try:
             ctl.store.create(point)

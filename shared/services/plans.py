@@ -8,8 +8,8 @@ from typing import Any
 from shared.domain.inventory import Site
 from shared.domain.jobs import Job, JobKind
 from shared.domain.plans import PlanState, ProtectionPlan
-from shared.errors import ConflictError, InvalidStateError
-from shared.services import jobs
+from shared.errors import ConflictError, InvalidInputError, InvalidStateError
+from shared.services import jobs, vsphere
 from shared.services.context import Control
 
 
@@ -18,11 +18,18 @@ def replication_params(
 ) -> dict[str, Any]:
     """The snapshot a node needs to run one plan run, taken when the job is created
     (``sites``: an already-read id -> site map, to spare one read per plan)."""
-    site = (
-        sites[plan.target_site_id]
-        if sites and plan.target_site_id in sites
-        else ctl.store.get(Site, plan.target_site_id)
-    )
+    def site_of(site_id: str) -> Site:
+        return sites[site_id] if sites and site_id in sites else ctl.store.get(Site, site_id)
+
+    site = site_of(plan.target_site_id)
+    source = None
+    if any(m.vm is not None for m in plan.machines):
+        source = vsphere.source_params(site_of(plan.source_site_id))
+        if source is None:
+            raise InvalidInputError(
+                f"plan {plan.id} protects VMs, but its source site {plan.source_site_id} is not a vmware site "
+                "with a vCenter connection", plan_id=plan.id,
+            )  # fmt: skip
     return {
         "plan_id": plan.id,
         "target_site_id": site.id,
@@ -30,6 +37,7 @@ def replication_params(
         "credentials_ref": site.credentials_ref,
         "bandwidth_limit_mbps": plan.bandwidth_limit_mbps,
         "machines": [m.model_dump(mode="json") for m in plan.machines],
+        **({"source": source} if source else {}),
     }
 
 
@@ -51,6 +59,7 @@ def protect(ctl: Control, plan_id: str) -> ProtectionPlan:
     plan = ctl.store.get(ProtectionPlan, plan_id)
     ctl.store.get(Site, plan.target_site_id)  # the target must exist before protecting
     ctl.store.get(Site, plan.source_site_id)
+    replication_params(ctl, plan)  # refuses a plan its sites cannot serve (VMs without a vCenter)
     return set_state(ctl, plan_id, PlanState.ACTIVE, allowed_from={PlanState.DRAFT, PlanState.PAUSED})
 
 

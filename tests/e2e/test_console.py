@@ -145,7 +145,8 @@ def test_console_end_to_end(procs: Processes, tmp_path: Path) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     procs.start(
-        "up", "up", "--data-dir", str(tmp_path / "data"), "--port", str(port), "--scheduler-seconds", "1"
+        "up", "up", "--data-dir", str(tmp_path / "data"), "--port", str(port), "--scheduler-seconds", "1",
+        "--source-root", str(tmp_path)
     )
     password = wait_for(
         "admin password", lambda: re.search(r"password '([^']+)'", procs.log("up")), 60

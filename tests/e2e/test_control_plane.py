@@ -91,7 +91,7 @@ def test_scheduler_and_node_protect_disks_and_survive_a_killed_node(procs: Proce
         "admin password", lambda: re.search(r"password '([^']+)'", procs.log("up")), 60
     ).group(1)
     node_args = ("node", "run", "--api", url, "--site", "local", "--name", "n1", "--poll-seconds", "0.5",
-                 "--token-file", str(data / "secrets" / "node.token"))  # fmt: skip
+                 "--token-file", str(data / "secrets" / "node.token"), "--source-root", str(tmp_path))  # fmt: skip
     node = procs.start("node", *node_args)
 
     api = ApiClient(url)

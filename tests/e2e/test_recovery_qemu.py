@@ -51,7 +51,8 @@ def test_test_recovery_into_qemu_from_a_chosen_point(procs: Processes, tmp_path:
     data = tmp_path / "lifeboat-data"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    procs.start("up", "up", "--data-dir", str(data), "--port", str(port), "--scheduler-seconds", "1")
+    procs.start("up", "up", "--data-dir", str(data), "--port", str(port), "--scheduler-seconds", "1",
+                "--source-root", str(tmp_path))
     password = wait_for(
         "admin password", lambda: re.search(r"password '([^']+)'", procs.log("up")), 60
     ).group(1)

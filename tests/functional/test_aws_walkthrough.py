@@ -149,6 +149,7 @@ def test_walkthrough_api_dynamodb_sqs_node_s3_step_functions(aws: SimpleNamespac
     from functions.recovery.node_jobs import job_runners
     from functions.recovery.targets import build_target
     from node_runtime.agent import NodeAgent
+    from node_runtime.sources.resolve import SourcePolicy
 
     vpc = aws.ec2.create_vpc(CidrBlock="10.40.0.0/16")["Vpc"]["VpcId"]
     prod = aws.ec2.create_subnet(VpcId=vpc, CidrBlock="10.40.1.0/24")["Subnet"]["SubnetId"]
@@ -177,7 +178,8 @@ def test_walkthrough_api_dynamodb_sqs_node_s3_step_functions(aws: SimpleNamespac
     serve_in_thread(server)
     try:
         agent = NodeAgent(ApiClient(f"http://127.0.0.1:{server.server_address[1]}", token), name="node-a",
-                          site_id="aws-dr", runners=job_runners(build_target))  # fmt: skip
+                          site_id="aws-dr", runners=job_runners(build_target),
+                          source_policy=SourcePolicy(allowed_roots=[tmp_path]))  # fmt: skip
         agent.register()
         claimed = agent.client.claim(agent.node_id)
         assert claimed is not None and claimed["id"] == job["id"]

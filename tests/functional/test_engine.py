@@ -14,7 +14,7 @@ import pytest
 
 from node_runtime.recovery.restore import restore
 from node_runtime.replication.pipeline import ReplicationOptions, replicate
-from node_runtime.replication.source import FileSource
+from node_runtime.sources.files import FileSource
 from shared.adapters.local.folder_store import FolderStore
 from shared.adapters.store_wrappers import CountingStore
 from shared.errors import (
@@ -58,9 +58,9 @@ def repo_dir(tmp_path: Path) -> Path:
     return tmp_path / "repo"
 
 
-def run(repo: Repository, disk: str, image: Path, **opts) -> object:
+def run(repo: Repository, disk: str, image: Path, changed_extents=None, **opts) -> object:
     options = ReplicationOptions(**{**SMALL.__dict__, **opts})
-    with FileSource(image) as src:
+    with FileSource(image, changed_extents=changed_extents) as src:
         return replicate(repo, disk, src, options)
 
 

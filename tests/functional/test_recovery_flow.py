@@ -25,7 +25,7 @@ from functions.recovery.local_runner import run_cleanup, run_recovery
 from functions.recovery.models import RunState
 from functions.recovery.ports import RecoveryPorts, RunCancelled
 from node_runtime.replication.pipeline import ReplicationOptions, replicate
-from node_runtime.replication.source import FileSource
+from node_runtime.sources.files import FileSource
 from shared.adapters.local.folder_store import FolderStore
 from shared.domain.inventory import Site, SiteKind
 from shared.domain.plans import BootGroup, NetworkMapping, ProtectedDisk, ProtectedMachine, ProtectionPlan

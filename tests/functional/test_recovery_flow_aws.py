@@ -20,7 +20,7 @@ from functions.recovery.ports import RecoveryPorts
 from node_runtime.recovery.ebs_direct import EBS_BLOCK_SIZE
 from node_runtime.recovery.targets.aws_target import AwsTarget, Poll
 from node_runtime.replication.pipeline import ReplicationOptions, replicate
-from node_runtime.replication.source import FileSource
+from node_runtime.sources.files import FileSource
 from shared.adapters.local.folder_store import FolderStore
 from shared.domain.inventory import Site, SiteKind
 from shared.domain.plans import BootGroup, NetworkMapping, ProtectedDisk, ProtectedMachine, ProtectionPlan

@@ -17,6 +17,7 @@ from functions.api import app as api
 from functions.embedded.http_server import make_server, serve_in_thread
 from functions.recovery.node_jobs import job_runners
 from node_runtime.agent import NodeAgent
+from node_runtime.sources.resolve import SourcePolicy
 from shared.api_client import ApiClient
 from shared.errors import LifeboatError
 from tests.support.control import InProcessApi
@@ -34,7 +35,8 @@ class World:
         self.operator = ApiClient(self.url, self.control.tokens["operator"])
         self.fake = FakeTarget()
         self.agent = NodeAgent(ApiClient(self.url, self.control.tokens["node1"]), name="n1", site_id="local",
-                               runners=job_runners(lambda _cfg: self.fake.target()), progress_seconds=0.2)  # fmt: skip
+                               runners=job_runners(lambda _cfg: self.fake.target()), progress_seconds=0.2,
+                               source_policy=SourcePolicy(allowed_roots=[tmp]))  # fmt: skip
         self.images = {m: create(tmp / f"{m}.img", 2 * MiB, seed=80 + i) for i, m in enumerate(("db", "web"))}
 
     def run_next_job(self) -> dict[str, Any]:

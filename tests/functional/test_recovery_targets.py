@@ -28,7 +28,7 @@ from node_runtime.recovery.ebs_direct import EBS_BLOCK_SIZE, EbsSnapshotWriter, 
 from node_runtime.recovery.reconstruct import reconstruct
 from node_runtime.recovery.writers import FileWriter
 from node_runtime.replication.pipeline import ReplicationOptions, replicate
-from node_runtime.replication.source import FileSource
+from node_runtime.sources.files import FileSource
 from shared.adapters.local.folder_store import FolderStore
 from shared.errors import TargetError
 from shared.repo.keys import ZERO_ID, KdfParams

@@ -33,7 +33,7 @@ from node_runtime.recovery.targets.base import (
     ValidationSpec,
 )
 from node_runtime.replication.pipeline import ReplicationOptions, replicate
-from node_runtime.replication.source import FileSource
+from node_runtime.sources.files import FileSource
 from shared.adapters.local.folder_store import FolderStore
 from shared.errors import InvalidInputError, TargetError
 from shared.repo.keys import ZERO_ID, KdfParams
