@@ -157,6 +157,9 @@ def register(app: typer.Typer) -> None:
 
     sites = typer.Typer(help="Sites (API).", no_args_is_help=True)
     app.add_typer(sites, name="sites")
+    from cli import inventory  # its commands hang off `sites` and the app
+
+    inventory.register(app, sites)
 
     @sites.command("list")
     def sites_list(as_json: JsonOpt = False) -> None:

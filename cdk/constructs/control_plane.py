@@ -9,7 +9,7 @@ route with powertools. Authentication at the gateway:
   node-agent routes (``/nodes/register``, ``/nodes/{id}/heartbeat``, ``/nodes/{id}/claim``,
   ``/jobs/{id}/progress``, ``/jobs/{id}/complete``): nodes authenticate with scoped API tokens
   (``lbt_...``, only a SHA-256 stored) that the application verifies itself
-  (``functions/api/app._authenticate``, permission ``NODE_WORK``), because a node is not a
+  (``functions/api/core._authenticate``, permission ``NODE_WORK``), because a node is not a
   Cognito user. Those routes still get the header validator.
 
 Access logs (JSON) go to their own log group; stage throttling, X-Ray tracing and execution

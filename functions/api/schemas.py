@@ -1,6 +1,6 @@
 """Request bodies and response envelopes of the REST API (pydantic; they become the OpenAPI)."""
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -11,7 +11,10 @@ from shared.domain.plans import ProtectionPlan
 
 _BASE_FIELDS = {"id", "revision", "created_at", "updated_at"}
 #: never served: secrets' hashes and internal queue state
-PRIVATE_FIELDS = {"password_hash", "secret_hash", "queue_message"}
+PRIVATE_FIELDS = {"password_hash", "secret_hash", "queue_message", "ciphertext"}
+#: a site's fields only the server writes: the vCenter connection has its own route (its
+#: password goes to the vault) and sync status comes from sync jobs
+SITE_SERVER_FIELDS = frozenset({"vcenter", "last_inventory_sync", "inventory_job_id"})
 
 
 def input_model(
@@ -42,8 +45,8 @@ if TYPE_CHECKING:  # built at import time; to a type checker they are plain mode
     PlanIn = BaseModel
     PlanUpdate = BaseModel
 else:
-    SiteIn = input_model(Site, name="SiteIn")
-    SiteUpdate = update_model(Site, name="SiteUpdate")
+    SiteIn = input_model(Site, exclude=SITE_SERVER_FIELDS, name="SiteIn")
+    SiteUpdate = update_model(Site, exclude=SITE_SERVER_FIELDS, name="SiteUpdate")
     PlanIn = input_model(ProtectionPlan, exclude={"state"}, name="PlanIn")
     PlanUpdate = update_model(ProtectionPlan, exclude={"state"}, name="PlanUpdate")
 
@@ -85,6 +88,9 @@ class NodeRegisterIn(BaseModel):
     role: NodeRole = NodeRole.REPLICATION
     software_version: str = Field(default="", max_length=64)
     capacity: int = Field(default=40, ge=1, le=1000)
+    source_sites: list[Annotated[str, Field(pattern=r"^(\*|[A-Za-z0-9][A-Za-z0-9._-]{0,127})$")]] = Field(
+        default_factory=list, max_length=64
+    )
 
 
 class HeartbeatIn(BaseModel):

@@ -23,6 +23,16 @@ class SiteKind(StrEnum):
     LOCAL = "local"
 
 
+class InventorySyncStatus(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    at: datetime
+    job_id: str = ""
+    ok: bool
+    error: str | None = Field(default=None, max_length=2000)
+    vms: int = 0
+
+
 class Site(Record):
     """A place: a cloud region, a vCenter, a KVM host, or this machine."""
 
@@ -68,16 +78,6 @@ class Site(Record):
         if self.vcenter is not None and self.site_kind is not SiteKind.VMWARE:
             raise ValueError("only a vmware site has a vCenter connection")
         return self
-
-
-class InventorySyncStatus(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    at: datetime
-    job_id: str = ""
-    ok: bool
-    error: str | None = Field(default=None, max_length=2000)
-    vms: int = 0
 
 
 class NodeRole(StrEnum):

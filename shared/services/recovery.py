@@ -29,6 +29,7 @@ from shared.domain.recovery import (
     ValidationSpec,
 )
 from shared.errors import ConflictError, InvalidInputError, InvalidStateError, NotFoundError
+from shared.policies.sizing import choose_size
 from shared.policies.recovery import MappingRefused, boot_sequence, choose_points, map_nics
 from shared.ports.metadata_store import every
 from shared.services import jobs
@@ -83,8 +84,9 @@ def build_flow_input(
                 nics = map_nics(plan, m, mode, platform_isolates=isolates)
             except MappingRefused as exc:
                 raise InvalidInputError(str(exc), plan_id=plan.id) from exc
+            size = choose_size(site.recovery_target.platform, point.hardware, m.instance_type)
             runs.append(MachineRun(
-                machine_id=machine_id, name=m.name or machine_id, instance_type=m.instance_type,
+                machine_id=machine_id, name=m.name or machine_id, instance_type=size.instance_type,
                 recovery_point_id=point.id, point_time=point.time, disks=point.disks, nics=nics,
                 validation=ValidationSpec(marker=m.boot_marker, timeout_seconds=plan.boot_timeout_seconds),
             ))  # fmt: skip

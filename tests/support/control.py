@@ -10,6 +10,7 @@ from typing import Any
 
 from functions.api import app as api
 from functions.embedded.http_server import _LambdaContext, to_event
+from shared.adapters.local.sealed_secrets import SealedSecretVault
 from shared.adapters.local.sqlite_metadata import SqliteMetadataStore
 from shared.adapters.local.sqlite_queue import SqliteJobQueue
 from shared.domain.identity import Role, User
@@ -46,6 +47,7 @@ class InProcessApi:
             jwt_secret="test-secret-" + "x" * 32,
             now=self.clock,
         )
+        self.ctl.secrets = SealedSecretVault(self.ctl.store, b"k" * 32)
         self.configure()
         self.tokens: dict[str, str] = {}
         for role in (Role.ADMIN, Role.OPERATOR, Role.VIEWER):
