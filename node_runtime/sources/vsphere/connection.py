@@ -49,12 +49,37 @@ class Endpoint:
         return urlsplit(self.url).path or "/sdk"
 
 
-def ssl_context(tls: VCenterTls) -> ssl.SSLContext:
-    """Verification on (system CAs + the site's ``ca_pem``), unless pinned or ``insecure``.
+class ThumbprintMismatchError(ssl.SSLError):
+    """The peer's certificate is not the pinned one."""
 
-    With a pinned thumbprint the chain is not checked; the exact certificate is (by
-    pyvmomi for the API, by urllib3's ``assert_fingerprint`` for datastore reads)."""
-    if tls.insecure or tls.thumbprint:
+
+class PinnedContext(ssl.SSLContext):
+    """Trusts exactly one certificate: every connection's peer certificate must hash to the
+    pinned thumbprint (SHA-1/256/512 by its length), checked right after the handshake."""
+
+    pinned: str = ""
+
+    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:  # type: ignore[override]
+        sock = super().wrap_socket(*args, **kwargs)
+        der = sock.getpeercert(binary_form=True) or b""
+        algorithm = {40: "sha1", 64: "sha256", 128: "sha512"}[len(self.pinned)]
+        actual = hashlib.new(algorithm, der).hexdigest()
+        if actual != self.pinned:
+            sock.close()
+            raise ThumbprintMismatchError(f"expected {self.pinned}, the host presented {actual}")
+        return sock
+
+
+def ssl_context(tls: VCenterTls) -> ssl.SSLContext:
+    """Verification on (system CAs + the site's ``ca_pem``, host name checked), unless a
+    thumbprint is pinned (that exact certificate, on every connection) or ``insecure``."""
+    if tls.thumbprint:
+        pinned = PinnedContext(ssl.PROTOCOL_TLS_CLIENT)
+        pinned.check_hostname = False
+        pinned.verify_mode = ssl.CERT_NONE
+        pinned.pinned = tls.thumbprint
+        return pinned
+    if tls.insecure:
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
@@ -99,14 +124,14 @@ def connect(endpoint: Endpoint) -> Session:
     try:
         si = SmartConnect(
             host=endpoint.host, port=endpoint.port, path=endpoint.path, user=endpoint.username,
-            pwd=endpoint.password, sslContext=ssl_context(tls), thumbprint=tls.thumbprint,
-            disableSslCertValidation=tls.insecure, httpConnectionTimeout=CONNECT_TIMEOUT_S,
+            pwd=endpoint.password, sslContext=ssl_context(tls), disableSslCertValidation=tls.insecure,
+            httpConnectionTimeout=CONNECT_TIMEOUT_S,
         )  # fmt: skip
     except vim.fault.InvalidLogin as exc:
         raise AuthenticationError(
             f"{where} rejected the user name or password for {endpoint.username!r}", site_id=endpoint.site_id
         ) from exc
-    except ThumbprintMismatchException as exc:
+    except (ThumbprintMismatchException, ThumbprintMismatchError) as exc:
         raise SourceError(
             f"{where}: the certificate does not match the pinned thumbprint ({exc})", site_id=endpoint.site_id
         ) from exc
