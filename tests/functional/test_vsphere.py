@@ -371,3 +371,54 @@ def test_a_killed_node_leaves_its_snapshot_and_the_restarted_node_sweeps_it(worl
         if node.poll() is None:
             node.kill()
         log.close()
+
+
+def test_a_plan_built_from_inventory_recovers_into_qemu_sized_from_the_vm_and_boots(
+    world: World, tmp_path: Path
+) -> None:
+    from pyVmomi import vim
+
+    from functions.recovery.node_jobs import job_runners
+    from functions.recovery.targets import build_target
+    from node_runtime.sources.vsphere.snapshots import wait_task
+    from tests.support.bootdisk import boot_line, build_boot_disk
+
+    sim = world.sim
+    vm_sim = sim.vms()[0]
+    image = build_boot_disk(tmp_path / "boot.img", marker="vsphere-vm1", size_mib=64)
+    sim.load(vm_sim["moref"], vm_sim["disks"][0]["key"], image)
+    session = connect(Endpoint("vc", sim.url, sim.username, sim.password, VCenterTls(ca_pem=world.pki.ca_pem)))
+    try:  # the VM has 1 vCPU and 384 MiB: the recovered instance must get the same
+        vm = session.content.searchIndex.FindByUuid(None, vm_sim["uuid"], True, True)
+        wait_task(vm.ReconfigVM_Task(vim.vm.ConfigSpec(numCPUs=1, memoryMB=384)), "resize")
+    finally:
+        session.close()
+    world.operator.request("PUT", "/sites/dr", {
+        **{k: v for k, v in world.operator.request("GET", "/sites/dr").items()
+           if k not in ("id", "created_at", "updated_at", "vcenter", "last_inventory_sync", "inventory_job_id")},
+        "recovery_target": {"platform": "qemu", "work_dir": str(tmp_path / "vms")}})  # fmt: skip
+    synced(world)
+    vm_row = next(v for v in world.vms() if v["moref"] == vm_sim["moref"])
+    machine = world.operator.request("POST", f"/inventory/vms/{vm_row['id']}/machine", {"machine_id": "vm1"})
+    world.operator.create_plan(
+        id="p1", name="from inventory", source_site_id="vc", target_site_id="dr", rpo_minutes=600,
+        machines=[{**machine, "boot_marker": boot_line("vsphere-vm1")}], boot_timeout_seconds=180,
+        network_mapping=[{"source_network": n, "target_network": "lan", "test_network": "bubble"}
+                         for n in dict.fromkeys(machine["networks"])],
+    )  # fmt: skip
+    world.operator.plan_action("p1", "protect")
+    world.agent.runners.update(job_runners(build_target))
+    job = replicate(world)
+    assert job["state"] == "succeeded", job
+    assert job["result"]["machines"][0]["hardware"]["memory_mb"] == 384
+    recovery = world.operator.request("POST", "/plans/p1/recover", {"mode": "test"})
+    done = world.run_next_job()
+    assert done["id"] == recovery["id"] and done["state"] == "succeeded", done
+    report = world.operator.request("GET", f"/recoveries/{recovery['id']}")
+    (m,) = [m for g in report["groups"] for m in g["machines"]]
+    assert m["status"] == "recovered", m
+    assert m["evidence"]["ok"] and "BOOT-OK vsphere-vm1" in m["evidence"]["excerpt"], m
+    spec = json.loads(next((tmp_path / "vms").rglob("vm.json")).read_text())
+    assert spec["cpus"] == 1 and spec["memory_mib"] == 384
+    world.operator.plan_action("p1", "cleanup-test")
+    assert world.run_next_job()["state"] == "succeeded"
