@@ -26,8 +26,9 @@ import pytest
 
 from shared.domain.audit import Alert, AuditEvent, IdempotencyRecord
 from shared.domain.base import Record
+from shared.domain.hardware import Firmware
 from shared.domain.identity import ApiToken, Role, User
-from shared.domain.inventory import Node, NodeRole, Site, SiteKind
+from shared.domain.inventory import InventorySyncStatus, Node, NodeRole, Site, SiteKind
 from shared.domain.jobs import Job, JobKind, JobProgress, JobState
 from shared.domain.plans import (
     BootGroup,
@@ -40,6 +41,16 @@ from shared.domain.plans import (
     ScriptHook,
 )
 from shared.domain.points import DiskPoint, MachineStatus, PlanStatus, RecoveryPoint
+from shared.domain.vsphere import (
+    InventoryDisk,
+    InventoryNic,
+    InventoryObject,
+    InventoryObjectType,
+    InventoryVm,
+    PresenceState,
+    VCenterConnection,
+    VCenterTls,
+)
 from shared.errors import ConflictError, InvalidInputError, NotFoundError
 from shared.policies.retention import RetentionPolicy
 from shared.ports.metadata_store import MetadataStore, Page
@@ -174,6 +185,24 @@ def _job(job_id: str, **changes: Any) -> Job:
 
 
 SAMPLES: dict[str, Callable[[], Record]] = {
+    "vmware-site": lambda: Site(
+        id="site-vc", name="vCenter", site_kind=SiteKind.VMWARE, repository_url="/unused",
+        vcenter=VCenterConnection(url="https://vc.example/sdk", username="svc-lifeboat",
+                                  password_ref="lifeboat-secret:secret-1", tls=VCenterTls(thumbprint="ab" * 32)),
+        last_inventory_sync=InventorySyncStatus(at=T0, job_id="job-9", ok=False, error="site site-vc: refused"),
+    ),
+    "inventory-vm": lambda: InventoryVm(
+        id="site-vc.vm-42", site_id="site-vc", moref="vm-42", instance_uuid="5012-abcd", name="web-1",
+        cpus=2, memory_mb=4096, firmware=Firmware.EFI, cbt_enabled=True, state=PresenceState.MISSING,
+        nics=[InventoryNic(key=4000, network="VM Network", mac="00:50:56:aa:bb:cc", adapter="vmxnet3")],
+        disks=[InventoryDisk(key=2000, capacity_bytes=1 << 30, file="[ds1] web-1/web-1.vmdk", bus="scsi",
+                             controller="pvscsi", change_id="52 aa/7")],
+        last_seen_at=T0, missing_since=T0,
+    ),
+    "inventory-object": lambda: InventoryObject(
+        id="site-vc.network-7", site_id="site-vc", object_type=InventoryObjectType.NETWORK, moref="network-7",
+        name="VM Network", parent="DC0", details={"type": "standard"}, last_seen_at=T0,
+    ),
     "site": lambda: Site(
         id="site-aws",
         name="AWS eu-west-1",
