@@ -1,7 +1,8 @@
 """Composition root of the Lambda functions: DynamoDB metadata, SQS queue, env configuration.
 
 Environment: LIFEBOAT_TABLE (DynamoDB table), LIFEBOAT_QUEUE_URL (SQS), LIFEBOAT_JOB_LEASE_SECONDS
-(optional), LIFEBOAT_RECOVERY_STATE_MACHINE and LIFEBOAT_TEST_CLEANUP_STATE_MACHINE (ARNs; when
+(optional), LIFEBOAT_SECRET_PREFIX (the Secrets Manager names vCenter passwords are kept
+under), LIFEBOAT_RECOVERY_STATE_MACHINE and LIFEBOAT_TEST_CLEANUP_STATE_MACHINE (ARNs; when
 set, test and failover recoveries and test cleanups run in Step Functions, migrations on a
 node). In AWS users authenticate with Cognito (the API Gateway authorizer passes claims),
 so no signing secret is needed; node tokens are verified against their stored hashes.
@@ -19,6 +20,7 @@ from shared.services.context import Control
 @functools.cache
 def control() -> Control:
     from shared.adapters.aws.dynamo_metadata import DynamoMetadataStore
+    from shared.adapters.aws.secrets_manager_vault import SecretsManagerVault
     from shared.adapters.aws.sqs_queue import SqsJobQueue
 
     workflows = None
@@ -35,4 +37,5 @@ def control() -> Control:
         queue=SqsJobQueue(os.environ["LIFEBOAT_QUEUE_URL"]),
         jwt_secret=os.environ.get("LIFEBOAT_JWT_SECRET", ""),  # unused behind Cognito
         lease=timedelta(seconds=float(os.environ.get("LIFEBOAT_JOB_LEASE_SECONDS", "300"))),
+        secrets=SecretsManagerVault(os.environ.get("LIFEBOAT_SECRET_PREFIX", "lifeboat/vcenter/")),
     )

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from node_runtime.replication.pipeline import ReplicationOptions, replicate
 from node_runtime.sources.port import MachineSnapshot
 from node_runtime.sources.resolve import SourcePolicy, machine_source
-from node_runtime.sources.secrets import CONTROL_PLANE_SECRET, resolve_node_secret
+from node_runtime.sources.secrets import resolve_node_secret
 from node_runtime.sources.vsphere.connection import Endpoint, connect
 from node_runtime.sources.vsphere.inventory import discover
 from node_runtime.sources.vsphere.sweep import sweep_site
@@ -267,15 +267,13 @@ class NodeAgent:
         return {"machines": [results[m["machine_id"]] for m in machines]}
 
     def _source_secret(self, params: dict[str, Any], ref: str) -> str:
-        """A source password: ``lifeboat-secret:`` refs come from the control plane (for this
-        node and the job's source site only); others resolve on the node."""
-        if ref.startswith(CONTROL_PLANE_SECRET):
-            site_id = str((params.get("source") or {}).get("site_id", ""))
-            return self.client.source_credentials(self.node_id, site_id)
-        value = resolve_node_secret(ref)
-        if value is None:
-            raise InvalidInputError(f"credentials reference {ref} resolved to nothing")
-        return value
+        """A vmware site's vCenter password: its reference names the control plane's vault
+        (sealed in the metadata store, or Secrets Manager in AWS), so the node asks the
+        control plane, which answers only a node configured for that site (audited)."""
+        site_id = str((params.get("source") or {}).get("site_id", ""))
+        if not site_id:
+            raise InvalidInputError(f"credentials reference {ref} has no site to ask the control plane for")
+        return self.client.source_credentials(self.node_id, site_id)
 
     def _inventory_sync(self, job: dict[str, Any], context: JobContext) -> JobOutcome:
         """Discover a vmware site's inventory and hand it to the control plane whole."""

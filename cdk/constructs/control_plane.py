@@ -68,6 +68,7 @@ class ControlPlane(Construct):
             "LIFEBOAT_JOB_LEASE_SECONDS": str(config.job_lease_seconds),
             "LIFEBOAT_RECOVERY_STATE_MACHINE": state_machines["Recovery"].state_machine_arn,
             "LIFEBOAT_TEST_CLEANUP_STATE_MACHINE": state_machines["TestCleanup"].state_machine_arn,
+            "LIFEBOAT_SECRET_PREFIX": f"{config.prefix}/vcenter/",
         }
         self.api_function = LifeboatFunction(
             self,
@@ -105,6 +106,19 @@ class ControlPlane(Construct):
                 actions=["states:StartExecution"],
                 resources=[m.state_machine_arn for m in state_machines.values()],
             )
+        )
+        # vCenter passwords users hand the API are kept in Secrets Manager, under one prefix.
+        allow_wildcards(
+            self.api_function.role,
+            iam.PolicyStatement(
+                actions=["secretsmanager:CreateSecret", "secretsmanager:GetSecretValue",
+                         "secretsmanager:DeleteSecret", "secretsmanager:TagResource"],
+                resources=[cdk.Stack.of(self).format_arn(
+                    service="secretsmanager", resource="secret", resource_name=f"{config.prefix}/vcenter/*",
+                    arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME)],
+            ),
+            "Secret names are generated per vCenter connection; only secrets under Lifeboat's own "
+            "vcenter/ prefix (Secrets Manager appends a random suffix to every ARN).",
         )
         self._execution_events(config, assets, env, table, state_machines)
         events.Rule(

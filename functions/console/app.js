@@ -2,7 +2,7 @@
 import { session, get, announce, errorText, can } from "./lib.js";
 import { renderLogin } from "./pages/login.js";
 import { renderDashboard } from "./pages/dashboard.js";
-import { renderInventory } from "./pages/inventory.js";
+import { renderInventory, renderInventoryVm } from "./pages/inventory.js";
 import { renderPlans, renderPlanBuilder } from "./pages/plans.js";
 import { renderJobs, renderJob } from "./pages/jobs.js";
 import { renderPoints, renderRecovery } from "./pages/points.js";
@@ -11,6 +11,7 @@ import { renderSettings } from "./pages/settings.js";
 const ROUTES = [
   [/^\/dashboard$/, renderDashboard, "Dashboard", "dashboard"],
   [/^\/inventory$/, renderInventory, "Inventory", "inventory"],
+  [/^\/inventory\/vms\/([^/]+)$/, renderInventoryVm, "Virtual machine", "inventory"],
   [/^\/plans$/, renderPlans, "Plans", "plans"],
   [/^\/plans\/new$/, renderPlanBuilder, "Plan builder", "plans"],
   [/^\/plans\/([^/]+)\/edit$/, renderPlanBuilder, "Edit plan", "plans"],

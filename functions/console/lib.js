@@ -46,6 +46,20 @@ export async function api(method, path, body, { raw = false } = {}) {
 export const get = (path) => api("GET", path);
 export const post = (path, body) => api("POST", path, body === undefined ? {} : body);
 
+/** Every item of a paged list (follows next_cursor; at most `max` pages). */
+export async function all(path, max = 20) {
+  const items = [];
+  let cursor = null;
+  for (let n = 0; n < max; n++) {
+    const sep = path.includes("?") ? "&" : "?";
+    const page = await get(cursor ? `${path}${sep}cursor=${encodeURIComponent(cursor)}` : path);
+    items.push(...page.items);
+    cursor = page.next_cursor;
+    if (!cursor) break;
+  }
+  return items;
+}
+
 /** h("tag.class#id", {attrs}, ...children): strings become text nodes (never HTML). */
 export function h(spec, attrs, ...children) {
   const [tagAndClasses, id] = spec.split("#");
@@ -132,13 +146,15 @@ export async function submit(form, request, then, failed) {
   });
 }
 
-export function table(columns, rows, { caption, empty = "Nothing yet." } = {}) {
+/** A table of `rows`; `rowClass(row)` may name a class for a row (e.g. "missing"). */
+export function table(columns, rows, { caption, empty = "Nothing yet.", rowClass } = {}) {
   if (!rows.length) return h("p.empty", caption ? `${caption}: ${empty}` : empty);
   return h("div.table-wrap",
     h("table",
       caption ? h("caption", caption) : null,
       h("thead", h("tr", columns.map((c) => h("th", { scope: "col" }, c[0])))),
-      h("tbody", rows.map((r) => h("tr", columns.map((c) => h("td", { "data-label": c[0] }, c[1](r))))))));
+      h("tbody", rows.map((r) => h("tr", { class: (rowClass && rowClass(r)) || null },
+        columns.map((c) => h("td", { "data-label": c[0] }, c[1](r))))))));
 }
 
 export function badge(text, kind) {

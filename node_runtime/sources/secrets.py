@@ -1,10 +1,12 @@
-"""Secrets a node resolves itself, from a reference (never the secret in a plan or job).
+"""Secrets a node resolves itself (a repository passphrase), from a reference — never the
+secret in a plan or job:
 
 * ``env:NAME`` — an environment variable of the node process;
 * ``file:/path`` — the first line of a file (mode 0600 is the operator's business);
-* ``aws-secretsmanager:<arn or name>`` — AWS Secrets Manager, with the node's own role;
-* ``lifeboat-secret:<id>`` — sealed in the control plane's metadata store; only the
-  control plane can open it, and hands it to a node that serves the site (the agent asks).
+* ``aws-secretsmanager:<arn or name>`` — AWS Secrets Manager, with the node's own role.
+
+vCenter passwords are not among them: the control plane keeps those in its vault and hands
+them to a node configured for the site (the agent asks it).
 """
 
 from __future__ import annotations
@@ -13,8 +15,6 @@ import os
 from pathlib import Path
 
 from shared.errors import InvalidInputError, PermissionDeniedError, SourceError
-
-CONTROL_PLANE_SECRET = "lifeboat-secret:"
 
 
 def resolve_node_secret(ref: str) -> str:

@@ -29,8 +29,8 @@ from shared.domain.recovery import (
     ValidationSpec,
 )
 from shared.errors import ConflictError, InvalidInputError, InvalidStateError, NotFoundError
-from shared.policies.sizing import choose_size
 from shared.policies.recovery import MappingRefused, boot_sequence, choose_points, map_nics
+from shared.policies.sizing import choose_size
 from shared.ports.metadata_store import every
 from shared.services import jobs
 from shared.services.context import Control

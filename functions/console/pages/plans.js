@@ -1,6 +1,8 @@
 // Plans: the list with its actions, and the plan builder (create or edit). The API validates:
-// a 422's details[].loc is shown next to the input with the same data-loc.
-import { h, get, post, api, table, badge, when, field, action, announce, submit, can, busy, fill } from "../lib.js";
+// a 422's details[].loc is shown next to the input with the same data-loc. A vmware source
+// site's machines are picked from its inventory (the API builds each VM's machine); other
+// sites' machines name image files or block devices.
+import { h, get, post, api, all, table, badge, when, field, action, announce, submit, can, busy, fill, bytes, errorText } from "../lib.js";
 
 export async function renderPlans(main, _params, ctx) {
   const box = h("section.card", { "aria-labelledby": "plans-h" });
@@ -42,10 +44,17 @@ export async function renderPlans(main, _params, ctx) {
 }
 
 const blankMachine = (n) => ({ machine_id: `vm${n}`, name: "", disks: [{ disk_id: `vm${n}-d0`, source: "", block_size: "" }], networks: "", boot_marker: "", instance_type: "", private_ip: "" });
+const isBlank = (x) => !x.vm && x.disks.every((d) => !d.source);
+// a machine as the API has it -> the builder's model (a VM's networks stay a list: they come from its NICs)
+const formMachine = (x) => ({ ...x, networks: x.vm ? [...x.networks] : x.networks.join(", "), name: x.name || "", boot_marker: x.boot_marker || "",
+  instance_type: x.instance_type || "", private_ip: x.private_ip || "", disks: x.disks.map((d) => ({ ...d, block_size: d.block_size || "" })) });
 
 export async function renderPlanBuilder(main, [planId], ctx) {
   if (!can("operate")) { main.append(h("h1", "Plan builder"), h("p", "Your roles do not allow changing plans.")); return; }
   const sites = (await get("/sites?limit=500")).items;
+  const siteById = Object.fromEntries(sites.map((s) => [s.id, s]));
+  const isVmware = (id) => !!(siteById[id] && siteById[id].site_kind === "vmware");
+  const inventories = {}; // site id -> { vms, networks } | { loading } | { error }
   let revision = null;
   let m = {
     id: "", name: "", source_site_id: sites[0] ? sites[0].id : "", target_site_id: sites[0] ? sites[0].id : "",
@@ -58,14 +67,14 @@ export async function renderPlanBuilder(main, [planId], ctx) {
     m = {
       ...p,
       retention: Object.fromEntries(Object.entries(p.retention).map(([k, v]) => [k, v ?? ""])),
-      machines: p.machines.map((x) => ({ ...x, networks: x.networks.join(", "), name: x.name || "", boot_marker: x.boot_marker || "",
-        instance_type: x.instance_type || "", private_ip: x.private_ip || "", disks: x.disks.map((d) => ({ ...d, block_size: d.block_size || "" })) })),
+      machines: p.machines.map(formMachine),
       network_mapping: p.network_mapping.map((n) => ({ ...n, test_network: n.test_network || "", security_groups: n.security_groups.join(", ") })),
       boot_groups: p.boot_groups.map((g) => ({ ...g, machines: g.machines.join(", ") })),
       bandwidth_limit_mbps: p.bandwidth_limit_mbps ?? "",
     };
   }
   if (!ctx.alive) return;
+  if (!planId && isVmware(m.source_site_id)) m.machines = [];
   const title = planId ? `Edit plan ${planId}` : "New protection plan";
   const form = h("form.card.builder", { novalidate: true, "aria-labelledby": "builder-h" });
   main.append(h("h1#builder-h", title), form);
@@ -89,7 +98,8 @@ export async function renderPlanBuilder(main, [planId], ctx) {
       bandwidth_limit_mbps: num(m.bandwidth_limit_mbps),
       machines: m.machines.map((x) => ({
         machine_id: x.machine_id, name: x.name || null, instance_type: x.instance_type || null, private_ip: x.private_ip || null,
-        networks: list(x.networks), boot_marker: x.boot_marker || null,
+        networks: Array.isArray(x.networks) ? x.networks : list(x.networks), boot_marker: x.boot_marker || null,
+        vm: x.vm || null,
         disks: x.disks.map((d) => ({ disk_id: d.disk_id, source: d.source, block_size: num(d.block_size) })),
       })),
       network_mapping: m.network_mapping.map((n) => ({ source_network: n.source_network, target_network: n.target_network,
@@ -112,16 +122,130 @@ export async function renderPlanBuilder(main, [planId], ctx) {
     announce(`Boot group ${g[i + d].name || i + d + 1} moved to position ${i + d + 1}.`);
   }
 
+  // --- a vmware source site: its inventory, and VMs picked from it ---
+  async function loadInventory(siteId) {
+    if (inventories[siteId]) return;
+    inventories[siteId] = { loading: true };
+    const q = `site_id=${encodeURIComponent(siteId)}&limit=500`;
+    try {
+      const [vms, nets] = await Promise.all([all(`/inventory/vms?${q}`), all(`/inventory/objects?${q}&object_type=network`)]);
+      vms.sort((a, b) => a.name.localeCompare(b.name));
+      inventories[siteId] = { vms, networks: nets.filter((n) => n.state === "present").map((n) => n.name) };
+    } catch (err) {
+      inventories[siteId] = { error: errorText(err) };
+    }
+    if (ctx.alive) render();
+  }
+  const inventoryVm = (x) => {
+    const inv = x.vm && inventories[m.source_site_id];
+    return inv && inv.vms ? inv.vms.find((v) => v.id === x.vm.inventory_id || v.moref === x.vm.moref) : null;
+  };
+  const machineNetworks = () => [...new Set(m.machines.flatMap((x) => (Array.isArray(x.networks) ? x.networks : list(x.networks))))];
+  const unmapped = () => { const mapped = new Set(m.network_mapping.map((n) => n.source_network)); return machineNetworks().filter((n) => !mapped.has(n)); };
+
+  function unpick(inventoryId, name) {
+    const gone = m.machines.filter((x) => x.vm && x.vm.inventory_id === inventoryId).map((x) => x.machine_id);
+    m.machines = m.machines.filter((x) => !(x.vm && x.vm.inventory_id === inventoryId));
+    for (const g of m.boot_groups) g.machines = list(g.machines).filter((id) => !gone.includes(id)).join(", ");
+    render([`pick-${inventoryId}`]);
+    announce(`VM ${name} is no longer in the plan.`);
+  }
+
+  async function pick(vm, box) {
+    const added = await busy(box, async () => {
+      const path = `/inventory/vms/${encodeURIComponent(vm.id)}/machine`;
+      let machine = await post(path, {});
+      const taken = new Set(m.machines.map((x) => x.machine_id));
+      if (taken.has(machine.machine_id)) {
+        let n = 2;
+        while (taken.has(`${machine.machine_id}-${n}`)) n++;
+        machine = await post(path, { machine_id: `${machine.machine_id.slice(0, 120)}-${n}` });
+      }
+      m.machines = m.machines.filter((x) => !isBlank(x));
+      m.machines.push(formMachine(machine));
+      return machine;
+    });
+    render([`pick-${vm.id}`]);
+    if (added) announce(`VM ${vm.name} added as machine ${added.machine_id} (${added.disks.length} disk(s)).`);
+  }
+
+  function sourceChanged() {
+    const vms = m.machines.filter((x) => x.vm);
+    if (vms.length) {
+      m.machines = m.machines.filter((x) => !x.vm);
+      announce(`${vms.length} VM machine(s) of the previous source site removed from the plan.`);
+    }
+    if (isVmware(m.source_site_id)) m.machines = m.machines.filter((x) => !isBlank(x));
+    else if (!m.machines.length) m.machines.push(blankMachine(1));
+    render(["source"]);
+  }
+
+  function vmPicker() {
+    const sid = m.source_site_id;
+    const site = siteById[sid];
+    const inv = inventories[sid];
+    const legend = h("legend", `VMs of ${site.name} (${sid})`);
+    if (!inv || inv.loading) { loadInventory(sid); return h("fieldset.vm-picker", legend, h("p.hint", "Loading the inventory…")); }
+    if (inv.error) return h("fieldset.vm-picker", legend, h("p.form-error", `The inventory could not be read: ${inv.error}`));
+    const picked = new Set(m.machines.filter((x) => x.vm).map((x) => x.vm.inventory_id));
+    const shown = inv.vms.filter((v) => v.state === "present" || picked.has(v.id));
+    const last = site.last_inventory_sync;
+    return h("fieldset.vm-picker", legend,
+      !site.vcenter ? h("p.hint", "This site has no vCenter connection yet: connect it on the ", h("a", { href: "#/inventory" }, "Inventory"), " page.") : null,
+      h("p.hint", last ? `As the inventory sync of ${new Date(last.at).toLocaleString()} saw them; ` : "",
+        "each VM picked becomes a machine with every disk (by device key) and its NICs' networks."),
+      shown.length
+        ? h("ul.vm-picks", shown.map((v) => {
+          const id = `pick-${v.id}`;
+          const total = v.disks.reduce((sum, d) => sum + d.capacity_bytes, 0);
+          return h("li",
+            h("input", { type: "checkbox", id, checked: picked.has(v.id), "data-focus": id, "aria-describedby": `${id}-about`,
+              onchange: (ev) => (ev.target.checked ? pick(v, ev.target) : unpick(v.id, v.name)) }),
+            h("label.pick", { htmlFor: id }, v.name),
+            h("small.hint", { id: `${id}-about` },
+              `${v.cpus} CPU · ${bytes(v.memory_mb * 1024 * 1024)} · ${v.disks.length} disk(s), ${bytes(total)} · ${v.cluster || v.host || v.datacenter}`),
+            v.state === "missing" ? badge("missing") : null);
+        }))
+        : h("p.empty", "No VM discovered yet: sync the site's inventory on the Inventory page."));
+  }
+
   function render(focus) {
+    const vmware = isVmware(m.source_site_id);
     const siteOptions = sites.map((s) => h("option", { value: s.id }, `${s.name} (${s.id})`));
     const src = siteSelect("source_site_id");
     src.append(...siteOptions.map((o) => o.cloneNode(true)));
     src.value = m.source_site_id;
+    src.dataset.focus = "source";
+    src.addEventListener("change", sourceChanged);
     const tgt = siteSelect("target_site_id");
     tgt.append(...siteOptions);
     tgt.value = m.target_site_id;
 
-    const machines = m.machines.map((x, i) => h("fieldset.machine", { "data-loc": `machines.${i}` },
+    const vmMachine = (x, i) => {
+      const seen = inventoryVm(x);
+      const disk = (d) => seen && seen.disks.find((k) => `device:${k.key}` === d.source);
+      return h("fieldset.machine.vm-machine", { "data-loc": `machines.${i}` },
+        h("legend", `Machine ${i + 1}: VM ${x.name || x.vm.moref}`),
+        h("p.hint", "vSphere VM ", h("code", x.vm.moref), x.vm.instance_uuid ? [" · instance UUID ", h("code", x.vm.instance_uuid)] : null,
+          seen && seen.state === "missing" ? [" ", badge("missing"), " not seen by the last inventory sync"] : null),
+        h("div.row",
+          field("Machine id", bind(x, "machine_id", `machines.${i}.machine_id`, { required: true })),
+          field("Name", bind(x, "name", `machines.${i}.name`)),
+          field("Instance type", bind(x, "instance_type", `machines.${i}.instance_type`)),
+          field("Private IP", bind(x, "private_ip", `machines.${i}.private_ip`))),
+        h("div.row",
+          field("Networks", h("input", { "data-loc": `machines.${i}.networks`, value: x.networks.join(", ") || "none", readOnly: true }), "The VM's NIC networks (from the inventory)"),
+          field("Boot marker", bind(x, "boot_marker", `machines.${i}.boot_marker`), "Serial-console text once up (empty: power state only)")),
+        x.disks.map((d, j) => h("div.row.disk",
+          field(`Disk ${j + 1} id`, bind(d, "disk_id", `machines.${i}.disks.${j}.disk_id`)),
+          field(`Disk ${j + 1} source`, h("input", { "data-loc": `machines.${i}.disks.${j}.source`, value: d.source, readOnly: true }),
+            disk(d) ? `${bytes(disk(d).capacity_bytes)} · ${disk(d).file}` : "A disk of the VM, by device key"),
+          field(`Disk ${j + 1} block size`, bind(d, "block_size", `machines.${i}.disks.${j}.block_size`, { type: "number", placeholder: "65536" })))),
+        h("div.actions",
+          small("Remove machine", () => unpick(x.vm.inventory_id, x.name || x.vm.moref), { "aria-label": `Remove machine ${i + 1}` })));
+    };
+
+    const machines = m.machines.map((x, i) => (x.vm ? vmMachine(x, i) : h("fieldset.machine", { "data-loc": `machines.${i}` },
       h("legend", `Machine ${i + 1}`),
       h("div.row",
         field("Machine id", bind(x, "machine_id", `machines.${i}.machine_id`, { required: true })),
@@ -138,10 +262,24 @@ export async function renderPlanBuilder(main, [planId], ctx) {
         x.disks.length > 1 ? small("Remove disk", () => { x.disks.splice(j, 1); render(); }, { "aria-label": `Remove disk ${j + 1} of machine ${i + 1}` }) : null)),
       h("div.actions",
         small("Add disk", () => { x.disks.push({ disk_id: `${x.machine_id}-d${x.disks.length}`, source: "", block_size: "" }); render(); }, { "aria-label": `Add a disk to machine ${i + 1}` }),
-        m.machines.length > 1 ? small("Remove machine", () => { m.machines.splice(i, 1); render(); }, { "aria-label": `Remove machine ${i + 1}` }) : null)));
+        m.machines.length > 1 || vmware ? small("Remove machine", () => { m.machines.splice(i, 1); render(); }, { "aria-label": `Remove machine ${i + 1}` }) : null))));
+
+    // a vmware source: the source networks are the discovered ones (and the picked VMs' NICs)
+    const inv = vmware ? inventories[m.source_site_id] : null;
+    const choices = [...new Set([...((inv && inv.networks) || []), ...machineNetworks(), ...m.network_mapping.map((n) => n.source_network)])]
+      .filter(Boolean).sort((a, b) => a.localeCompare(b));
+    const sourceNetwork = (n, i) => {
+      if (!vmware) return bind(n, "source_network", `network_mapping.${i}.source_network`);
+      const el = bind(n, "source_network", `network_mapping.${i}.source_network`, { tag: "select", "data-focus": `net-${i}` });
+      el.append(h("option", { value: "" }, "Choose a network"), ...choices.map((c) => h("option", { value: c }, c)));
+      el.value = n.source_network;
+      el.addEventListener("change", () => render([`net-${i}`]));
+      return el;
+    };
+    const missingMaps = unmapped();
 
     const mappings = m.network_mapping.map((n, i) => h("div.row", { "data-loc": `network_mapping.${i}` },
-      field("Source network", bind(n, "source_network", `network_mapping.${i}.source_network`)),
+      field("Source network", sourceNetwork(n, i), vmware ? "Discovered in the source site's vCenter" : null),
       field("Target network", bind(n, "target_network", `network_mapping.${i}.target_network`)),
       field("Test network", bind(n, "test_network", `network_mapping.${i}.test_network`), "Isolated; used by test recoveries"),
       field("Security groups", bind(n, "security_groups", `network_mapping.${i}.security_groups`)),
@@ -179,10 +317,17 @@ export async function renderPlanBuilder(main, [planId], ctx) {
           field("Bandwidth limit (Mbit/s)", bind(m, "bandwidth_limit_mbps", "bandwidth_limit_mbps", { type: "number" }))),
         h("div.row", ["keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly"].map((k) =>
           field(k.replace("keep_", "Keep ").replace("last", "last N"), bind(r, k, `retention.${k}`, { type: "number", min: 0 }))))),
-      h("fieldset", h("legend", "Machines and disks"), machines,
-        small("Add machine", () => { m.machines.push(blankMachine(m.machines.length + 1)); render(); })),
-      h("fieldset", h("legend", "Network mapping"), mappings.length ? mappings : h("p.hint", "No mapping: machines without networks need none."),
-        small("Add mapping", () => { m.network_mapping.push({ source_network: "", target_network: "", test_network: "", security_groups: "" }); render(); })),
+      h("fieldset", { "data-loc": "machines" }, h("legend", "Machines and disks"),
+        vmware ? vmPicker() : null,
+        machines,
+        vmware ? null : small("Add machine", () => { m.machines.push(blankMachine(m.machines.length + 1)); render(); })),
+      h("fieldset", { "data-loc": "network_mapping" }, h("legend", "Network mapping"),
+        mappings.length ? mappings : h("p.hint", "No mapping: machines without networks need none."),
+        missingMaps.length ? h("p.hint.unmapped", "Networks of the machines with no mapping yet: ", missingMaps.map((n, k) => [k ? ", " : "", h("strong", n)])) : null,
+        small("Add mapping", () => {
+          m.network_mapping.push({ source_network: unmapped()[0] || "", target_network: "", test_network: "", security_groups: "" });
+          render([`net-${m.network_mapping.length - 1}`]);
+        })),
       h("fieldset", h("legend", "Boot order"),
         h("ol.boot-groups", groups),
         small("Add boot group", () => { m.boot_groups.push({ name: `group${m.boot_groups.length + 1}`, machines: "", delay_seconds: 0 }); render(); }),

@@ -59,7 +59,7 @@ class PinnedContext(ssl.SSLContext):
 
     pinned: str = ""
 
-    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:  # type: ignore[override]
+    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
         sock = super().wrap_socket(*args, **kwargs)
         der = sock.getpeercert(binary_form=True) or b""
         algorithm = {40: "sha1", 64: "sha256", 128: "sha512"}[len(self.pinned)]
