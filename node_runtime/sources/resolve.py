@@ -58,7 +58,8 @@ def machine_source(
         vm = machine["vm"]
         return VsphereMachine(
             endpoint, moref=vm["moref"], instance_uuid=vm.get("instance_uuid", ""),
-            sources=[d["source"] for d in disks], node_id=node_id, job_id=job_id, quiesce=conn.quiesce,
+            sources=[d["source"] for d in disks], node_id=node_id, job_id=job_id,
+            quiesce=conn.quiesce if params.get("quiesce") is None else bool(params["quiesce"]),
         )  # fmt: skip
     for d in disks:  # refused before anything is opened or parsed, not in the middle of a run
         check_allowed(d["source"], policy.allowed_roots)

@@ -126,6 +126,10 @@ class ProtectionPlan(Record):
     boot_timeout_seconds: int = Field(
         default=300, ge=10, le=7200, description="Boot validation deadline per machine."
     )
+    quiesce: bool | None = Field(
+        default=None,
+        description="VM snapshots quiesced through VMware Tools (when they run); null: the source site's default.",
+    )
     state: PlanState = PlanState.DRAFT
 
     @model_validator(mode="after")

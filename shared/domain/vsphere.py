@@ -59,7 +59,9 @@ class VCenterConnection(_Part):
     username: str = Field(min_length=1, max_length=256)
     password_ref: str = Field(min_length=3, max_length=512)
     tls: VCenterTls = Field(default_factory=VCenterTls)
-    quiesce: bool = Field(default=False, description="Quiesced snapshots when VMware Tools run.")
+    quiesce: bool = Field(
+        default=False, description="Default for this site's plans: quiesced snapshots when VMware Tools run."
+    )
 
     @field_validator("url")
     @classmethod

@@ -37,7 +37,7 @@ def replication_params(
         "credentials_ref": site.credentials_ref,
         "bandwidth_limit_mbps": plan.bandwidth_limit_mbps,
         "machines": [m.model_dump(mode="json") for m in plan.machines],
-        **({"source": source} if source else {}),
+        **({"source": source, "quiesce": plan.quiesce} if source else {}),
     }
 
 
