@@ -227,7 +227,7 @@ class NodeAgent:
         results: dict[str, dict[str, Any]] = {}
         notes: list[str] = []
 
-        def one_disk(snap: MachineSnapshot, machine_id: str, disk: dict[str, Any]) -> dict[str, Any]:
+        def one_disk(snap: MachineSnapshot, machine_id: str, disk: dict[str, Any]) -> tuple[dict[str, Any], datetime]:
             with self.disk_slots:
                 reporter.check()
                 opts = ReplicationOptions(block_size=disk.get("block_size"), tags={"job": job["id"]})
@@ -239,24 +239,32 @@ class NodeAgent:
                 reporter.message = "; ".join(notes)[:500]
             return {"disk_id": disk["disk_id"], "point_id": point.id, "disk_size": point.disk_size,
                     "bytes_new": point.stats.bytes_new_raw, "read": point.tags.get("read", ""),
-                    "read_note": note, "change_token": point.change_token}  # fmt: skip
+                    "read_note": note, "change_token": point.change_token}, point.time  # fmt: skip
 
         def one_machine(machine: dict[str, Any]) -> None:
             machine_id = machine["machine_id"]
             snap = sources[machine_id].open()
+            done: list[tuple[dict[str, Any], datetime]] = []
             try:
-                if not isinstance(snap.disks, dict) or any(d["source"] not in snap.disks for d in machine["disks"]):
+                if any(d["source"] not in snap.disks for d in machine["disks"]):
                     raise InvalidInputError(f"machine {machine_id}: its source did not open every disk")
                 with reporter.lock:  # sizes are known once the source is open (a VM's disks)
                     reporter.total += sum(snap.disks[d["source"]].size for d in machine["disks"])
                 with ThreadPoolExecutor(len(machine["disks"]), thread_name_prefix=f"disk-{machine_id}") as pool:
-                    futures = [pool.submit(one_disk, snap, machine_id, d) for d in machine["disks"]]
-                    disks = [f.result() for f in futures]
+                    done = [f.result() for f in [pool.submit(one_disk, snap, machine_id, d) for d in machine["disks"]]]
             finally:
-                snap.close()  # the cleanup twin: removes the snapshot whatever happened
-            when = max(repo.read_point(d["disk_id"], d["point_id"]).time for d in disks)
+                try:
+                    snap.close()  # the cleanup twin: removes the snapshot whatever happened
+                except Exception as exc:
+                    if len(done) < len(machine["disks"]):  # the run's own error is the one to report
+                        log.warning("machine %s: cleanup after a failed run failed: %s", machine_id, exc)
+                    else:  # the points are committed: keep them, say so; the next run removes it
+                        log.error("machine %s: releasing the source failed: %s", machine_id, exc)
+                        notes.append(f"{machine_id}: releasing the snapshot failed ({exc}); the next run removes it")
+                        reporter.message = "; ".join(notes)[:500]
+            when = max(t for _, t in done)
             results[machine_id] = {
-                "machine_id": machine_id, "time": when.astimezone(UTC).isoformat(), "disks": disks,
+                "machine_id": machine_id, "time": when.astimezone(UTC).isoformat(), "disks": [d for d, _ in done],
                 **({"hardware": snap.hardware.model_dump(mode="json")} if snap.hardware else {}),
             }  # fmt: skip
 
