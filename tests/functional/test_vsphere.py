@@ -5,7 +5,6 @@ through CBT, fallbacks, snapshot cleanup, TLS and credential failures, node-side
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import os
@@ -19,10 +18,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from functions.api import app as api
 from functions.embedded.http_server import make_server, serve_in_thread
@@ -37,45 +32,16 @@ from shared.domain.vsphere import VCenterTls
 from shared.errors import AuthenticationError, SourceError
 from shared.repo.repository import Repository
 from tests.support.control import InProcessApi
+from tests.support.pki import ca_and_server_cert
 from tests.support.vcsim import Vcsim, start_vcsim
 
 pytestmark = pytest.mark.vsphere
 MiB = 1 << 20
 
 
-# --- TLS material: a CA and a server certificate for 127.0.0.1 -----------------------------------
-def _pki(tmp: Path) -> SimpleNamespace:
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Lifeboat test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
-          .not_valid_after(now + dt.timedelta(days=2))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .sign(ca_key, hashes.SHA256()))  # fmt: skip
-    key = ec.generate_private_key(ec.SECP256R1())
-    import ipaddress
-
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=2))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .sign(ca_key, hashes.SHA256()))  # fmt: skip
-    cert_file, key_file = tmp / "vc.crt", tmp / "vc.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))  # fmt: skip
-    return SimpleNamespace(
-        ca_pem=ca.public_bytes(serialization.Encoding.PEM).decode(), cert=cert_file, key=key_file,
-        thumbprint=cert.fingerprint(hashes.SHA256()).hex(),
-    )  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
-    return _pki(tmp_path_factory.mktemp("pki"))
+    return ca_and_server_cert(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture
