@@ -154,7 +154,7 @@ function vcenterPanel(site, ctx) {
           h("dt", "URL"), h("dd", h("code.vc-url", vc.url)),
           h("dt", "User"), h("dd", h("span.vc-user", vc.username)),
           h("dt", "Certificate trust"), h("dd.vc-tls", tlsMode(vc.tls)),
-          h("dt", "Snapshots"), h("dd", vc.quiesce ? "quiesced (VMware Tools)" : "crash-consistent"),
+          h("dt", "Snapshots"), h("dd", vc.quiesce ? "quiesced (VMware Tools), unless a plan says otherwise" : "crash-consistent, unless a plan says otherwise"),
           h("dt", "Last sync"), h("dd.vc-sync",
             last
               ? [badge(last.ok ? "ok" : "failed"), " ", when(last.at), last.ok ? ` · ${last.vms} VM(s)` : null,
@@ -263,7 +263,7 @@ function vcenterPanel(site, ctx) {
         field("CA certificates (PEM)", caPem, "Trusted besides the system CAs"),
         field("Certificate thumbprint", thumb, "Pins exactly this certificate")),
       check(insecure, "Skip certificate checks (insecure)"), warning),
-    check(quiesce, "Quiesced snapshots", "When VMware Tools run: application-consistent points"),
+    check(quiesce, "Quiesced snapshots", "The default of this site's plans: application-consistent points when VMware Tools run"),
     h("button.action", { type: "submit" }, vc ? "Save connection" : "Connect"));
     return form;
   }

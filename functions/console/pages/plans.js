@@ -60,6 +60,7 @@ export async function renderPlanBuilder(main, [planId], ctx) {
     id: "", name: "", source_site_id: sites[0] ? sites[0].id : "", target_site_id: sites[0] ? sites[0].id : "",
     rpo_minutes: 15, retention: { keep_last: 24, keep_hourly: "", keep_daily: 7, keep_weekly: "", keep_monthly: "", keep_yearly: "" },
     machines: [blankMachine(1)], network_mapping: [], boot_groups: [], scripts: [], boot_timeout_seconds: 300, bandwidth_limit_mbps: "",
+    quiesce: "",
   };
   if (planId) {
     const p = await get(`/plans/${encodeURIComponent(planId)}`);
@@ -71,6 +72,7 @@ export async function renderPlanBuilder(main, [planId], ctx) {
       network_mapping: p.network_mapping.map((n) => ({ ...n, test_network: n.test_network || "", security_groups: n.security_groups.join(", ") })),
       boot_groups: p.boot_groups.map((g) => ({ ...g, machines: g.machines.join(", ") })),
       bandwidth_limit_mbps: p.bandwidth_limit_mbps ?? "",
+      quiesce: p.quiesce === null || p.quiesce === undefined ? "" : String(p.quiesce),
     };
   }
   if (!ctx.alive) return;
@@ -96,11 +98,12 @@ export async function renderPlanBuilder(main, [planId], ctx) {
       rpo_minutes: num(m.rpo_minutes), boot_timeout_seconds: num(m.boot_timeout_seconds),
       retention: Object.fromEntries(Object.entries(m.retention).map(([k, v]) => [k, k === "keep_within" ? v || null : num(v)])),
       bandwidth_limit_mbps: num(m.bandwidth_limit_mbps),
+      quiesce: m.quiesce === "" ? null : m.quiesce === "true",
       machines: m.machines.map((x) => ({
         machine_id: x.machine_id, name: x.name || null, instance_type: x.instance_type || null, private_ip: x.private_ip || null,
         networks: Array.isArray(x.networks) ? x.networks : list(x.networks), boot_marker: x.boot_marker || null,
         vm: x.vm || null,
-        disks: x.disks.map((d) => ({ disk_id: d.disk_id, source: d.source, block_size: num(d.block_size) })),
+        disks: x.disks.map((d) => ({ disk_id: d.disk_id, source: d.source, block_size: num(d.block_size), changed_extents: d.changed_extents || null })),
       })),
       network_mapping: m.network_mapping.map((n) => ({ source_network: n.source_network, target_network: n.target_network,
         test_network: n.test_network || null, security_groups: list(n.security_groups) })),
@@ -190,6 +193,12 @@ export async function renderPlanBuilder(main, [planId], ctx) {
     const picked = new Set(m.machines.filter((x) => x.vm).map((x) => x.vm.inventory_id));
     const shown = inv.vms.filter((v) => v.state === "present" || picked.has(v.id));
     const last = site.last_inventory_sync;
+    const snapshots = bind(m, "quiesce", "quiesce", { tag: "select" });
+    snapshots.append(
+      h("option", { value: "" }, `Site default (${site.vcenter && site.vcenter.quiesce ? "quiesced" : "crash-consistent"})`),
+      h("option", { value: "true" }, "Quiesced (VMware Tools, when running)"),
+      h("option", { value: "false" }, "Crash-consistent"));
+    snapshots.value = m.quiesce;
     return h("fieldset.vm-picker", legend,
       !site.vcenter ? h("p.hint", "This site has no vCenter connection yet: connect it on the ", h("a", { href: "#/inventory" }, "Inventory"), " page.") : null,
       h("p.hint", last ? `As the inventory sync of ${new Date(last.at).toLocaleString()} saw them; ` : "",
@@ -206,7 +215,8 @@ export async function renderPlanBuilder(main, [planId], ctx) {
               `${v.cpus} CPU · ${bytes(v.memory_mb * 1024 * 1024)} · ${v.disks.length} disk(s), ${bytes(total)} · ${v.cluster || v.host || v.datacenter}`),
             v.state === "missing" ? badge("missing") : null);
         }))
-        : h("p.empty", "No VM discovered yet: sync the site's inventory on the Inventory page."));
+        : h("p.empty", "No VM discovered yet: sync the site's inventory on the Inventory page."),
+      h("div.row", (() => { const f = field("VM snapshots", snapshots, "How the VMs' snapshots are taken for each replication"); f.classList.add("narrow"); return f; })()));
   }
 
   function render(focus) {
