@@ -62,6 +62,7 @@ bench: .stamps/py
 	bash bench/install_peers.sh
 	$(PY) bench/run.py --size 2G --repeat 3 --out docs/BENCHMARKS.md
 	$(PY) bench/recovery_bench.py --out docs/BENCHMARKS.md
+	$(PY) bench/vsphere_bench.py --size 512M --repeat 3 --out docs/BENCHMARKS.md
 
 clean:
 	rm -rf .stamps lifeboat-demo bench/work build cdk.out

@@ -701,6 +701,7 @@ def render(res: dict) -> str:
 KEPT_SECTIONS = (
     ("<!-- control-plane:start -->", "<!-- control-plane:end -->"),
     ("<!-- recovery:start -->", "<!-- recovery:end -->"),
+    ("<!-- vsphere:start -->", "<!-- vsphere:end -->"),
 )
 
 
