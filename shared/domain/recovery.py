@@ -13,6 +13,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.domain.base import Record, Slug
+from shared.domain.hardware import Firmware
 from shared.domain.points import DiskPoint
 
 
@@ -86,6 +87,7 @@ class InstanceSpec(_Model):
     name: str
     run_id: str
     instance_type: str | None = None
+    firmware: Firmware = Field(default=Firmware.BIOS, description="As captured with the point (BIOS or EFI).")
     tags: dict[str, str] = Field(default_factory=dict)
 
 
@@ -135,6 +137,7 @@ class MachineRun(_Model):
     machine_id: Slug
     name: str
     instance_type: str | None = None
+    firmware: Firmware = Firmware.BIOS
     recovery_point_id: str = Field(description="The RecoveryPoint record chosen for this machine.")
     point_time: datetime
     disks: list[DiskPoint] = Field(min_length=1)

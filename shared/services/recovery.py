@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from shared.domain.hardware import Firmware
 from shared.domain.inventory import Site
 from shared.domain.jobs import TERMINAL, Job, JobKind, JobState
 from shared.domain.plans import PlanState, ProtectionPlan
@@ -87,6 +88,7 @@ def build_flow_input(
             size = choose_size(site.recovery_target.platform, point.hardware, m.instance_type)
             runs.append(MachineRun(
                 machine_id=machine_id, name=m.name or machine_id, instance_type=size.instance_type,
+                firmware=point.hardware.firmware if point.hardware else Firmware.BIOS,
                 recovery_point_id=point.id, point_time=point.time, disks=point.disks, nics=nics,
                 validation=ValidationSpec(marker=m.boot_marker, timeout_seconds=plan.boot_timeout_seconds),
             ))  # fmt: skip

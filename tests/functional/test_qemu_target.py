@@ -41,6 +41,7 @@ from node_runtime.recovery.targets.qemu_target import (
 from node_runtime.replication.pipeline import ReplicationOptions, replicate
 from node_runtime.sources.files import FileSource
 from shared.adapters.local.folder_store import FolderStore
+from shared.domain.hardware import Firmware
 from shared.errors import InvalidInputError, TargetError
 from shared.repo.points import PointRecord
 from shared.repo.repository import Repository
@@ -457,3 +458,22 @@ def test_the_bundle_is_one_object_behind_every_capability(tmp_path: Path) -> Non
     assert isinstance(bundle.disks, QemuTarget) and bundle.disks.image_format == "qcow2"
     with pytest.raises(InvalidInputError):
         QemuTarget(tmp_path / "w", image_format="vmdk")  # type: ignore[arg-type]
+
+
+def test_an_efi_machine_starts_under_ovmf_with_its_own_variable_store(source: Source, run: Run) -> None:
+    target = run.target
+    efi = spec().model_copy(update={"firmware": Firmware.EFI})
+    disk = target.write_disk(source.repo, source.point, efi)
+    run.track(disk.resources)
+    instance = target.power_on(target.create_instance(efi, [disk]))
+    run.track(instance.resources)
+    vm_dir = Path(instance.detail["vm_dir"])
+    assert json.loads((vm_dir / "vm.json").read_text())["firmware"] == "efi"
+    assert (vm_dir / "efivars.fd").stat().st_size == Path("/usr/share/OVMF/OVMF_VARS_4M.fd").stat().st_size
+    cmdline = Path(f"/proc/{(vm_dir / 'qemu.pid').read_text().strip()}/cmdline").read_bytes().split(b"\0")
+    assert any(b"if=pflash" in a and b"OVMF_CODE" in a and b"readonly=on" in a for a in cmdline)
+    # the BIOS-only test disk has no EFI boot loader: OVMF itself must be what runs and says so
+    evidence = target.validate(instance, ValidationSpec(marker=bootdisk.boot_line(source.marker), timeout_seconds=20))
+    assert not evidence.ok
+    serial = Path(instance.detail["serial_log"]).read_text(errors="replace")
+    assert "BdsDxe" in serial or "UEFI" in serial, serial[-2000:]

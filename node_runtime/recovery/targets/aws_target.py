@@ -75,6 +75,7 @@ from node_runtime.recovery.targets.base import (
     Target,
     ValidationSpec,
 )
+from shared.domain.hardware import Firmware
 from shared.errors import InvalidInputError, LifeboatError, TargetError
 from shared.repo.points import PointRecord
 from shared.repo.repository import Repository
@@ -502,7 +503,7 @@ class AwsTarget:
                     BlockDeviceMappings=mappings,
                     VirtualizationType="hvm",
                     EnaSupport=True,
-                    BootMode=self.boot_mode,
+                    BootMode="uefi" if spec.firmware is Firmware.EFI else self.boot_mode,
                     TagSpecifications=[_tag_spec("image", tags)],
                 )["ImageId"]
             )

@@ -118,6 +118,27 @@ _READ_CHUNK = 1 << 20  # serial log bytes scanned per poll; qemu-io read size
 _POLL_S = 0.2
 
 
+#: OVMF (Debian package ``ovmf``): firmware code and the variable store template, per layout
+OVMF_PAIRS = (
+    ("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"),
+    ("/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd"),
+)
+
+
+def _ovmf(vm_dir: Path) -> tuple[Path, Path]:
+    """The EFI firmware for an EFI machine, and its own copy of the variable store."""
+    for code, template in OVMF_PAIRS:
+        if Path(code).is_file() and Path(template).is_file():
+            variables = vm_dir / "efivars.fd"
+            if not variables.exists():
+                shutil.copyfile(template, variables)
+            return Path(code), variables
+    raise TargetError(
+        "the machine boots with EFI, but no OVMF firmware is installed (Debian package ovmf)",
+        looked_in=[c for c, _ in OVMF_PAIRS],
+    )
+
+
 def parse_instance_type(instance_type: str | None) -> tuple[int, int]:
     """(vCPUs, memory MiB) of ``instance_type``; ``None`` is :data:`DEFAULT_INSTANCE_TYPE`.
 
@@ -496,6 +517,7 @@ class QemuTarget:
             "instance_type": spec.instance_type or DEFAULT_INSTANCE_TYPE,
             "cpus": cpus,
             "memory_mib": memory,
+            "firmware": str(spec.firmware),
             "accel": self.accel,
             "disks": [
                 {
@@ -548,6 +570,10 @@ class QemuTarget:
         cmd = [find_tool(QEMU_SYSTEM), "-name", f"guest={_opt(vm['name'] or vm['instance_id'])}"]
         cmd += ["-nodefaults", "-machine", "pc", "-accel", self.accel]
         cmd += ["-smp", str(vm["cpus"]), "-m", str(vm["memory_mib"]), "-rtc", "base=utc"]
+        if vm.get("firmware") == "efi":
+            code, variables = _ovmf(vm_dir)
+            cmd += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={_opt(code)}",
+                    "-drive", f"if=pflash,format=raw,unit=1,file={_opt(variables)}"]  # fmt: skip
         cmd += ["-vga", "std", "-display", "none", "-monitor", "none"]
         cmd += ["-chardev", f"file,id=serial0,path={_opt(vm['serial_log'])}", "-serial", "chardev:serial0"]
         # SeaBIOS reads the port as a little-endian integer; its messages then reach the log too
