@@ -31,7 +31,7 @@ from node_runtime.sources.vsphere.sweep import sweep_site
 from shared.adapters.store_url import open_store
 from shared.api_client import ApiClient
 from shared.domain.vsphere import VCenterConnection
-from shared.errors import InvalidInputError, LifeboatError, RepositoryNotFoundError
+from shared.errors import InvalidInputError, LifeboatError, PermissionDeniedError, RepositoryNotFoundError
 from shared.repo.repository import Repository
 
 log = logging.getLogger("lifeboat.node")
@@ -284,16 +284,23 @@ class NodeAgent:
         return self.client.source_credentials(self.node_id, site_id)
 
     def _inventory_sync(self, job: dict[str, Any], context: JobContext) -> JobOutcome:
-        """Discover a vmware site's inventory and hand it to the control plane whole."""
-        params = job["params"]
-        source = params["source"]
+        """Discover a vmware site's inventory and hand it to the control plane whole, through
+        the site's current connection (a sync queued before the connection changed uses the new one)."""
+        site_id = str(job["params"]["site_id"])
+        if not self.source_policy.may_read_site(site_id):
+            raise PermissionDeniedError(
+                f"this node is not configured to read site {site_id} (start it with --source-site {site_id})"
+            )
+        source = next((s for s in self.client.node_sources(self.node_id) if s["site_id"] == site_id), None)
+        if source is None:
+            raise InvalidInputError(f"site {site_id} has no vCenter connection any more")
         conn = VCenterConnection.model_validate(source["vcenter"])
-        endpoint = Endpoint(site_id=str(source["site_id"]), url=conn.url, username=conn.username,
-                            password=self._source_secret(params, conn.password_ref), tls=conn.tls)  # fmt: skip
+        endpoint = Endpoint(site_id=site_id, url=conn.url, username=conn.username,
+                            password=self._source_secret({"source": source}, conn.password_ref), tls=conn.tls)  # fmt: skip
         context.message(f"connecting to {conn.url}")
         session = connect(endpoint)
         try:
-            found = discover(session, site_id=endpoint.site_id, now=datetime.now(UTC))
+            found = discover(session, site_id=site_id, now=datetime.now(UTC))
         finally:
             session.close()
         context.message(f"discovered {len(found.vms)} VMs and {len(found.objects)} other objects")

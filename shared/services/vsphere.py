@@ -90,16 +90,17 @@ def source_params(site: Site) -> dict[str, Any] | None:
 def request_sync(ctl: Control, site_id: str, *, actor: str, reason: str) -> Job:
     """Queue an inventory sync of the site (one at a time: an open one is returned)."""
     site = _vmware_site(ctl, site_id)
-    params = source_params(site)
-    if params is None:
+    if site.vcenter is None:
         raise InvalidStateError(f"site {site_id} has no vCenter connection yet (PUT /sites/{site_id}/vcenter)")
     if site.inventory_job_id:
         with contextlib.suppress(NotFoundError):
             open_job = ctl.store.get(Job, site.inventory_job_id)
             if not open_job.terminal:
                 return open_job
+    # the node reads the site's connection when it runs the job: a sync queued before the
+    # connection changed uses the new one
     job = jobs.new_job(JobKind.INVENTORY_SYNC, plan_id=None, reason=reason, created_by=actor,
-                       params={"site_id": site_id, "source": params})  # fmt: skip
+                       params={"site_id": site_id})  # fmt: skip
     try:
         ctl.store.update(site.model_copy(update={"inventory_job_id": job.id}))
     except ConflictError as exc:

@@ -136,7 +136,10 @@ def snapshots_of(sim: Vcsim, moref: str) -> int:
 
 # --- tests ------------------------------------------------------------------------------------------
 def test_inventory_sync_discovers_the_simulator_and_marks_a_deleted_vm(world: World) -> None:
-    job = synced(world)
+    wrong = world.operator.request("PUT", "/sites/vc/vcenter", {"url": world.sim.url, "username": world.sim.username,
+                                                                "password": "typo", "tls": {"insecure": True}})  # fmt: skip
+    job = synced(world)  # the sync queued with the typo runs with the corrected connection
+    assert job["id"] == wrong["sync_job"]["id"]
     vms = world.vms()
     assert len(vms) == len(world.sim.vms()) and job["result"]["vms"] == len(vms)
     vm = vms[0]
@@ -354,9 +357,9 @@ def test_a_plan_built_from_inventory_recovers_into_qemu_sized_from_the_vm_and_bo
     image = build_boot_disk(tmp_path / "boot.img", marker="vsphere-vm1", size_mib=64)
     sim.load(vm_sim["moref"], vm_sim["disks"][0]["key"], image)
     session = connect(Endpoint("vc", sim.url, sim.username, sim.password, VCenterTls(ca_pem=world.pki.ca_pem)))
-    try:  # the VM has 1 vCPU and 384 MiB: the recovered instance must get the same
+    try:  # a BIOS VM (the boot disk has no EFI loader) of 1 vCPU and 384 MiB: the instance gets the same
         vm = session.content.searchIndex.FindByUuid(None, vm_sim["uuid"], True, True)
-        wait_task(vm.ReconfigVM_Task(vim.vm.ConfigSpec(numCPUs=1, memoryMB=384)), "resize")
+        wait_task(vm.ReconfigVM_Task(vim.vm.ConfigSpec(numCPUs=1, memoryMB=384, firmware="bios")), "resize")
     finally:
         session.close()
     world.operator.request("PUT", "/sites/dr", {
@@ -376,7 +379,8 @@ def test_a_plan_built_from_inventory_recovers_into_qemu_sized_from_the_vm_and_bo
     world.agent.runners.update(job_runners(build_target))
     job = replicate(world)
     assert job["state"] == "succeeded", job
-    assert job["result"]["machines"][0]["hardware"]["memory_mb"] == 384
+    hardware = job["result"]["machines"][0]["hardware"]
+    assert hardware["memory_mb"] == 384 and hardware["firmware"] == "bios"
     recovery = world.operator.request("POST", "/plans/p1/recover", {"mode": "test"})
     done = world.run_next_job()
     assert done["id"] == recovery["id"] and done["state"] == "succeeded", done
@@ -385,6 +389,6 @@ def test_a_plan_built_from_inventory_recovers_into_qemu_sized_from_the_vm_and_bo
     assert m["status"] == "recovered", m
     assert m["evidence"]["ok"] and "BOOT-OK vsphere-vm1" in m["evidence"]["excerpt"], m
     spec = json.loads(next((tmp_path / "vms").rglob("vm.json")).read_text())
-    assert spec["cpus"] == 1 and spec["memory_mib"] == 384
+    assert spec["cpus"] == 1 and spec["memory_mib"] == 384 and spec["firmware"] == "bios"
     world.operator.plan_action("p1", "cleanup-test")
     assert world.run_next_job()["state"] == "succeeded"
