@@ -151,6 +151,7 @@ def test_inventory_sync_discovers_the_simulator_and_marks_a_deleted_vm(world: Wo
     assert kinds == {"datacenter", "cluster", "host", "datastore", "network"}
 
     gone = vms[-1]
+    protect_vm(world, gone)  # a plan that names the VM before it disappears
     session = connect(Endpoint("vc", world.sim.url, world.sim.username, world.sim.password,
                                VCenterTls(ca_pem=world.pki.ca_pem)))  # fmt: skip
     try:
@@ -172,6 +173,10 @@ def test_inventory_sync_discovers_the_simulator_and_marks_a_deleted_vm(world: Wo
     assert all(v["state"] == "present" for k, v in after.items() if k != gone["id"])
     site = world.operator.request("GET", "/sites/vc")
     assert site["last_inventory_sync"]["ok"] is True
+    assert world.operator.request("GET", "/plans/p1")["machines"][0]["vm"]["moref"] == gone["moref"]  # kept
+    failed = replicate(world)
+    assert failed["state"] == "failed" and f"VM {gone['moref']}" in failed["errors"][-1]
+    assert "gone from vCenter" in failed["errors"][-1]
 
 
 def test_three_disk_vm_full_and_two_incrementals_restore_identical(world: World) -> None:
