@@ -83,8 +83,9 @@ class MachineSnapshot(Protocol):
         ...
 
     def close(self) -> None:
-        """Release everything ``open`` took. Idempotent; logs rather than raises on a
-        failed cleanup only when the caller is already handling another error."""
+        """Release everything ``open`` took (remove the snapshot, log out). Idempotent;
+        raises SourceError if the release fails: the caller decides what that means for
+        the run (the agent keeps committed points and reports it)."""
         ...
 
 

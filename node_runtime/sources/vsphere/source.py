@@ -50,19 +50,19 @@ class VsphereDisk:
         return self._change_id
 
     def plan(self, parent: PointRecord | None) -> ReadPlan:
-        if parent is not None and parent.change_token and self._change_id:
+        if not self._change_id:
+            return ReadPlan([(0, self.size)], incremental=False, note="CBT is not active on this disk: read all of it")
+        note = ""
+        since = parent.change_token if parent is not None else None
+        if parent is not None and not since:
+            note = "the previous point has no changeId (CBT was just enabled): read every allocated area"
+        elif since:
             try:
-                changed = snapshots.changed_areas(self.vm, self.snapshot, self.key, self.size, parent.change_token)
+                changed = snapshots.changed_areas(self.vm, self.snapshot, self.key, self.size, since)
                 return ReadPlan(changed, incremental=True)
             except snapshots.InvalidChangeIdError as exc:
                 note = (f"changed block tracking was reset ({exc}); read every allocated area, "
                         "deduplicated against the previous point")  # fmt: skip
-        elif parent is not None:
-            note = "the previous point has no changeId (CBT was just enabled): read every allocated area"
-        else:
-            note = ""
-        if not self._change_id:
-            return ReadPlan([(0, self.size)], incremental=False, note=note or "CBT is not active: read the whole disk")
         return ReadPlan(snapshots.changed_areas(self.vm, self.snapshot, self.key, self.size, "*"), False, note)
 
     def read(self, offset: int, length: int) -> bytes:
