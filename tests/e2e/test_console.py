@@ -55,6 +55,45 @@ def _need_browser() -> Any:
     return sync_api
 
 
+class ConsolePage:
+    """A console page in headless Chromium at ``base``: page errors, failed requests and
+    console errors are collected in ``problems`` (a test asserts none happened)."""
+
+    def __init__(self, browser: Any, base: str, *, accept_downloads: bool = False) -> None:
+        from playwright.sync_api import expect
+
+        self.expect = expect
+        context = browser.new_context(viewport={"width": 1366, "height": 900}, accept_downloads=accept_downloads)
+        self.page = page = context.new_page()
+        page.set_default_timeout(15_000)
+        self.base = base
+        self.problems: list[str] = []
+        page.on("pageerror", lambda exc: self.problems.append(f"page error: {exc}"))
+        page.on("requestfailed", lambda req: self.problems.append(f"request failed: {req.url} {req.failure}"))
+        page.on(
+            "console",
+            lambda msg: (
+                self.problems.append(msg.text)
+                if msg.type == "error" and "Failed to load resource" not in msg.text
+                else None
+            ),
+        )
+        self.menu = page.get_by_role("navigation", name="Main")
+
+    def shot(self, name: str) -> None:
+        self.page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+    def go(self, hash_: str) -> None:
+        self.page.goto(f"{self.base}/console/#{hash_}")
+
+    def login(self, user: str, secret: str) -> None:
+        self.go("/login")
+        self.page.get_by_label("User name").fill(user)
+        self.page.get_by_label("Password").fill(secret)
+        self.page.get_by_role("button", name="Sign in").click()
+        self.expect(self.menu).to_be_visible()
+
+
 # --- static serving ---------------------------------------------------------------------------
 class _NoApi:
     def resolve(self, event: dict[str, Any], _context: Any) -> dict[str, Any]:
@@ -155,35 +194,8 @@ def test_console_end_to_end(procs: Processes, tmp_path: Path) -> None:
 
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--headless=new", "--no-sandbox"])
-        context = browser.new_context(viewport={"width": 1366, "height": 900}, accept_downloads=True)
-        page = context.new_page()
-        page.set_default_timeout(15_000)
-        problems: list[str] = []
-        page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
-        page.on("requestfailed", lambda req: problems.append(f"request failed: {req.url} {req.failure}"))
-        page.on(
-            "console",
-            lambda msg: (
-                problems.append(msg.text)
-                if msg.type == "error" and "Failed to load resource" not in msg.text
-                else None
-            ),
-        )
-
-        menu = page.get_by_role("navigation", name="Main")
-
-        def shot(name: str) -> None:
-            page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-
-        def go(hash_: str) -> None:
-            page.goto(f"{base}/console/#{hash_}")
-
-        def login(user: str, secret: str) -> None:
-            go("/login")
-            page.get_by_label("User name").fill(user)
-            page.get_by_label("Password").fill(secret)
-            page.get_by_role("button", name="Sign in").click()
-            expect(page.get_by_role("navigation", name="Main")).to_be_visible()
+        ui = ConsolePage(browser, base, accept_downloads=True)
+        page, menu, problems, shot, go, login = ui.page, ui.menu, ui.problems, ui.shot, ui.go, ui.login
 
         # --- login and dashboard (/ redirects to the console)
         page.goto(base + "/")

@@ -21,7 +21,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.e2e.test_console import ACTION_NAMES, CHROMIUM, SHOTS, _need_browser
+from tests.e2e.test_console import ACTION_NAMES, CHROMIUM, SHOTS, ConsolePage, _need_browser
 from tests.e2e.test_control_plane import Processes, free_port, wait_for
 from tests.support.pki import ca_and_server_cert
 from tests.support.vcsim import Vcsim, start_vcsim
@@ -91,33 +91,8 @@ def test_console_vcenter_inventory_and_plan_from_a_vm(
 
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--headless=new", "--no-sandbox"])
-        page = browser.new_context(viewport={"width": 1366, "height": 900}).new_page()
-        page.set_default_timeout(15_000)
-        problems: list[str] = []
-        page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
-        page.on("requestfailed", lambda req: problems.append(f"request failed: {req.url} {req.failure}"))
-        page.on(
-            "console",
-            lambda msg: (
-                problems.append(msg.text)
-                if msg.type == "error" and "Failed to load resource" not in msg.text
-                else None
-            ),
-        )
-        menu = page.get_by_role("navigation", name="Main")
-
-        def shot(name: str) -> None:
-            page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-
-        def go(hash_: str) -> None:
-            page.goto(f"{base}/console/#{hash_}")
-
-        def login(user: str, secret: str) -> None:
-            go("/login")
-            page.get_by_label("User name").fill(user)
-            page.get_by_label("Password").fill(secret)
-            page.get_by_role("button", name="Sign in").click()
-            expect(menu).to_be_visible()
+        ui = ConsolePage(browser, base)
+        page, menu, problems, shot, go, login = ui.page, ui.menu, ui.problems, ui.shot, ui.go, ui.login
 
         def call(method: str, path: str, body: object = None) -> object:
             return page.evaluate(
