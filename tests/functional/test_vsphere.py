@@ -387,13 +387,16 @@ def test_a_plan_built_from_inventory_recovers_into_qemu_sized_from_the_vm_and_bo
     hardware = job["result"]["machines"][0]["hardware"]
     assert hardware["memory_mb"] == 384 and hardware["firmware"] == "bios"
     recovery = world.operator.request("POST", "/plans/p1/recover", {"mode": "test"})
-    done = world.run_next_job()
-    assert done["id"] == recovery["id"] and done["state"] == "succeeded", done
-    report = world.operator.request("GET", f"/recoveries/{recovery['id']}")
-    (m,) = [m for g in report["groups"] for m in g["machines"]]
-    assert m["status"] == "recovered", m
-    assert m["evidence"]["ok"] and "BOOT-OK vsphere-vm1" in m["evidence"]["excerpt"], m
-    spec = json.loads(next((tmp_path / "vms").rglob("vm.json")).read_text())
-    assert spec["cpus"] == 1 and spec["memory_mib"] == 384 and spec["firmware"] == "bios"
-    world.operator.plan_action("p1", "cleanup-test")
-    assert world.run_next_job()["state"] == "succeeded"
+    try:
+        done = world.run_next_job()
+        assert done["id"] == recovery["id"] and done["state"] == "succeeded", done
+        report = world.operator.request("GET", f"/recoveries/{recovery['id']}")
+        (m,) = [m for g in report["groups"] for m in g["machines"]]
+        assert m["status"] == "recovered", m
+        assert m["evidence"]["ok"] and "BOOT-OK vsphere-vm1" in m["evidence"]["excerpt"], m
+        spec = json.loads(next((tmp_path / "vms").rglob("vm.json")).read_text())
+        assert spec["cpus"] == 1 and spec["memory_mib"] == 384 and spec["firmware"] == "bios"
+    finally:  # a machine that failed validation is kept for inspection until the test is cleaned up
+        world.operator.plan_action("p1", "cleanup-test")
+        cleaned = world.run_next_job()
+    assert cleaned["state"] == "succeeded", cleaned
