@@ -53,7 +53,6 @@ def sim(tmp_path: Path, pki: SimpleNamespace) -> Iterator[Vcsim]:
 
 def _delete_vm(sim: Vcsim, pki: SimpleNamespace, name: str) -> None:
     """Power the VM off and destroy it, through the vSphere API as an administrator would."""
-    from pyVmomi import vim
 
     from node_runtime.sources.vsphere.connection import Endpoint, connect
     from node_runtime.sources.vsphere.snapshots import wait_task
@@ -61,10 +60,7 @@ def _delete_vm(sim: Vcsim, pki: SimpleNamespace, name: str) -> None:
 
     session = connect(Endpoint("vc", sim.url, sim.username, sim.password, VCenterTls(ca_pem=pki.ca_pem)))
     try:
-        view = session.content.viewManager.CreateContainerView(
-            session.content.rootFolder, [vim.VirtualMachine], True
-        )
-        vm = next(v for v in view.view if v.name == name)
+        vm = next(v for v in session.vms() if v.name == name)
         if str(vm.runtime.powerState) == "poweredOn":
             wait_task(vm.PowerOffVM_Task(), "power off")
         wait_task(vm.Destroy_Task(), "destroy")

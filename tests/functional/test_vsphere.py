@@ -155,8 +155,7 @@ def test_inventory_sync_discovers_the_simulator_and_marks_a_deleted_vm(world: Wo
     session = connect(Endpoint("vc", world.sim.url, world.sim.username, world.sim.password,
                                VCenterTls(ca_pem=world.pki.ca_pem)))  # fmt: skip
     try:
-        target = next(v for v in session.content.viewManager.CreateContainerView(
-            session.content.rootFolder, [__import__("pyVmomi").vim.VirtualMachine], True).view if v._moId == gone["moref"])  # fmt: skip
+        target = next(v for v in session.vms() if v._moId == gone["moref"])
         if str(target.runtime.powerState) == "poweredOn":
             target.PowerOffVM_Task()
             time.sleep(0.5)

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import socket
 import ssl
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -112,6 +113,14 @@ class Session:
     def cookie(self) -> str:
         """The SOAP session cookie, for datastore HTTP reads under the same login."""
         return str(self.si._stub.cookie)
+
+    def vms(self) -> Iterator[Any]:
+        """Every VM of the vCenter (a container view, destroyed once the walk ends)."""
+        view = self.content.viewManager.CreateContainerView(self.content.rootFolder, [vim.VirtualMachine], True)
+        try:
+            yield from view.view
+        finally:
+            view.Destroy()
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

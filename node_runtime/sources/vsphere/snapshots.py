@@ -93,12 +93,7 @@ def remove_leftovers(vm: Any, node_id: str) -> list[str]:
 
 def sweep(session: Session, node_id: str) -> list[str]:
     """Remove every snapshot this node left behind on the site; returns their names."""
-    content = session.content
-    view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
-    try:
-        return [name for vm in view.view for name in remove_leftovers(vm, node_id)]
-    finally:
-        view.Destroy()
+    return [name for vm in list(session.vms()) for name in remove_leftovers(vm, node_id)]
 
 
 class InvalidChangeIdError(SourceError):

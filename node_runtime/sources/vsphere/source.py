@@ -140,13 +140,9 @@ def find_vm(session: Session, moref: str, instance_uuid: str) -> Any:
         vm = content.searchIndex.FindByUuid(None, instance_uuid, True, True)
         if vm is not None:
             return vm
-    view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
-    try:
-        for vm in view.view:
-            if vm._moId == moref:
-                return vm
-    finally:
-        view.Destroy()
+    vm = next((v for v in session.vms() if v._moId == moref), None)
+    if vm is not None:
+        return vm
     raise NotFoundError(
         f"site {session.endpoint.site_id}: VM {moref} ({instance_uuid or 'no uuid'}) is gone from vCenter",
         site_id=session.endpoint.site_id,
