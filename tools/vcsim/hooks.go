@@ -32,6 +32,15 @@ func hookErr(status int, format string, a ...interface{}) *hookError {
 	return &hookError{status, fmt.Sprintf(format, a...)}
 }
 
+// writeHookError answers a hook's failure: its own status for a hookError, else 500.
+func writeHookError(w http.ResponseWriter, err error) {
+	status := http.StatusInternalServerError
+	if he, ok := err.(*hookError); ok {
+		status = he.status
+	}
+	writeJSON(w, status, map[string]string{"error": err.Error()})
+}
+
 func writeJSON(w http.ResponseWriter, status int, v interface{}) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
@@ -130,11 +139,7 @@ func (s *front) serveHooks(w http.ResponseWriter, r *http.Request) {
 		err = hookErr(http.StatusNotFound, "unknown test hook %q", name)
 	}
 	if err != nil {
-		status := http.StatusInternalServerError
-		if he, ok := err.(*hookError); ok {
-			status = he.status
-		}
-		writeJSON(w, status, map[string]string{"error": err.Error()})
+		writeHookError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, result)
@@ -284,11 +289,7 @@ func (s *front) hookRead(w http.ResponseWriter, r *http.Request, st *vmState) {
 		flat, err = d.currentFlat()
 	})
 	if err != nil {
-		status := http.StatusInternalServerError
-		if he, ok := err.(*hookError); ok {
-			status = he.status
-		}
-		writeJSON(w, status, map[string]string{"error": err.Error()})
+		writeHookError(w, err)
 		return
 	}
 	f, err := os.Open(flat)
