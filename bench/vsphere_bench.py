@@ -222,38 +222,34 @@ class Bench:
 
     # one replication, either path --------------------------------------------------------
     def run_vsphere(self, repo: Repository) -> dict[str, Any]:
+        def open_snapshot() -> tuple[DiskSource, Callable[[], None]]:
+            snap = self.machine().open()
+            return snap.disks[self.source], snap.close
+
+        return self._timed_run(repo, open_snapshot)
+
+    def run_file(self, repo: Repository, extents: list[tuple[int, int]] | None) -> dict[str, Any]:
+        def open_file() -> tuple[DiskSource, Callable[[], None]]:
+            src = FileSource(self.img, changed_extents=extents)
+            return src, src.close
+
+        return self._timed_run(repo, open_file)
+
+    def _timed_run(self, repo: Repository, open_source: Callable[[], tuple[DiskSource, Callable[[], None]]]) -> dict[str, Any]:
+        """One replication, timed by phase: open (snapshot), plan, replicate, close."""
         out: dict[str, Any] = {}
         t = self.meter.start()
         t_open = time.perf_counter()
-        snap = self.machine().open()
+        disk, close = open_source()
         out["open_s"] = time.perf_counter() - t_open
         try:
-            disk = snap.disks[self.source]
             recording_plan(disk, out)
             t_rep = time.perf_counter()
             point = replicate(repo, DISK_ID, disk, ReplicationOptions())
             out["replicate_s"] = time.perf_counter() - t_rep
         finally:
             t_close = time.perf_counter()
-            snap.close()
-            out["close_s"] = time.perf_counter() - t_close
-        out.update(self.meter.stop(t))
-        return self._with_point(out, point)
-
-    def run_file(self, repo: Repository, extents: list[tuple[int, int]] | None) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        t = self.meter.start()
-        t_open = time.perf_counter()
-        src = FileSource(self.img, changed_extents=extents)
-        out["open_s"] = time.perf_counter() - t_open
-        try:
-            recording_plan(src, out)
-            t_rep = time.perf_counter()
-            point = replicate(repo, DISK_ID, src, ReplicationOptions())
-            out["replicate_s"] = time.perf_counter() - t_rep
-        finally:
-            t_close = time.perf_counter()
-            src.close()
+            close()
             out["close_s"] = time.perf_counter() - t_close
         out.update(self.meter.stop(t))
         return self._with_point(out, point)
