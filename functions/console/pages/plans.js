@@ -231,6 +231,13 @@ export async function renderPlanBuilder(main, [planId], ctx) {
     tgt.append(...siteOptions);
     tgt.value = m.target_site_id;
 
+    // the fields every machine has, whether typed in or picked from the inventory
+    const identityRow = (x, i) => h("div.row",
+      field("Machine id", bind(x, "machine_id", `machines.${i}.machine_id`, { required: true })),
+      field("Name", bind(x, "name", `machines.${i}.name`)),
+      field("Instance type", bind(x, "instance_type", `machines.${i}.instance_type`)),
+      field("Private IP", bind(x, "private_ip", `machines.${i}.private_ip`)));
+
     const vmMachine = (x, i) => {
       const seen = inventoryVm(x);
       const disk = (d) => seen && seen.disks.find((k) => `device:${k.key}` === d.source);
@@ -238,11 +245,7 @@ export async function renderPlanBuilder(main, [planId], ctx) {
         h("legend", `Machine ${i + 1}: VM ${x.name || x.vm.moref}`),
         h("p.hint", "vSphere VM ", h("code", x.vm.moref), x.vm.instance_uuid ? [" · instance UUID ", h("code", x.vm.instance_uuid)] : null,
           seen && seen.state === "missing" ? [" ", badge("missing"), " not seen by the last inventory sync"] : null),
-        h("div.row",
-          field("Machine id", bind(x, "machine_id", `machines.${i}.machine_id`, { required: true })),
-          field("Name", bind(x, "name", `machines.${i}.name`)),
-          field("Instance type", bind(x, "instance_type", `machines.${i}.instance_type`)),
-          field("Private IP", bind(x, "private_ip", `machines.${i}.private_ip`))),
+        identityRow(x, i),
         h("div.row",
           field("Networks", h("input", { "data-loc": `machines.${i}.networks`, value: x.networks.join(", ") || "none", readOnly: true }), "The VM's NIC networks (from the inventory)"),
           field("Boot marker", bind(x, "boot_marker", `machines.${i}.boot_marker`), "Serial-console text once up (empty: power state only)")),
@@ -257,11 +260,7 @@ export async function renderPlanBuilder(main, [planId], ctx) {
 
     const machines = m.machines.map((x, i) => (x.vm ? vmMachine(x, i) : h("fieldset.machine", { "data-loc": `machines.${i}` },
       h("legend", `Machine ${i + 1}`),
-      h("div.row",
-        field("Machine id", bind(x, "machine_id", `machines.${i}.machine_id`, { required: true })),
-        field("Name", bind(x, "name", `machines.${i}.name`)),
-        field("Instance type", bind(x, "instance_type", `machines.${i}.instance_type`)),
-        field("Private IP", bind(x, "private_ip", `machines.${i}.private_ip`))),
+      identityRow(x, i),
       h("div.row",
         field("Networks", bind(x, "networks", `machines.${i}.networks`), "Source networks of its NICs, comma-separated"),
         field("Boot marker", bind(x, "boot_marker", `machines.${i}.boot_marker`), "Serial-console text once up (empty: power state only)")),
