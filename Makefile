@@ -9,6 +9,7 @@ export LIFEBOAT_AZURITE := $(NODE_BIN)/azurite-blob
 .stamps/py: pyproject.toml requirements/test.lock
 	$(PY) -m pip install -q --require-hashes -r requirements/test.lock
 	$(PY) -m pip install -q --no-deps -e .
+	$(PY) tools/debian_modules.py
 	@mkdir -p .stamps && touch $@
 
 .stamps/node: tools/node/package.json

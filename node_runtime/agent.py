@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from node_runtime.replication.pipeline import ReplicationOptions, replicate
+from node_runtime.sources.kvm.inventory import discover as discover_kvm
 from node_runtime.sources.port import MachineSnapshot
 from node_runtime.sources.resolve import SourcePolicy, machine_source
 from node_runtime.sources.secrets import resolve_node_secret
@@ -30,8 +31,15 @@ from node_runtime.sources.vsphere.inventory import discover
 from node_runtime.sources.vsphere.sweep import sweep_site
 from shared.adapters.store_url import open_store
 from shared.api_client import ApiClient
+from shared.domain.kvm import KvmHostConnection
 from shared.domain.vsphere import VCenterConnection
-from shared.errors import InvalidInputError, LifeboatError, PermissionDeniedError, RepositoryNotFoundError
+from shared.errors import (
+    InvalidInputError,
+    LifeboatError,
+    PermissionDeniedError,
+    RepositoryNotFoundError,
+    SourceError,
+)
 from shared.repo.repository import Repository
 
 log = logging.getLogger("lifeboat.node")
@@ -231,8 +239,9 @@ class NodeAgent:
             with self.disk_slots:
                 reporter.check()
                 opts = ReplicationOptions(block_size=disk.get("block_size"), tags={"job": job["id"]})
-                point = replicate(repo, disk["disk_id"], snap.disks[disk["source"]], opts,
-                                  progress=reporter.for_disk(disk["disk_id"]))  # fmt: skip
+                source = snap.disks[disk["source"]]
+                point = replicate(repo, disk["disk_id"], source, opts, progress=reporter.for_disk(disk["disk_id"]))
+                source.committed(point)
             note = point.tags.get("read_note", "")
             if note:
                 notes.append(f"{machine_id}/{disk['disk_id']}: {note}")
@@ -284,8 +293,10 @@ class NodeAgent:
         return self.client.source_credentials(self.node_id, site_id)
 
     def _inventory_sync(self, job: dict[str, Any], context: JobContext) -> JobOutcome:
-        """Discover a vmware site's inventory and hand it to the control plane whole, through
-        the site's current connection (a sync queued before the connection changed uses the new one)."""
+        """Discover a vmware or kvm site's inventory and hand it to the control plane whole,
+        through the site's current connection (a sync queued before the connection changed
+        uses the new one). A kvm site's socket that does not answer is reported, not fatal
+        (its VM may be off, and is marked missing), unless none answers."""
         site_id = str(job["params"]["site_id"])
         if not self.source_policy.may_read_site(site_id):
             raise PermissionDeniedError(
@@ -293,7 +304,19 @@ class NodeAgent:
             )
         source = next((s for s in self.client.node_sources(self.node_id) if s["site_id"] == site_id), None)
         if source is None:
-            raise InvalidInputError(f"site {site_id} has no vCenter connection any more")
+            raise InvalidInputError(f"site {site_id} has no vCenter or KVM host connection any more")
+        if source.get("kind") == "kvm":
+            sockets = KvmHostConnection.model_validate(source["kvm"]).qmp_sockets
+            context.message(f"asking {len(sockets)} QMP socket(s)")
+            kvm = discover_kvm(sockets, site_id=site_id, now=datetime.now(UTC))
+            unreachable = "; ".join(kvm.unreachable)[:3000]  # the job's error and message are bounded
+            if not kvm.vms:
+                raise SourceError(f"none of the {len(sockets)} QMP socket(s) of site {site_id} answered "
+                                  f"(no VM found): {unreachable}", site_id=site_id)  # fmt: skip
+            note = f"; {len(kvm.unreachable)} unreachable: {unreachable}" if kvm.unreachable else ""
+            context.message(f"discovered {len(kvm.vms)} VMs behind {len(sockets)} QMP socket(s){note}")
+            counts = self.client.post_inventory(self.node_id, job["id"], kvm.vms, [])
+            return JobOutcome("succeeded", result={**counts, "unreachable": kvm.unreachable})
         conn = VCenterConnection.model_validate(source["vcenter"])
         endpoint = Endpoint(site_id=site_id, url=conn.url, username=conn.username,
                             password=self._source_secret({"source": source}, conn.password_ref), tls=conn.tls)  # fmt: skip
@@ -308,9 +331,12 @@ class NodeAgent:
         return JobOutcome("succeeded", result=counts)
 
     def sweep_snapshots(self) -> list[str]:
-        """Remove the replication snapshots this node left on any vCenter (after a crash)."""
+        """Remove the replication snapshots this node left on any vCenter (after a crash).
+        kvm sites are not swept here: a KVM run's export and bitmaps are its source's to release."""
         removed: list[str] = []
         for source in self.client.node_sources(self.node_id):
+            if source.get("kind") != "vsphere":
+                continue
             try:
                 params: dict[str, Any] = {"source": source}
                 removed += sweep_site(source, self.node_id, functools.partial(self._source_secret, params))

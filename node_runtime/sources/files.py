@@ -85,6 +85,9 @@ class FileSource:
             )  # fmt: skip
         return ReadPlan(self.changed_extents, incremental=True)
 
+    def committed(self, point: PointRecord) -> None:
+        """Nothing to forget: a file source tracks no changes itself."""
+
     def data_extents(self) -> list[Extent]:
         """Ranges that may hold data; everything else reads as zeros."""
         if self.is_device:

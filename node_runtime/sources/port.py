@@ -1,7 +1,7 @@
 """The source port: what the replication pipeline reads a disk through.
 
-Every kind of source (image file or block device, a vSphere VM through CBT, later a QEMU
-dirty bitmap) implements the same two small protocols:
+Every kind of source (image file or block device, a vSphere VM through CBT, a KVM VM or
+qcow2 image through QEMU dirty bitmaps) implements the same two small protocols:
 
 * :class:`MachineSource` opens one consistent view of a machine — a snapshot — and
   :meth:`MachineSnapshot.close` is its cleanup twin, which MUST run whatever happened
@@ -66,6 +66,12 @@ class DiskSource(Protocol):
     @property
     def change_token(self) -> str | None:
         """The token naming this view's moment (e.g. a CBT changeId), or ``None``."""
+        ...
+
+    def committed(self, point: PointRecord) -> None:
+        """``point`` (made from this view) is durable: the source may forget the change
+        tracking it supersedes (a QEMU source drops older bitmap generations at close).
+        Not called for a failed run, so a source keeps everything a retry needs."""
         ...
 
 

@@ -68,6 +68,9 @@ class VsphereDisk:
     def read(self, offset: int, length: int) -> bytes:
         return self.reader.read(offset, length)
 
+    def committed(self, point: PointRecord) -> None:
+        """Nothing to forget: vCenter keeps CBT; the point's changeId is the next run's base."""
+
 
 class VsphereSnapshot:
     def __init__(self, session: Session, vm: Any, snapshot: Any, disks: Mapping[str, DiskSource],
