@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -86,6 +86,20 @@ def hole_runs(point: PointRecord, block_map: list[bytes]) -> Iterator[tuple[int,
         yield start, point.disk_size - start
 
 
+def _runs(point: PointRecord, indices: list[int]) -> Iterator[tuple[int, int]]:
+    """(offset, length) of each run of consecutive block indices (sorted)."""
+    start = prev = None
+    for i in indices:
+        if start is not None and prev is not None and i == prev + 1:
+            prev = i
+            continue
+        if start is not None and prev is not None:
+            yield start * point.block_size, (prev - start) * point.block_size + point.block_length(prev)
+        start = prev = i
+    if start is not None and prev is not None:
+        yield start * point.block_size, (prev - start) * point.block_size + point.block_length(prev)
+
+
 def reconstruct(
     repo: Repository,
     point: PointRecord,
@@ -93,8 +107,12 @@ def reconstruct(
     *,
     threads: int = 4,
     progress: Progress | None = None,
+    only: Iterable[int] | None = None,
 ) -> RestoreStats:
     """Write ``point`` through ``writer`` byte for byte, every block verified first.
+
+    ``only``: just these block indices (a failback writes the blocks that differ); holes
+    among them are announced with ``skip``, every other block is left alone.
 
     On success the writer is finished; on any failure it is aborted and the error
     re-raised (repository errors as they are, target errors as ``TargetError``).
@@ -102,13 +120,15 @@ def reconstruct(
     name = f"points/{point.disk_id}/{point.id}"
     try:
         block_map = repo.block_map(point)
-        groups = _groups(block_map, repo.load_index(), name)
+        chosen = range(len(block_map)) if only is None else sorted(i for i in set(only) if 0 <= i < len(block_map))
+        groups = _groups([block_map[i] for i in chosen], repo.load_index(), name)
         positions: dict[bytes, list[int]] = defaultdict(list)
-        for i, block_id in enumerate(block_map):
-            positions[block_id].append(i)
+        for i in chosen:
+            positions[block_map[i]].append(i)
         stats = RestoreStats(holes=len(positions.get(ZERO_ID, [])), requests=len(groups))
-        total = sum(point.block_length(i) for i, b in enumerate(block_map) if b != ZERO_ID)
-        for offset, length in hole_runs(point, block_map):
+        total = sum(point.block_length(i) for i in chosen if block_map[i] != ZERO_ID)
+        holes = hole_runs(point, block_map) if only is None else _runs(point, positions.get(ZERO_ID, []))
+        for offset, length in holes:
             writer.skip(offset, length)
         del block_map
         lock = threading.Lock()

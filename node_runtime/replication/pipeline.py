@@ -70,6 +70,9 @@ class ReplicationOptions:
     checkpoint_bytes: int = 256 << 20
     checkpoint_seconds: float = 60.0
     tags: dict[str, str] = field(default_factory=dict)
+    #: (disk id, point id) to start from when ``disk_id`` has no point yet: a reverse
+    #: lineage after a failover starts from the failed-over point, so it stores only changes
+    seed_parent: tuple[str, str] | None = None
 
 
 class _Run:
@@ -242,7 +245,7 @@ def replicate(
         try:
             parent: PointRecord | None = repo.resolve_point(disk_id, "latest")
         except PointNotFoundError:
-            parent = None
+            parent = repo.read_point(*opts.seed_parent) if opts.seed_parent else None
         block_size = opts.block_size or (parent.block_size if parent else DEFAULT_BLOCK_SIZE)
         if not MIN_BLOCK_SIZE <= block_size <= MAX_BLOCK_SIZE or block_size & (block_size - 1):
             raise InvalidInputError(f"block size {block_size} must be a power of two from 64 KiB to 4 MiB")

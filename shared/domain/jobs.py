@@ -18,6 +18,8 @@ class JobKind(StrEnum):
     TEST_RECOVERY = "test-recovery"
     CLEANUP = "cleanup"
     INVENTORY_SYNC = "inventory-sync"
+    REVERSE_REPLICATION = "reverse-replication"  # recovered machines into the repository (failback)
+    FAILBACK = "failback"  # origin disks brought to the latest reverse point
 
 
 class JobState(StrEnum):

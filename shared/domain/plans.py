@@ -104,8 +104,16 @@ class ScriptHook(_Part):
 
 class PlanState(StrEnum):
     DRAFT = "draft"  # saved, not yet protecting: the `protect` action activates it
-    ACTIVE = "active"
+    ACTIVE = "active"  # protected: forward replication on schedule
     PAUSED = "paused"
+    # failback cycle (shared/services/failback.py): none of these replicate forward
+    FAILED_OVER = "failed-over"  # machines run on the target; the origin is not protected
+    REVERSE_PROTECTING = "reverse-protecting"  # the recovered machines replicate into the repository
+    FAILING_BACK = "failing-back"  # the origin disks are being brought to the latest reverse point
+
+    @property
+    def replicates_forward(self) -> bool:
+        return self is PlanState.ACTIVE
 
 
 class ProtectionPlan(Record):

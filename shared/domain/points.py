@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -36,6 +36,9 @@ class RecoveryPoint(Record):
     site_id: Slug
     disks: list[DiskPoint] = Field(min_length=1)
     hardware: HardwareProfile | None = Field(default=None, description="The machine's virtual hardware then.")
+    direction: Literal["forward", "reverse"] = Field(
+        default="forward", description="reverse: a recovered machine protected back after a failover (failback).",
+    )  # fmt: skip
 
 
 class MachineStatus(BaseModel):

@@ -357,8 +357,8 @@ def _decide(
     age = max(_ZERO, now - reference)
     priority = age / rpo
 
-    if plan.state is PlanState.PAUSED:
-        return Decision(plan_id=plan.id, due=False, reason=REASON_PAUSED, next_due_at=None, priority=priority)
+    if not plan.state.replicates_forward:
+        return Decision(plan_id=plan.id, due=False, reason=REASON_PAUSED if plan.state is PlanState.PAUSED else str(plan.state), next_due_at=None, priority=priority)
     if job is not None:
         return Decision(
             plan_id=plan.id,
@@ -433,7 +433,7 @@ def rpo_status(
 def _plan_status(plan: ProtectionPlan, last_points: Mapping[PointKey, datetime], now: datetime) -> RpoStatus:
     rpo = timedelta(minutes=plan.rpo_minutes)
     warn_after = rpo * WARNING_FRACTION
-    paused = plan.state is PlanState.PAUSED
+    paused = not plan.state.replicates_forward
     plan_age = now - _created(plan)
     rpo_text = _human_cached(rpo)
 

@@ -60,6 +60,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -158,6 +159,12 @@ def parse_instance_type(instance_type: str | None) -> tuple[int, int]:
         f"or <cpus>c<memory MiB>m (e.g. 1c384m; 1-{MAX_CPUS} cpus, {MIN_MEMORY_MIB}-{MAX_MEMORY_MIB} MiB)",
         instance_type=name,
     )
+
+
+def qmp_socket_for(vm_dir: Path) -> Path:
+    """A recovered VM's QMP socket: short and fixed per VM (unix socket paths stop at 107 bytes)."""
+    digest = hashlib.sha256(str(vm_dir.resolve()).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"lifeboat-vm-{digest}.qmp"
 
 
 def _safe_id(value: str, what: str) -> str:
@@ -531,6 +538,9 @@ class QemuTarget:
             "nics": [],
             "serial_log": str(vm_dir / "serial.log"),
             "pidfile": str(vm_dir / "qemu.pid"),
+            # QMP: how reverse protection reads the recovered disks (dirty bitmaps over NBD)
+            "qmp_socket": str(qmp_socket_for(vm_dir)),
+            "uuid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"lifeboat:{instance_id}:{vm_dir}")),
             "tags": tags,
         }
         try:
@@ -546,7 +556,8 @@ class QemuTarget:
             instance_id=instance_id,
             machine_id=spec.machine_id,
             state="defined",
-            resources=[Resource(type="qemu-vm", id=str(vm_dir), detail=dict(tags))],
+            resources=[Resource(type="qemu-vm", id=str(vm_dir),
+                                detail={**tags, "qmp_socket": vm["qmp_socket"], "uuid": vm["uuid"]})],
             detail={
                 "vm_dir": str(vm_dir),
                 "cpus": cpus,
@@ -580,6 +591,8 @@ class QemuTarget:
         # (QEMU warns that the name lacks the "opt/" prefix: the name is SeaBIOS's, not ours).
         cmd += ["-fw_cfg", f"name=etc/sercon-port,file={_opt(sercon)}"]
         cmd += ["-pidfile", vm["pidfile"], "-daemonize", "-boot", "strict=on"]
+        if vm.get("qmp_socket"):
+            cmd += ["-uuid", vm["uuid"], "-qmp", f"unix:{_opt(vm['qmp_socket'])},server=on,wait=off"]
         if self.no_reboot:
             cmd.append("-no-reboot")
         if len(vm["disks"]) > MAX_IDE_DISKS:
@@ -645,6 +658,7 @@ class QemuTarget:
                 "pidfile": str(pidfile),
                 "cmdline_sha256": _fingerprint(cmdline),
                 "vm_dir": str(vm_dir),
+                **({"qmp_socket": vm["qmp_socket"], "uuid": vm["uuid"]} if vm.get("qmp_socket") else {}),
                 **vm["tags"],
             },
         )

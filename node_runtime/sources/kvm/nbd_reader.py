@@ -1,4 +1,7 @@
-"""Read an NBD export with libnbd (Debian ``python3-libnbd``): data, holes and dirty bitmaps.
+"""An NBD export through libnbd (Debian ``python3-libnbd``): data, holes and dirty bitmaps.
+
+Reads serve replication; writes (``pwrite``, ``zero``, ``flush``) serve failback, which
+writes the blocks that differ into an origin disk exported writable.
 
 One libnbd handle per reading thread (a handle serialises its requests), all closed by
 :meth:`NbdExport.close`. Extent maps come from NBD block status: ``base:allocation``
@@ -67,6 +70,28 @@ class NbdExport:
             return bytes(self._handle().pread(length, offset))
         except _nbd().Error as exc:
             raise SourceError(f"NBD read of {length} bytes at {offset} from {self.name} failed: {exc}") from exc
+
+    def pwrite(self, offset: int, data: bytes | memoryview) -> None:
+        try:
+            self._handle().pwrite(bytes(data), offset)
+        except _nbd().Error as exc:
+            raise SourceError(f"NBD write of {len(data)} bytes at {offset} to {self.name} failed: {exc}") from exc
+
+    def zero(self, offset: int, length: int) -> None:
+        try:
+            self._handle().zero(length, offset)
+        except _nbd().Error as exc:
+            raise SourceError(f"NBD zero of {length} bytes at {offset} on {self.name} failed: {exc}") from exc
+
+    def flush(self) -> None:
+        """Make every write so far durable (one flush per connection that wrote)."""
+        with self._lock:
+            handles = list(self._handles)
+        try:
+            for h in handles:
+                h.flush()
+        except _nbd().Error as exc:
+            raise SourceError(f"NBD flush of {self.name} failed: {exc}") from exc
 
     def extents(self, context: str, keep: Callable[[int], bool]) -> list[tuple[int, int]]:
         """Merged (offset, length) ranges whose ``context`` flags satisfy ``keep``."""
