@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from functions.recovery.failback_job import failback_job
 from functions.recovery.local_runner import RecoveryFlowError, run_cleanup, run_recovery
 from functions.recovery.ports import RecoveryPorts, RunCancelled
 from node_runtime.agent import JobContext, JobOutcome, JobRunner, resolve_secret
@@ -137,4 +138,7 @@ def job_runners(targets: TargetFactory) -> dict[str, JobRunner]:
     def cleanup(job: dict[str, Any], ctx: JobContext) -> JobOutcome:
         return cleanup_job(job, ctx, targets)
 
-    return {"recovery": recover, "test-recovery": recover, "cleanup": cleanup}
+    def fail_back(job: dict[str, Any], ctx: JobContext) -> JobOutcome:
+        return failback_job(job, ctx, ports=lambda: _ports(ctx, targets), open_repository=open_existing_repository)
+
+    return {"recovery": recover, "test-recovery": recover, "cleanup": cleanup, "failback": fail_back}

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from shared.domain.jobs import Job, JobState
-from shared.services import jobs, recovery, vsphere
+from shared.errors import NotFoundError
+from shared.services import failback, jobs, recovery, vsphere
 from shared.services.auth import Principal
 from shared.services.context import Control
 
@@ -18,11 +20,20 @@ def complete(
     a report the control plane refuses is noted in the job's errors (the job keeps its state)."""
     job = jobs.complete(ctl, principal, job_id, state=state, result=result, error=error)
     vsphere.sync_finished(ctl, job)
+    failback.job_finished(ctl, job, result or {})
     if job.job_kind not in recovery.RECOVERY_KINDS:
         return job
-    problems = recovery.record_outcome(ctl, job, result or {})
+    return _recovery_finished(ctl, job, result or {})
+
+
+def _recovery_finished(ctl: Control, job: Job, result: dict[str, Any]) -> Job:
+    """Store the run's report (problems go to the job's errors); a failover starts the failback cycle."""
+    problems = recovery.record_outcome(ctl, job, result)
     if problems:
         job = ctl.store.update(job.model_copy(update={"errors": [*job.errors, *problems][-20:]}))
+    if "report" in result and not problems:
+        with contextlib.suppress(NotFoundError):
+            failback.on_failover(ctl, job, recovery.report_for(ctl, job.id))
     return job
 
 
@@ -39,7 +50,4 @@ def complete_from_workflow(
     job = jobs.finish_from_workflow(ctl, job_id, state=state, result=result, error=why)
     if job is None:
         return None
-    problems = recovery.record_outcome(ctl, job, result)
-    if problems:
-        job = ctl.store.update(job.model_copy(update={"errors": [*job.errors, *problems][-20:]}))
-    return job
+    return _recovery_finished(ctl, job, result)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from shared.domain.base import new_id
 from shared.domain.hardware import HardwareProfile
@@ -150,9 +150,16 @@ def complete(
     now = ctl.now()
     if state is JobState.SUCCEEDED and job.job_kind is JobKind.REPLICATION:
         _record_points(ctl, job, result or {}, now)
+    if state is JobState.SUCCEEDED and job.job_kind is JobKind.REVERSE_REPLICATION:
+        _record_points(ctl, job, result or {}, now, direction="reverse")
     replication = (result or {}).get("replication")
     if job.job_kind is JobKind.RECOVERY and isinstance(replication, dict):
         _record_points(ctl, job, replication, now)  # a migration's final incremental
+    if job.job_kind is JobKind.FAILBACK and isinstance(replication, dict):
+        _record_points(ctl, job, replication, now, direction="reverse", suffix="-final")  # its final reverse run
+    written_back = (result or {}).get("failback")
+    if state is JobState.SUCCEEDED and job.job_kind is JobKind.FAILBACK and isinstance(written_back, dict):
+        _record_points(ctl, job, written_back, now)  # what the origin disks hold now
     done = job.transition(state, now=now, error=error).model_copy(update={"result": result or {}})
     saved = ctl.store.update(done)
     msg = _message(job)
@@ -163,13 +170,14 @@ def complete(
     return saved
 
 
-def _record_points(ctl: Control, job: Job, result: dict[str, Any], now: datetime) -> None:
+def _record_points(ctl: Control, job: Job, result: dict[str, Any], now: datetime, *,
+                   direction: Literal["forward", "reverse"] = "forward", suffix: str = "") -> None:  # fmt: skip
     if not job.plan_id:
         return
     site_id = str(job.params.get("target_site_id", ""))
     for machine in result.get("machines", []):
         point = RecoveryPoint(
-            id=f"{job.id}-{machine['machine_id']}"[:128],
+            id=f"{job.id}-{machine['machine_id']}{suffix}"[:128], direction=direction,
             plan_id=job.plan_id,
             machine_id=machine["machine_id"],
             run_id=job.id,

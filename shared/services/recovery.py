@@ -115,7 +115,8 @@ def start(ctl: Control, plan_id: str, *, mode: RecoveryMode, point_time: datetim
             report_id=pending.id,
         )
     site = ctl.store.get(Site, plan.target_site_id)
-    points = list(every(ctl.store, RecoveryPoint, {"plan_id": plan_id}))
+    # reverse points (a recovered machine protected back) are failback's, not recovery candidates
+    points = [p for p in every(ctl.store, RecoveryPoint, {"plan_id": plan_id}) if p.direction == "forward"]
     kind = JobKind.TEST_RECOVERY if mode is RecoveryMode.TEST else JobKind.RECOVERY
     job = jobs.new_job(
         kind, plan_id=plan.id, reason=f"{mode} recovery by {actor}", created_by=actor, params={}

@@ -21,7 +21,7 @@ from shared.domain.points import PlanStatus
 from shared.errors import ConflictError, LifeboatError
 from shared.policies.scheduling import AlertSeverity, Decision, due_jobs, rpo_status
 from shared.ports.metadata_store import every
-from shared.services import jobs, vsphere
+from shared.services import failback, jobs, vsphere
 from shared.services.context import Control
 from shared.services.plans import replication_params
 
@@ -97,6 +97,10 @@ def tick(ctl: Control) -> TickReport:
         report.created += [j.id for j in vsphere.due_syncs(ctl, now) if j.created_at >= now]
     except LifeboatError as exc:
         report.errors.append(f"inventory sync: {exc}")
+    try:
+        report.created += [j.id for j in failback.due_reverse(ctl, now)]
+    except LifeboatError as exc:
+        report.errors.append(f"reverse protection: {exc}")
     return report
 
 
