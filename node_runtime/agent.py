@@ -75,6 +75,11 @@ class JobContext(Protocol):
         """Run a replication (a migration's final incremental) and return its result."""
         ...
 
+    @property
+    def source_policy(self) -> SourcePolicy:
+        """What this node may read and write (failback writes origin disks under it)."""
+        ...
+
 
 #: a runner for one job kind other than replication (recovery flows are wired in by the CLI)
 JobRunner = Callable[[dict[str, Any], JobContext], JobOutcome]
@@ -171,7 +176,7 @@ class NodeAgent:
         job_id = job["id"]
         log.info("running job %s (%s)", job_id, job["job_kind"])
         try:
-            if job["job_kind"] != "replication":
+            if job["job_kind"] not in ("replication", "reverse-replication"):
                 outcome = self._run_other(job)
                 self._finish(job_id, outcome.state, result=outcome.result, error=outcome.error)
                 return
@@ -238,7 +243,9 @@ class NodeAgent:
         def one_disk(snap: MachineSnapshot, machine_id: str, disk: dict[str, Any]) -> tuple[dict[str, Any], datetime]:
             with self.disk_slots:
                 reporter.check()
-                opts = ReplicationOptions(block_size=disk.get("block_size"), tags={"job": job["id"]})
+                seed = disk.get("seed_parent")  # a reverse lineage starts from the failed-over point
+                opts = ReplicationOptions(block_size=disk.get("block_size"), tags={"job": job["id"]},
+                                          seed_parent=(str(seed[0]), str(seed[1])) if seed else None)  # fmt: skip
                 source = snap.disks[disk["source"]]
                 point = replicate(repo, disk["disk_id"], source, opts, progress=reporter.for_disk(disk["disk_id"]))
                 source.committed(point)
@@ -354,6 +361,10 @@ class _Context:
 
     def cancelled(self) -> bool:
         return self.reporter.cancelled
+
+    @property
+    def source_policy(self) -> SourcePolicy:
+        return self.agent.source_policy
 
     def progress(self, key: str, done: int, total: int) -> None:
         with self.reporter.lock:
