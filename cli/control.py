@@ -173,6 +173,9 @@ def register(app: typer.Typer) -> None:
 
     plans = typer.Typer(help="Protection plans (API).", no_args_is_help=True)
     app.add_typer(plans, name="plans")
+    from cli import failback  # reverse protection and failback hang off `plans`
+
+    failback.register(plans)
 
     @plans.command("list")
     def plans_list(as_json: JsonOpt = False) -> None:
@@ -254,4 +257,4 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Recovery points known to the control plane (API), newest first."""
         rows = client().points(plan_id=plan, machine_id=machine)
-        _show(rows, ["id", "plan_id", "machine_id", "time", "run_id"], as_json)
+        _show(rows, ["id", "plan_id", "machine_id", "time", "run_id", "direction"], as_json)
