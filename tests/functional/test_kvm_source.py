@@ -25,7 +25,7 @@ from shared.errors import SourceError
 from shared.repo.keys import KdfParams
 from shared.repo.points import PointRecord
 from shared.repo.repository import Repository
-from tests.support.kvm import MiB, KvmVm, make_qcow2, qemu_img
+from tests.support.kvm import KvmVm, MiB, make_qcow2, qemu_img
 
 pytestmark = pytest.mark.kvm
 
