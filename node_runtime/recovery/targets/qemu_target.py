@@ -557,7 +557,7 @@ class QemuTarget:
             machine_id=spec.machine_id,
             state="defined",
             resources=[Resource(type="qemu-vm", id=str(vm_dir),
-                                detail={**tags, "qmp_socket": vm["qmp_socket"], "uuid": vm["uuid"]})],
+                                detail={**tags, "qmp_socket": str(vm["qmp_socket"]), "uuid": str(vm["uuid"])})],
             detail={
                 "vm_dir": str(vm_dir),
                 "cpus": cpus,
