@@ -1,4 +1,5 @@
-"""CLI of vmware sites: ``lifeboat sites vcenter`` and ``lifeboat inventory sync|list|show|machine``."""
+"""CLI of the sites with an inventory: ``lifeboat sites vcenter`` (vmware), ``lifeboat sites kvm``
+(kvm) and ``lifeboat inventory sync|list|show|machine`` (both)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,21 @@ def _report_sync(job: dict[str, Any], as_json: bool) -> None:
     if not as_json:
         r = job.get("result") or {}
         out.print(f"inventory synced: {r.get('vms', 0)} VMs present, {r.get('missing', 0)} items marked missing")
+        unreachable = r.get("unreachable") or []  # a kvm site's sockets that did not answer
+        if unreachable:
+            out.print(f"{len(unreachable)} QMP socket(s) did not answer: " + "; ".join(unreachable),
+                      markup=False, highlight=False)  # fmt: skip
+
+
+def _set_and_sync(path: str, body: dict[str, Any], site_id: str, *, wait: bool, timeout: float, as_json: bool) -> None:
+    """PUT a site's connection, then (``wait``) follow the inventory sync it queued."""
+    site = client().request("PUT", path, body)
+    job = site["sync_job"]
+    if not wait:
+        out.print_json(json.dumps(site, default=str)) if as_json else out.print(f"sync job {job['id']} queued")
+        return
+    err.print(f"site {site_id} connected; syncing inventory (job {job['id']})")
+    _report_sync(_wait(job["id"], timeout), as_json)
 
 
 def register(app: typer.Typer, sites: typer.Typer) -> None:
@@ -67,15 +83,34 @@ def register(app: typer.Typer, sites: typer.Typer) -> None:
             except OSError as exc:
                 raise InvalidInputError(f"cannot read {ca_file}: {exc.strerror}") from exc
         body = {"url": url, "username": username, "password": password, "tls": tls, "quiesce": quiesce}
-        site = client().request("PUT", f"/sites/{site_id}/vcenter", body)
-        job = site["sync_job"]
-        if not wait:
-            out.print_json(json.dumps(site, default=str)) if as_json else out.print(f"sync job {job['id']} queued")
-            return
-        err.print(f"site {site_id} connected; syncing inventory (job {job['id']})")
-        _report_sync(_wait(job["id"], timeout), as_json)
+        _set_and_sync(f"/sites/{site_id}/vcenter", body, site_id, wait=wait, timeout=timeout, as_json=as_json)
 
-    inventory = typer.Typer(help="vSphere inventory discovered at vmware sites (API).", no_args_is_help=True)
+    @sites.command("kvm")
+    def sites_kvm(
+        site_id: str,
+        qmp_socket: Annotated[
+            list[str] | None,
+            typer.Option("--qmp-socket", help="A VM's QMP unix socket on the node's host (repeat: one per VM)."),
+        ] = None,
+        clear: Annotated[bool, typer.Option("--clear", help="Forget the site's QMP sockets (the inventory stays).")] = False,
+        wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the inventory sync it queues.")] = True,
+        timeout: Annotated[float, typer.Option(min=1)] = 600.0,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Give a kvm site the QMP sockets of its VMs (directly-run QEMU started with
+        -qmp unix:PATH,server=on,wait=off; the paths are on the host of the node started with
+        --source-site for the site), replacing the previous list, then sync its inventory
+        (--no-wait: only queue the sync). --clear forgets the sockets; the inventory stays."""
+        if clear == bool(qmp_socket):
+            raise InvalidInputError("give either --qmp-socket PATH (one or more) or --clear")
+        if clear:
+            site = client().request("DELETE", f"/sites/{site_id}/kvm")
+            out.print_json(json.dumps(site, default=str)) if as_json else out.print(f"forgot the QMP sockets of site {site_id}")
+            return
+        _set_and_sync(f"/sites/{site_id}/kvm", {"qmp_sockets": qmp_socket}, site_id, wait=wait, timeout=timeout,
+                      as_json=as_json)  # fmt: skip
+
+    inventory = typer.Typer(help="VMs discovered at vmware and kvm sites (API).", no_args_is_help=True)
     app.add_typer(inventory, name="inventory")
 
     @inventory.command("sync")
@@ -85,7 +120,7 @@ def register(app: typer.Typer, sites: typer.Typer) -> None:
         timeout: Annotated[float, typer.Option(min=1)] = 600.0,
         as_json: JsonOpt = False,
     ) -> None:
-        """Sync a site's inventory now (run by a node started with --source-site for it)."""
+        """Sync a vmware or kvm site's inventory now (run by a node started with --source-site for it)."""
         job = client().request("POST", f"/sites/{site_id}/inventory/sync", {})
         if not wait:
             out.print(job["id"])
@@ -97,7 +132,8 @@ def register(app: typer.Typer, sites: typer.Typer) -> None:
         site: Annotated[str | None, typer.Option(help="Only this site.")] = None,
         missing: Annotated[bool, typer.Option("--missing", help="Only VMs the last sync did not see.")] = False,
         objects: Annotated[
-            str | None, typer.Option(help="List other objects instead: datacenter|cluster|host|datastore|network.")
+            str | None,
+            typer.Option(help="List other objects instead (vmware sites): datacenter|cluster|host|datastore|network."),
         ] = None,
         as_json: JsonOpt = False,
     ) -> None:
@@ -115,7 +151,7 @@ def register(app: typer.Typer, sites: typer.Typer) -> None:
 
     @inventory.command("show")
     def inventory_show(vm_id: str) -> None:
-        """One inventory VM, with its NICs and disks (device keys plans name)."""
+        """One inventory VM, with its NICs and disks (the device keys plans name; on KVM a disk's position)."""
         out.print_json(json.dumps(client().request("GET", f"/inventory/vms/{vm_id}")))
 
     @inventory.command("machine")

@@ -12,9 +12,10 @@ from shared.domain.plans import ProtectionPlan
 _BASE_FIELDS = {"id", "revision", "created_at", "updated_at"}
 #: never served: secrets' hashes and internal queue state
 PRIVATE_FIELDS = {"password_hash", "secret_hash", "queue_message", "ciphertext"}
-#: a site's fields only the server writes: the vCenter connection has its own route (its
-#: password goes to the vault) and sync status comes from sync jobs
-SITE_SERVER_FIELDS = frozenset({"vcenter", "last_inventory_sync", "inventory_job_id"})
+#: a site's fields only the server writes: the vCenter connection (its password goes to the
+#: vault) and the KVM host connection have their own routes, which queue the sync that
+#: proves them; sync status comes from sync jobs
+SITE_SERVER_FIELDS = frozenset({"vcenter", "kvm", "last_inventory_sync", "inventory_job_id"})
 
 
 def input_model(

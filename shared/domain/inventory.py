@@ -9,6 +9,7 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.domain.base import Name, Record, Slug
+from shared.domain.kvm import KvmHostConnection
 from shared.domain.recovery import TargetConfig
 from shared.domain.vsphere import VCenterConnection
 
@@ -60,6 +61,9 @@ class Site(Record):
     vcenter: VCenterConnection | None = Field(
         default=None, description="A vmware site's vCenter/ESXi (set through PUT /sites/{id}/vcenter)."
     )
+    kvm: KvmHostConnection | None = Field(
+        default=None, description="A kvm site's VMs: their QMP sockets on the node's host (set through PUT /sites/{id}/kvm)."
+    )
     inventory_sync_minutes: int | None = Field(
         default=60, ge=5, le=10080, description="Scheduled inventory sync period (null: on demand only)."
     )
@@ -74,10 +78,20 @@ class Site(Record):
         return v
 
     @model_validator(mode="after")
-    def _vcenter_on_vmware(self) -> Site:
+    def _connection_of_its_kind(self) -> Site:
         if self.vcenter is not None and self.site_kind is not SiteKind.VMWARE:
             raise ValueError("only a vmware site has a vCenter connection")
+        if self.kvm is not None and self.site_kind is not SiteKind.KVM:
+            raise ValueError("only a kvm site has a KVM host connection (QMP sockets)")
         return self
+
+    @property
+    def has_inventory_source(self) -> bool:
+        """Whether a node can discover this site's VMs: a vmware site with its vCenter, a kvm
+        site with its QMP sockets."""
+        return (self.site_kind is SiteKind.VMWARE and self.vcenter is not None) or (
+            self.site_kind is SiteKind.KVM and self.kvm is not None
+        )
 
 
 class NodeRole(StrEnum):
@@ -101,7 +115,7 @@ class Node(Record):
     running_jobs: int = Field(default=0, ge=0)
     source_sites: list[str] = Field(
         default_factory=list, max_length=64,
-        description="vmware sites whose VMs this node is configured to read ('*': every one).",
+        description="vmware and kvm sites whose VMs this node is configured to read ('*': every one).",
     )  # fmt: skip
 
     def may_read(self, site_id: str) -> bool:

@@ -1,30 +1,18 @@
-"""vmware sites: their vCenter connection, inventory syncs and what nodes may read of them."""
+"""vmware sites: their vCenter connection and its password (which only a node configured
+for the site gets). Inventory syncs, for vmware and kvm sites alike: :mod:`shared.services.inventory`."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterable
-from datetime import datetime, timedelta
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.domain.inventory import InventorySyncStatus, Site, SiteKind
-from shared.domain.jobs import Job, JobKind, JobState
-from shared.domain.plans import ProtectedDisk, ProtectedMachine, SourceVm
-from shared.domain.vsphere import (
-    InventoryObject,
-    InventoryVm,
-    PresenceState,
-    VCenterConnection,
-    VCenterTls,
-    disk_source,
-)
-from shared.errors import ConflictError, InvalidInputError, InvalidStateError, NotFoundError
-from shared.ports.metadata_store import every
-from shared.services import jobs
-from shared.services.auth import Principal
+from shared.domain.inventory import Site, SiteKind
+from shared.domain.jobs import Job
+from shared.domain.vsphere import VCenterConnection, VCenterTls
+from shared.errors import InvalidInputError, InvalidStateError, NotFoundError
 from shared.services.context import Control
+from shared.services.inventory import due_syncs as due_syncs  # the scheduler's entry, kept here
+from shared.services.inventory import request_sync
+from shared.services.inventory import sync_finished as sync_finished  # job completion's entry, kept here
 
 
 class VCenterIn(BaseModel):
@@ -80,148 +68,6 @@ def clear_vcenter(ctl: Control, site_id: str) -> Site:
     return updated
 
 
-def source_params(site: Site) -> dict[str, Any] | None:
-    """What a node needs to read a vmware site's VMs (no secret: a reference to it)."""
-    if site.site_kind is not SiteKind.VMWARE or site.vcenter is None:
-        return None
-    return {"kind": "vsphere", "site_id": site.id, "vcenter": site.vcenter.model_dump(mode="json")}
-
-
-def request_sync(ctl: Control, site_id: str, *, actor: str, reason: str) -> Job:
-    """Queue an inventory sync of the site (one at a time: an open one is returned)."""
-    site = _vmware_site(ctl, site_id)
-    if site.vcenter is None:
-        raise InvalidStateError(f"site {site_id} has no vCenter connection yet (PUT /sites/{site_id}/vcenter)")
-    if site.inventory_job_id:
-        with contextlib.suppress(NotFoundError):
-            open_job = ctl.store.get(Job, site.inventory_job_id)
-            if not open_job.terminal:
-                return open_job
-    # the node reads the site's connection when it runs the job: a sync queued before the
-    # connection changed uses the new one
-    job = jobs.new_job(JobKind.INVENTORY_SYNC, plan_id=None, reason=reason, created_by=actor,
-                       params={"site_id": site_id})  # fmt: skip
-    try:
-        ctl.store.update(site.model_copy(update={"inventory_job_id": job.id}))
-    except ConflictError as exc:
-        raise ConflictError(f"site {site_id} changed meanwhile; try again", site_id=site_id) from exc
-    created, _ = jobs.submit(ctl, job)
-    return created
-
-
-def due_syncs(ctl: Control, now: datetime) -> list[Job]:
-    """Scheduled syncs: every vmware site whose last sync is older than its period."""
-    out = []
-    for site in every(ctl.store, Site, {"site_kind": SiteKind.VMWARE.value}):
-        if site.vcenter is None or site.inventory_sync_minutes is None:
-            continue
-        last = site.last_inventory_sync
-        if last is None or now - last.at >= timedelta(minutes=site.inventory_sync_minutes):
-            out.append(request_sync(ctl, site.id, actor="scheduler", reason="scheduled inventory sync"))
-    return out
-
-
-def record_inventory(
-    ctl: Control, site_id: str, vms: Iterable[InventoryVm], objects: Iterable[InventoryObject]
-) -> dict[str, int]:
-    """Store one batch of a discovery: every item seen now (present, ``last_seen_at`` now)."""
-    _vmware_site(ctl, site_id)
-    now = ctl.now()
-    counts = {"vms": 0, "objects": 0}
-    for items, key in ((list(vms), "vms"), (list(objects), "objects")):
-        for item in items:
-            if item.site_id != site_id:
-                raise InvalidInputError(f"inventory item {item.id} belongs to site {item.site_id}, not {site_id}")
-            _upsert(ctl, item.model_copy(update={"state": PresenceState.PRESENT, "last_seen_at": now,
-                                                 "missing_since": None} if isinstance(item, InventoryVm)
-                                                else {"state": PresenceState.PRESENT, "last_seen_at": now}))  # fmt: skip
-            counts[key] += 1
-    return counts
-
-
-def finish_inventory(ctl: Control, site_id: str, *, since: datetime, job_id: str) -> dict[str, int]:
-    """The discovery is complete: what it did not see since ``since`` is marked missing
-    (kept, so plans naming a VM still resolve and say so), and the site records the sync."""
-    site = _vmware_site(ctl, site_id)
-    now = ctl.now()
-    counts = {"vms": 0, "missing": 0}
-    olds: list[InventoryVm | InventoryObject] = [
-        *every(ctl.store, InventoryVm, {"site_id": site_id}), *every(ctl.store, InventoryObject, {"site_id": site_id})
-    ]
-    for old in olds:
-        seen = old.last_seen_at is not None and old.last_seen_at >= since
-        if isinstance(old, InventoryVm) and seen:
-            counts["vms"] += 1
-        if not seen and old.state is PresenceState.PRESENT:
-            changes: dict[str, Any] = {"state": PresenceState.MISSING}
-            if isinstance(old, InventoryVm):
-                changes["missing_since"] = now
-            _upsert(ctl, old.model_copy(update=changes))
-            counts["missing"] += 1
-    _record_sync(ctl, site, InventorySyncStatus(at=now, job_id=job_id, ok=True, vms=counts["vms"]))
-    return counts
-
-
-def record_sync_failure(ctl: Control, job: Job) -> None:
-    """A failed sync job leaves the inventory as it was and says why on the site."""
-    site_id = str(job.params.get("site_id", ""))
-    try:
-        site = ctl.store.get(Site, site_id)
-    except NotFoundError:
-        return
-    error = job.errors[-1] if job.errors else "failed"
-    _record_sync(ctl, site, InventorySyncStatus(at=ctl.now(), job_id=job.id, ok=False, error=error[:2000]))
-
-
-def _record_sync(ctl: Control, site: Site, status: InventorySyncStatus) -> None:
-    for _ in range(5):
-        try:
-            ctl.store.update(site.model_copy(update={"last_inventory_sync": status}))
-            return
-        except ConflictError:
-            site = ctl.store.get(Site, site.id)
-
-
-def _upsert(ctl: Control, item: InventoryVm | InventoryObject) -> None:
-    for _ in range(5):
-        try:
-            current = ctl.store.get(type(item), item.id)
-        except NotFoundError:
-            try:
-                ctl.store.create(item.model_copy(update={"revision": 0}))
-                return
-            except ConflictError:
-                continue
-        try:
-            ctl.store.update(item.model_copy(update={"revision": current.revision, "created_at": current.created_at}))
-            return
-        except ConflictError:
-            continue
-    raise ConflictError(f"inventory item {item.id} kept changing")
-
-
-def machine_from_inventory(vm: InventoryVm, *, machine_id: str | None = None) -> ProtectedMachine:
-    """A plan machine for an inventory VM: every disk by device key, its networks in NIC order."""
-    mid = machine_id or _slug(vm.name)
-    return ProtectedMachine(
-        machine_id=mid, name=vm.name[:128],
-        vm=SourceVm(moref=vm.moref, instance_uuid=vm.instance_uuid, inventory_id=vm.id),
-        disks=[ProtectedDisk(disk_id=f"{mid}-disk{d.key}"[:128], source=disk_source(d.key)) for d in vm.disks],
-        networks=[n.network[:128] for n in vm.nics if n.network],
-    )  # fmt: skip
-
-
-def _slug(name: str) -> str:
-    out = "".join(c if c.isalnum() or c in "._-" else "-" for c in name).strip("-._") or "vm"
-    return out[:100]
-
-
-def node_sources(ctl: Control) -> list[dict[str, Any]]:
-    """Every vmware site's connection (references only) a node may be asked to read."""
-    return [p for site in every(ctl.store, Site, {"site_kind": SiteKind.VMWARE.value})
-            if (p := source_params(site)) is not None]  # fmt: skip
-
-
 def source_password(ctl: Control, site_id: str) -> str:
     site = _vmware_site(ctl, site_id)
     if site.vcenter is None:
@@ -229,24 +75,3 @@ def source_password(ctl: Control, site_id: str) -> str:
     if ctl.secrets is None:
         raise InvalidStateError("this control plane has no secret vault configured")
     return ctl.secrets.get(site.vcenter.password_ref)
-
-
-def sync_finished(ctl: Control, job: Job) -> None:
-    if job.job_kind is JobKind.INVENTORY_SYNC and job.state is JobState.FAILED:
-        record_sync_failure(ctl, job)
-
-
-def record_from_node(
-    ctl: Control, principal: Principal, job_id: str, vms: list[InventoryVm], objects: list[InventoryObject],
-    *, final: bool,
-) -> dict[str, int]:  # fmt: skip
-    """A batch of the discovery of the inventory-sync job this node runs (and only that);
-    the ``final`` call, sent only after the whole discovery succeeded, marks what was not seen."""
-    job = jobs.owned(ctl, principal, job_id)
-    if job.job_kind is not JobKind.INVENTORY_SYNC or job.terminal:
-        raise InvalidStateError(f"job {job_id} is not a running inventory sync", job_id=job_id)
-    site_id = str(job.params["site_id"])
-    counts = record_inventory(ctl, site_id, vms, objects)
-    if final:
-        counts.update(finish_inventory(ctl, site_id, since=job.started_at or job.created_at, job_id=job_id))
-    return counts

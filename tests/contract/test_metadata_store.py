@@ -30,6 +30,7 @@ from shared.domain.hardware import Firmware
 from shared.domain.identity import ApiToken, Role, User
 from shared.domain.inventory import InventorySyncStatus, Node, NodeRole, Site, SiteKind
 from shared.domain.jobs import Job, JobKind, JobProgress, JobState
+from shared.domain.kvm import KvmHostConnection
 from shared.domain.plans import (
     BootGroup,
     NetworkMapping,
@@ -190,6 +191,11 @@ SAMPLES: dict[str, Callable[[], Record]] = {
         vcenter=VCenterConnection(url="https://vc.example/sdk", username="svc-lifeboat",
                                   password_ref="lifeboat-secret:secret-1", tls=VCenterTls(thumbprint="ab" * 32)),
         last_inventory_sync=InventorySyncStatus(at=T0, job_id="job-9", ok=False, error="site site-vc: refused"),
+    ),
+    "kvm-site": lambda: Site(
+        id="site-kvm", name="KVM host", site_kind=SiteKind.KVM, repository_url="/unused",
+        kvm=KvmHostConnection(qmp_sockets=["/run/lifeboat/web-1.qmp", "/run/lifeboat/db-1.qmp"]),
+        last_inventory_sync=InventorySyncStatus(at=T0, job_id="job-8", ok=True, vms=2),
     ),
     "inventory-vm": lambda: InventoryVm(
         id="site-vc.vm-42", site_id="site-vc", moref="vm-42", instance_uuid="5012-abcd", name="web-1",

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from functions.api import app as api
+from functions.api.schemas import SITE_SERVER_FIELDS
 from functions.embedded.http_server import make_server, serve_in_thread
 from node_runtime.agent import NodeAgent
 from node_runtime.recovery.restore import restore
@@ -368,7 +369,7 @@ def test_a_plan_built_from_inventory_recovers_into_qemu_sized_from_the_vm_and_bo
         session.close()
     world.operator.request("PUT", "/sites/dr", {
         **{k: v for k, v in world.operator.request("GET", "/sites/dr").items()
-           if k not in ("id", "created_at", "updated_at", "vcenter", "last_inventory_sync", "inventory_job_id")},
+           if k not in ("id", "created_at", "updated_at", *SITE_SERVER_FIELDS)},
         "recovery_target": {"platform": "qemu", "work_dir": str(tmp_path / "vms")}})  # fmt: skip
     synced(world)
     vm_row = next(v for v in world.vms() if v["moref"] == vm_sim["moref"])

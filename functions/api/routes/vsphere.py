@@ -1,5 +1,6 @@
-"""vmware sites: the vCenter connection, inventory (sync, VMs, other objects), and the node
-routes that read a site's connection, its password and post what a sync discovered."""
+"""vmware sites' vCenter connection; the inventory of vmware and kvm sites (sync, VMs, other
+objects); and the node routes that read a site's connection, a vCenter password and post
+what a sync discovered. (A kvm site's QMP sockets: :mod:`functions.api.routes.kvm`.)"""
 
 from typing import Annotated, Any
 
@@ -12,7 +13,7 @@ from shared.domain.identity import Permission
 from shared.domain.inventory import Node
 from shared.domain.vsphere import InventoryObject, InventoryVm
 from shared.errors import PermissionDeniedError
-from shared.services import vsphere
+from shared.services import inventory, vsphere
 
 
 class SyncIn(BaseModel):
@@ -50,7 +51,7 @@ def clear_vcenter(site_id: IdPath) -> dict[str, Any]:
 @route("POST", "/sites/<site_id>/inventory/sync", Permission.OPERATE)
 def sync_inventory(site_id: IdPath, body: Annotated[SyncIn, Body()]):  # -> Response
     who = current().subject
-    job = vsphere.request_sync(ctl(), site_id, actor=who, reason=body.reason or f"inventory sync by {who}")
+    job = inventory.request_sync(ctl(), site_id, actor=who, reason=body.reason or f"inventory sync by {who}")
     return created(job)
 
 
@@ -75,7 +76,7 @@ def machine_for_vm(vm_id: IdPath, body: Annotated[MachineIn, Body()]) -> dict[st
     """The plan machine (VM reference, every disk, NIC networks) for an inventory VM: what
     the plan builder and `lifeboat inventory machine` put into a plan. Changes nothing."""
     vm = ctl().store.get(InventoryVm, vm_id)
-    return vsphere.machine_from_inventory(vm, machine_id=body.machine_id).model_dump(mode="json")
+    return inventory.machine_from_inventory(vm, machine_id=body.machine_id).model_dump(mode="json")
 
 
 @route("GET", "/inventory/objects", Permission.READ)
@@ -98,9 +99,9 @@ def _this_node(node_id: str) -> Node:
 
 @route("GET", "/nodes/<node_id>/sources", Permission.NODE_WORK)
 def node_sources(node_id: IdPath) -> dict[str, Any]:
-    """The vmware sites' connections (references, no secrets) a node may read."""
+    """The vmware and kvm sites' connections (references, no secrets) a node may read."""
     node = _this_node(node_id)
-    return {"items": [s for s in vsphere.node_sources(ctl()) if node.may_read(s["site_id"])]}
+    return {"items": [s for s in inventory.node_sources(ctl()) if node.may_read(s["site_id"])]}
 
 
 @route("POST", "/nodes/<node_id>/sources/<site_id>/credentials", Permission.NODE_WORK)
@@ -116,7 +117,7 @@ def source_credentials(node_id: IdPath, site_id: IdPath):  # -> Response
 @route("POST", "/nodes/<node_id>/inventory", Permission.NODE_WORK)
 def post_inventory(node_id: IdPath, body: Annotated[InventoryBatchIn, Body()]) -> dict[str, Any]:
     _this_node(node_id)
-    return vsphere.record_from_node(ctl(), current(), body.job_id, body.vms, body.objects, final=body.final)
+    return inventory.record_from_node(ctl(), current(), body.job_id, body.vms, body.objects, final=body.final)
 
 
 def _json(doc: dict[str, Any]) -> str:

@@ -1,7 +1,7 @@
 // Plans: the list with its actions, and the plan builder (create or edit). The API validates:
-// a 422's details[].loc is shown next to the input with the same data-loc. A vmware source
-// site's machines are picked from its inventory (the API builds each VM's machine); other
-// sites' machines name image files or block devices.
+// a 422's details[].loc is shown next to the input with the same data-loc. A vmware or kvm
+// source site's machines are picked from its inventory (the API builds each VM's machine);
+// other sites' machines name image files or block devices.
 import { h, get, post, api, all, table, badge, when, field, action, announce, submit, can, busy, fill, bytes, errorText } from "../lib.js";
 
 export async function renderPlans(main, _params, ctx) {
@@ -54,6 +54,7 @@ export async function renderPlanBuilder(main, [planId], ctx) {
   const sites = (await get("/sites?limit=500")).items;
   const siteById = Object.fromEntries(sites.map((s) => [s.id, s]));
   const isVmware = (id) => !!(siteById[id] && siteById[id].site_kind === "vmware");
+  const hasInventory = (id) => !!(siteById[id] && ["vmware", "kvm"].includes(siteById[id].site_kind));
   const inventories = {}; // site id -> { vms, networks } | { loading } | { error }
   let revision = null;
   let m = {
@@ -76,7 +77,7 @@ export async function renderPlanBuilder(main, [planId], ctx) {
     };
   }
   if (!ctx.alive) return;
-  if (!planId && isVmware(m.source_site_id)) m.machines = [];
+  if (!planId && hasInventory(m.source_site_id)) m.machines = [];
   const title = planId ? `Edit plan ${planId}` : "New protection plan";
   const form = h("form.card.builder", { novalidate: true, "aria-labelledby": "builder-h" });
   main.append(h("h1#builder-h", title), form);
@@ -125,13 +126,14 @@ export async function renderPlanBuilder(main, [planId], ctx) {
     announce(`Boot group ${g[i + d].name || i + d + 1} moved to position ${i + d + 1}.`);
   }
 
-  // --- a vmware source site: its inventory, and VMs picked from it ---
+  // --- a vmware or kvm source site: its inventory, and VMs picked from it ---
   async function loadInventory(siteId) {
     if (inventories[siteId]) return;
     inventories[siteId] = { loading: true };
     const q = `site_id=${encodeURIComponent(siteId)}&limit=500`;
     try {
-      const [vms, nets] = await Promise.all([all(`/inventory/vms?${q}`), all(`/inventory/objects?${q}&object_type=network`)]);
+      const [vms, nets] = await Promise.all([all(`/inventory/vms?${q}`),
+        isVmware(siteId) ? all(`/inventory/objects?${q}&object_type=network`) : []]); // KVM: no networks discovered
       vms.sort((a, b) => a.name.localeCompare(b.name));
       inventories[siteId] = { vms, networks: nets.filter((n) => n.state === "present").map((n) => n.name) };
     } catch (err) {
@@ -178,7 +180,7 @@ export async function renderPlanBuilder(main, [planId], ctx) {
       m.machines = m.machines.filter((x) => !x.vm);
       announce(`${vms.length} VM machine(s) of the previous source site removed from the plan.`);
     }
-    if (isVmware(m.source_site_id)) m.machines = m.machines.filter((x) => !isBlank(x));
+    if (hasInventory(m.source_site_id)) m.machines = m.machines.filter((x) => !isBlank(x));
     else if (!m.machines.length) m.machines.push(blankMachine(1));
     render(["source"]);
   }
@@ -193,16 +195,19 @@ export async function renderPlanBuilder(main, [planId], ctx) {
     const picked = new Set(m.machines.filter((x) => x.vm).map((x) => x.vm.inventory_id));
     const shown = inv.vms.filter((v) => v.state === "present" || picked.has(v.id));
     const last = site.last_inventory_sync;
+    const vmware = site.site_kind === "vmware";
     const snapshots = bind(m, "quiesce", "quiesce", { tag: "select" });
     snapshots.append(
       h("option", { value: "" }, `Site default (${site.vcenter && site.vcenter.quiesce ? "quiesced" : "crash-consistent"})`),
       h("option", { value: "true" }, "Quiesced (VMware Tools, when running)"),
       h("option", { value: "false" }, "Crash-consistent"));
     snapshots.value = m.quiesce;
+    const connected = vmware ? site.vcenter : site.kvm;
     return h("fieldset.vm-picker", legend,
-      !site.vcenter ? h("p.hint", "This site has no vCenter connection yet: connect it on the ", h("a", { href: "#/inventory" }, "Inventory"), " page.") : null,
+      !connected ? h("p.hint", `This site has no ${vmware ? "vCenter connection" : "QMP sockets"} yet: connect it on the `, h("a", { href: "#/inventory" }, "Inventory"), " page.") : null,
       h("p.hint", last ? `As the inventory sync of ${new Date(last.at).toLocaleString()} saw them; ` : "",
-        "each VM picked becomes a machine with every disk (by device key) and its NICs' networks."),
+        vmware ? "each VM picked becomes a machine with every disk (by device key) and its NICs' networks."
+          : "each VM picked becomes a machine with every disk (by its position among the VM's disks)."),
       shown.length
         ? h("ul.vm-picks", shown.map((v) => {
           const id = `pick-${v.id}`;
@@ -216,11 +221,12 @@ export async function renderPlanBuilder(main, [planId], ctx) {
             v.state === "missing" ? badge("missing") : null);
         }))
         : h("p.empty", "No VM discovered yet: sync the site's inventory on the Inventory page."),
-      h("div.row", (() => { const f = field("VM snapshots", snapshots, "How the VMs' snapshots are taken for each replication"); f.classList.add("narrow"); return f; })()));
+      vmware ? h("div.row", (() => { const f = field("VM snapshots", snapshots, "How the VMs' snapshots are taken for each replication"); f.classList.add("narrow"); return f; })()) : null);
   }
 
   function render(focus) {
     const vmware = isVmware(m.source_site_id);
+    const inventoried = hasInventory(m.source_site_id); // machines picked from the source site's inventory
     const siteOptions = sites.map((s) => h("option", { value: s.id }, `${s.name} (${s.id})`));
     const src = siteSelect("source_site_id");
     src.append(...siteOptions.map((o) => o.cloneNode(true)));
@@ -243,7 +249,8 @@ export async function renderPlanBuilder(main, [planId], ctx) {
       const disk = (d) => seen && seen.disks.find((k) => `device:${k.key}` === d.source);
       return h("fieldset.machine.vm-machine", { "data-loc": `machines.${i}` },
         h("legend", `Machine ${i + 1}: VM ${x.name || x.vm.moref}`),
-        h("p.hint", "vSphere VM ", h("code", x.vm.moref), x.vm.instance_uuid ? [" · instance UUID ", h("code", x.vm.instance_uuid)] : null,
+        h("p.hint", vmware ? "vSphere VM " : "KVM VM ", h("code", x.vm.moref),
+          x.vm.instance_uuid ? [vmware ? " · instance UUID " : " · UUID ", h("code", x.vm.instance_uuid)] : null,
           seen && seen.state === "missing" ? [" ", badge("missing"), " not seen by the last inventory sync"] : null),
         identityRow(x, i),
         h("div.row",
@@ -252,7 +259,7 @@ export async function renderPlanBuilder(main, [planId], ctx) {
         x.disks.map((d, j) => h("div.row.disk",
           field(`Disk ${j + 1} id`, bind(d, "disk_id", `machines.${i}.disks.${j}.disk_id`)),
           field(`Disk ${j + 1} source`, h("input", { "data-loc": `machines.${i}.disks.${j}.source`, value: d.source, readOnly: true }),
-            disk(d) ? `${bytes(disk(d).capacity_bytes)} · ${disk(d).file}` : "A disk of the VM, by device key"),
+            disk(d) ? `${bytes(disk(d).capacity_bytes)} · ${disk(d).file}` : (vmware ? "A disk of the VM, by device key" : "A disk of the VM, by position")),
           field(`Disk ${j + 1} block size`, bind(d, "block_size", `machines.${i}.disks.${j}.block_size`, { type: "number", placeholder: "65536" })))),
         h("div.actions",
           small("Remove machine", () => unpick(x.vm.inventory_id, x.name || x.vm.moref), { "aria-label": `Remove machine ${i + 1}` })));
@@ -271,7 +278,7 @@ export async function renderPlanBuilder(main, [planId], ctx) {
         x.disks.length > 1 ? small("Remove disk", () => { x.disks.splice(j, 1); render(); }, { "aria-label": `Remove disk ${j + 1} of machine ${i + 1}` }) : null)),
       h("div.actions",
         small("Add disk", () => { x.disks.push({ disk_id: `${x.machine_id}-d${x.disks.length}`, source: "", block_size: "" }); render(); }, { "aria-label": `Add a disk to machine ${i + 1}` }),
-        m.machines.length > 1 || vmware ? small("Remove machine", () => { m.machines.splice(i, 1); render(); }, { "aria-label": `Remove machine ${i + 1}` }) : null))));
+        m.machines.length > 1 || inventoried ? small("Remove machine", () => { m.machines.splice(i, 1); render(); }, { "aria-label": `Remove machine ${i + 1}` }) : null))));
 
     // a vmware source: the source networks are the discovered ones (and the picked VMs' NICs)
     const inv = vmware ? inventories[m.source_site_id] : null;
@@ -327,9 +334,9 @@ export async function renderPlanBuilder(main, [planId], ctx) {
         h("div.row", ["keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly"].map((k) =>
           field(k.replace("keep_", "Keep ").replace("last", "last N"), bind(r, k, `retention.${k}`, { type: "number", min: 0 }))))),
       h("fieldset", { "data-loc": "machines" }, h("legend", "Machines and disks"),
-        vmware ? vmPicker() : null,
+        inventoried ? vmPicker() : null,
         machines,
-        vmware ? null : small("Add machine", () => { m.machines.push(blankMachine(m.machines.length + 1)); render(); })),
+        inventoried ? null : small("Add machine", () => { m.machines.push(blankMachine(m.machines.length + 1)); render(); })),
       h("fieldset", { "data-loc": "network_mapping" }, h("legend", "Network mapping"),
         mappings.length ? mappings : h("p.hint", "No mapping: machines without networks need none."),
         missingMaps.length ? h("p.hint.unmapped", "Networks of the machines with no mapping yet: ", missingMaps.map((n, k) => [k ? ", " : "", h("strong", n)])) : null,
