@@ -33,6 +33,7 @@ from shared.errors import LifeboatError
 from shared.repo.repository import Repository
 from tests.support import bootdisk
 from tests.support.control import InProcessApi
+from tests.support.kvm import KvmVm
 
 pytestmark = pytest.mark.failback
 MiB = 1 << 20
@@ -194,3 +195,62 @@ def test_failover_reverse_protect_failback_and_resume(world: World) -> None:
     repo = w.repo()
     assert repo.read_point("app-d0", f2["point_id"]).parent == written["point_id"] != forward["point_id"]
     assert w.point_bytes("app-d0", f2["point_id"]) == w.origin_bytes()
+
+
+def test_a_running_kvm_vm_fails_over_and_back_into_its_own_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The KVM host case: the origin is a running VM behind a QMP socket, found through the
+    kvm site's inventory; after failback it starts again on its image and its persistent
+    dirty bitmap (written by failback) makes the next forward run incremental."""
+    monkeypatch.delenv("LIFEBOAT_PASSWORD", raising=False)
+    w = World(tmp_path)
+    origin_vm = KvmVm(tmp_path / "kvmhost", "shop", [SIZE], boot_raw=tmp_path / "boot.raw", memory_mib=256)
+    try:
+        origin_vm.start()
+        op = w.operator
+        op.create_site(id="kvmhost", name="KVM host", site_kind="kvm", repository_url=str(w.repo_dir))
+        op.create_site(id="local", name="here", site_kind="local", repository_url=str(w.repo_dir),
+                       recovery_target={"platform": "qemu", "work_dir": str(tmp_path / "vms")})  # fmt: skip
+        w.agent.register()
+        op.request("PUT", "/sites/kvmhost/kvm", {"qmp_sockets": [str(origin_vm.qmp_socket)]})
+        assert w.run_next_job()["state"] == "succeeded"  # the inventory sync
+        (vm,) = op.request("GET", "/inventory/vms", params={"site_id": "kvmhost"})["items"]
+        machine = op.request("POST", f"/inventory/vms/{vm['id']}/machine", {"machine_id": "shop"})
+        machine["boot_marker"] = bootdisk.boot_line(w.marker)
+        machine["disks"][0]["block_size"] = 256 * 1024
+        op.create_plan(id="app", name="Shop", source_site_id="kvmhost", target_site_id="local", rpo_minutes=600,
+                       boot_timeout_seconds=120, machines=[machine])  # fmt: skip
+        op.plan_action("app", "protect")
+        op.plan_action("app", "replicate-now")
+        first = w.run_next_job()
+        assert first["state"] == "succeeded", first["errors"]
+        disk_id = machine["disks"][0]["disk_id"]
+
+        origin_vm.write(0, 30 * MiB, 4096, 0x71)  # after the last point: lost in the disaster
+        origin_vm.stop()  # the disaster
+        failover = w.action("recover", {"mode": "failover"})
+        assert failover["state"] == "succeeded", failover["errors"]
+        fb = op.request("GET", "/plans/app/failback")
+        assert fb["machines"][0]["disks"][0]["origin"] == str(origin_vm.images[0])
+        guest_write(fb["machines"][0]["qmp_socket"], 28 * MiB, 8192, 0x5C)
+        assert w.action("reverse-protect")["state"] == "succeeded"
+        back = w.action("failback", {})
+        assert back["state"] == "succeeded", back["errors"]
+        (final,) = back["result"]["replication"]["machines"][0]["disks"]
+        image = tmp_path / "shop-now.raw"
+        subprocess.run(["qemu-img", "convert", "-q", "-O", "raw", str(origin_vm.images[0]), str(image)], check=True)
+        assert image.read_bytes() == w.point_bytes(f"{disk_id}.r1", final["point_id"])
+        (written,) = back["result"]["failback"]["written"]
+        assert (written["changed_blocks"], written["dirty_blocks"]) == (1, 1)
+
+        origin_vm.start()  # back on its own image, with the bitmap failback left in it
+        origin_vm.write(0, 27 * MiB, 4096, 0x22)
+        op.plan_action("app", "replicate-now")
+        resumed = w.run_next_job()
+        (f2,) = resumed["result"]["machines"][0]["disks"]
+        assert f2["read"] == "changed" and f2["bytes_new"] <= 256 * 1024, f2
+        assert w.repo().read_point(disk_id, f2["point_id"]).parent == written["point_id"]
+    finally:
+        origin_vm.stop()
+        w.server.shutdown()
+        for pid in qemu_pids_under(tmp_path):
+            os.kill(pid, signal.SIGKILL)

@@ -42,18 +42,27 @@ def raw_of(image: Path, out: Path) -> bytes:
 class KvmVm:
     """``qemu-system-x86_64 -accel tcg`` with qcow2 data disks ``disk0..N`` and a QMP socket."""
 
-    def __init__(self, folder: Path, name: str, sizes: list[int], *, seed: int = 1) -> None:
+    def __init__(self, folder: Path, name: str, sizes: list[int], *, seed: int = 1, boot_raw: Path | None = None,
+                 memory_mib: int = 64) -> None:  # fmt: skip
+        """``boot_raw``: a raw bootable image that becomes disk0 (``sizes[0]`` is then ignored)."""
         self.folder, self.name = folder, name
         folder.mkdir(parents=True, exist_ok=True)
         self.uuid = str(uuidlib.uuid5(uuidlib.NAMESPACE_URL, f"lifeboat-test/{folder}/{name}"))
         self.images = [folder / f"{name}-disk{i}.qcow2" for i in range(len(sizes))]
-        self.model = [make_qcow2(p, size, seed + i) for i, (p, size) in enumerate(zip(self.images, sizes, strict=True))]
+        self.model = []
+        for i, (path, size) in enumerate(zip(self.images, sizes, strict=True)):
+            if i == 0 and boot_raw is not None:
+                qemu_img("convert", "-q", "-f", "raw", "-O", "qcow2", str(boot_raw), str(path))
+                self.model.append(bytearray(boot_raw.read_bytes()))
+            else:
+                self.model.append(make_qcow2(path, size, seed + i))
         self.qmp_socket = Path("/tmp") / f"lb-test-{hashlib.sha256(str(folder).encode()).hexdigest()[:10]}-{name}.qmp"
         self.pidfile = folder / f"{name}.pid"
+        self.memory_mib = memory_mib
 
     def start(self) -> KvmVm:
         self.qmp_socket.unlink(missing_ok=True)
-        cmd = ["qemu-system-x86_64", "-accel", "tcg", "-nodefaults", "-display", "none", "-m", "64",
+        cmd = ["qemu-system-x86_64", "-accel", "tcg", "-nodefaults", "-display", "none", "-m", str(self.memory_mib),
                "-name", f"guest={self.name}", "-uuid", self.uuid,
                "-qmp", f"unix:{self.qmp_socket},server=on,wait=off", "-pidfile", str(self.pidfile), "-daemonize"]  # fmt: skip
         for i, image in enumerate(self.images):
