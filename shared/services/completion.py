@@ -7,7 +7,7 @@ from typing import Any
 
 from shared.domain.jobs import Job, JobState
 from shared.errors import NotFoundError
-from shared.services import failback, jobs, recovery, vsphere
+from shared.services import failback, inventory, jobs, recovery
 from shared.services.auth import Principal
 from shared.services.context import Control
 
@@ -19,7 +19,7 @@ def complete(
     """:func:`shared.services.jobs.complete`, then recovery reports and cleanup outcomes are stored;
     a report the control plane refuses is noted in the job's errors (the job keeps its state)."""
     job = jobs.complete(ctl, principal, job_id, state=state, result=result, error=error)
-    vsphere.sync_finished(ctl, job)
+    inventory.sync_finished(ctl, job)
     failback.job_finished(ctl, job, result or {})
     if job.job_kind not in recovery.RECOVERY_KINDS:
         return job

@@ -21,7 +21,7 @@ from shared.domain.points import PlanStatus
 from shared.errors import ConflictError, LifeboatError
 from shared.policies.scheduling import AlertSeverity, Decision, due_jobs, rpo_status
 from shared.ports.metadata_store import every
-from shared.services import failback, jobs, vsphere
+from shared.services import failback, inventory, jobs
 from shared.services.context import Control
 from shared.services.plans import replication_params
 
@@ -94,7 +94,7 @@ def tick(ctl: Control) -> TickReport:
             report.errors.append(f"plan {plan.id}: {exc}")
     _sync_alerts(ctl, active_plans, state, now, report)
     try:
-        report.created += [j.id for j in vsphere.due_syncs(ctl, now) if j.created_at >= now]
+        report.created += [j.id for j in inventory.due_syncs(ctl, now) if j.created_at >= now]
     except LifeboatError as exc:
         report.errors.append(f"inventory sync: {exc}")
     try:

@@ -10,9 +10,7 @@ from shared.domain.jobs import Job
 from shared.domain.vsphere import VCenterConnection, VCenterTls
 from shared.errors import InvalidInputError, InvalidStateError, NotFoundError
 from shared.services.context import Control
-from shared.services.inventory import due_syncs as due_syncs  # the scheduler's entry, kept here
 from shared.services.inventory import request_sync
-from shared.services.inventory import sync_finished as sync_finished  # job completion's entry, kept here
 
 
 class VCenterIn(BaseModel):

@@ -26,6 +26,7 @@ import pytest
 
 from shared.domain.audit import Alert, AuditEvent, IdempotencyRecord
 from shared.domain.base import Record
+from shared.domain.failback import Failback, FailbackStep, ReverseDisk, ReverseMachine
 from shared.domain.hardware import Firmware
 from shared.domain.identity import ApiToken, Role, User
 from shared.domain.inventory import InventorySyncStatus, Node, NodeRole, Site, SiteKind
@@ -192,6 +193,16 @@ SAMPLES: dict[str, Callable[[], Record]] = {
                                   password_ref="lifeboat-secret:secret-1", tls=VCenterTls(thumbprint="ab" * 32)),
         last_inventory_sync=InventorySyncStatus(at=T0, job_id="job-9", ok=False, error="site site-vc: refused"),
     ),
+    "failback": lambda: Failback(
+        id="plan-1", plan_id="plan-1", cycle=2, phase="reverse-protecting", platform="qemu", target_site_id="site-1",
+        failover_job_id="job-f", last_reverse_at=T0, last_error="origin busy",
+        machines=[ReverseMachine(machine_id="web-1", instance_id="job-f.web-1", qmp_socket="/tmp/lifeboat-vm-1.qmp",
+                                 vm_uuid="2b6f0cc9-04f7-5a8e-9c1e-0d0c2a5a7e11",
+                                 disks=[ReverseDisk(disk_id="web-1-os", reverse_disk_id="web-1-os.r2", seed_point_id="p-9",
+                                                    source="device:0", origin="/var/lib/vms/web-1.qcow2")])],
+        history=[FailbackStep(phase="failed-over", at=T0, actor="alice", job_id="job-f"),
+                 FailbackStep(phase="reverse-protecting", at=T0, actor="scheduler", note="scheduled")],
+    ),  # fmt: skip
     "kvm-site": lambda: Site(
         id="site-kvm", name="KVM host", site_kind=SiteKind.KVM, repository_url="/unused",
         kvm=KvmHostConnection(qmp_sockets=["/run/lifeboat/web-1.qmp", "/run/lifeboat/db-1.qmp"]),
