@@ -22,23 +22,18 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from node_runtime.replication.pipeline import ReplicationOptions, replicate
-from node_runtime.sources.kvm.inventory import discover as discover_kvm
+from node_runtime.sources.discovery import discover_site
 from node_runtime.sources.port import MachineSnapshot
 from node_runtime.sources.resolve import SourcePolicy, machine_source
 from node_runtime.sources.secrets import resolve_node_secret
-from node_runtime.sources.vsphere.connection import Endpoint, connect
-from node_runtime.sources.vsphere.inventory import discover
 from node_runtime.sources.vsphere.sweep import sweep_site
 from shared.adapters.store_url import open_store
 from shared.api_client import ApiClient
-from shared.domain.kvm import KvmHostConnection
-from shared.domain.vsphere import VCenterConnection
 from shared.errors import (
     InvalidInputError,
     LifeboatError,
     PermissionDeniedError,
     RepositoryNotFoundError,
-    SourceError,
 )
 from shared.repo.repository import Repository
 
@@ -312,30 +307,12 @@ class NodeAgent:
         source = next((s for s in self.client.node_sources(self.node_id) if s["site_id"] == site_id), None)
         if source is None:
             raise InvalidInputError(f"site {site_id} has no vCenter or KVM host connection any more")
-        if source.get("kind") == "kvm":
-            sockets = KvmHostConnection.model_validate(source["kvm"]).qmp_sockets
-            context.message(f"asking {len(sockets)} QMP socket(s)")
-            kvm = discover_kvm(sockets, site_id=site_id, now=datetime.now(UTC))
-            unreachable = "; ".join(kvm.unreachable)[:3000]  # the job's error and message are bounded
-            if not kvm.vms:
-                raise SourceError(f"none of the {len(sockets)} QMP socket(s) of site {site_id} answered "
-                                  f"(no VM found): {unreachable}", site_id=site_id)  # fmt: skip
-            note = f"; {len(kvm.unreachable)} unreachable: {unreachable}" if kvm.unreachable else ""
-            context.message(f"discovered {len(kvm.vms)} VMs behind {len(sockets)} QMP socket(s){note}")
-            counts = self.client.post_inventory(self.node_id, job["id"], kvm.vms, [])
-            return JobOutcome("succeeded", result={**counts, "unreachable": kvm.unreachable})
-        conn = VCenterConnection.model_validate(source["vcenter"])
-        endpoint = Endpoint(site_id=site_id, url=conn.url, username=conn.username,
-                            password=self._source_secret({"source": source}, conn.password_ref), tls=conn.tls)  # fmt: skip
-        context.message(f"connecting to {conn.url}")
-        session = connect(endpoint)
-        try:
-            found = discover(session, site_id=site_id, now=datetime.now(UTC))
-        finally:
-            session.close()
-        context.message(f"discovered {len(found.vms)} VMs and {len(found.objects)} other objects")
+        found = discover_site(source, site_id=site_id, say=context.message,
+                              secret=lambda ref: self._source_secret({"source": source}, ref))  # fmt: skip
+        context.message(found.message)
         counts = self.client.post_inventory(self.node_id, job["id"], found.vms, found.objects)
-        return JobOutcome("succeeded", result=counts)
+        extra = {"unreachable": found.unreachable} if source.get("kind") == "kvm" else {}
+        return JobOutcome("succeeded", result={**counts, **extra})
 
     def sweep_snapshots(self) -> list[str]:
         """Remove the replication snapshots this node left on any vCenter (after a crash).

@@ -358,7 +358,8 @@ def _decide(
     priority = age / rpo
 
     if not plan.state.replicates_forward:
-        return Decision(plan_id=plan.id, due=False, reason=REASON_PAUSED if plan.state is PlanState.PAUSED else str(plan.state), next_due_at=None, priority=priority)
+        reason = REASON_PAUSED if plan.state is PlanState.PAUSED else str(plan.state)  # failback states too
+        return Decision(plan_id=plan.id, due=False, reason=reason, next_due_at=None, priority=priority)
     if job is not None:
         return Decision(
             plan_id=plan.id,
