@@ -230,6 +230,19 @@ def start_failback(ctl: Control, plan_id: str, *, verify: bool, actor: str) -> J
     return created
 
 
+def resume_forward(ctl: Control, plan_id: str, *, actor: str) -> ProtectionPlan:
+    """Resume forward replication of a paused plan, or of a failed-over one whose origin came
+    back without a failback (the recovered machines stay; the cycle is closed in its history)."""
+    plan = ctl.store.get(ProtectionPlan, plan_id)
+    if plan.state is not PlanState.FAILED_OVER:
+        return set_state(ctl, plan_id, PlanState.ACTIVE, allowed_from={PlanState.PAUSED})
+    resumed = set_state(ctl, plan_id, PlanState.ACTIVE, allowed_from={PlanState.FAILED_OVER})
+    with contextlib.suppress(NotFoundError):
+        _step(ctl, ctl.store.get(Failback, plan_id), "protected", actor=actor,
+              note="forward protection resumed without failback; the recovered machines were left as they are")  # fmt: skip
+    return resumed
+
+
 # --- job completions -----------------------------------------------------------------------
 def job_finished(ctl: Control, job: Job, result: dict[str, Any]) -> None:
     """Advance the cycle when one of its jobs ends (called by the completion use case)."""

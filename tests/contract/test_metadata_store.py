@@ -202,7 +202,7 @@ SAMPLES: dict[str, Callable[[], Record]] = {
                                                     source="device:0", origin="/var/lib/vms/web-1.qcow2")])],
         history=[FailbackStep(phase="failed-over", at=T0, actor="alice", job_id="job-f"),
                  FailbackStep(phase="reverse-protecting", at=T0, actor="scheduler", note="scheduled")],
-    ),  # fmt: skip
+    ),
     "kvm-site": lambda: Site(
         id="site-kvm", name="KVM host", site_kind=SiteKind.KVM, repository_url="/unused",
         kvm=KvmHostConnection(qmp_sockets=["/run/lifeboat/web-1.qmp", "/run/lifeboat/db-1.qmp"]),

@@ -98,10 +98,15 @@ def test_failover_pauses_replication_and_uses_production_networks(world: World) 
     done, report = recover(world, "failover")
     assert done["state"] == "succeeded" and done["job_kind"] == "recovery"
     assert report["mode"] == "failover" and report["cleanup_state"] == "not-needed"
-    assert world.operator.request("GET", "/plans/shop")["state"] == "paused"
+    assert world.operator.request("GET", "/plans/shop")["state"] == "failed-over"  # the failback cycle starts
+    fb = world.operator.request("GET", "/plans/shop/failback")
+    assert fb["phase"] == "failed-over" and "without a QMP socket" in fb["unsupported"]  # the fake target has none
     assert {n for n in (r.detail.get("network") for r in world.fake.created) if n} == {"prod-lan"}
     with pytest.raises(LifeboatError):
         world.operator.request("POST", "/plans/shop/cleanup-test")
+    # the origin came back without a failback: resuming closes the cycle
+    assert world.operator.plan_action("shop", "resume")["state"] == "active"
+    assert world.operator.request("GET", "/plans/shop/failback")["phase"] == "protected"
 
 
 def test_migration_runs_a_final_incremental_and_recovers_it(world: World) -> None:

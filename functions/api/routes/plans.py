@@ -26,7 +26,7 @@ from shared.domain.identity import Permission
 from shared.domain.inventory import Site
 from shared.domain.plans import PlanState, ProtectionPlan
 from shared.domain.recovery import RecoveryMode
-from shared.services import plans, recovery
+from shared.services import failback, plans, recovery
 
 
 # --- plans -----------------------------------------------------------------------------------
@@ -80,7 +80,9 @@ def pause_plan(plan_id: IdPath) -> dict[str, Any]:
 
 @route("POST", "/plans/<plan_id>/resume", Permission.OPERATE)
 def resume_plan(plan_id: IdPath) -> dict[str, Any]:
-    return public(plans.set_state(ctl(), plan_id, PlanState.ACTIVE, allowed_from={PlanState.PAUSED}))
+    """Replicate forward again: a paused plan, or a failed-over one whose origin is back (the
+    recovered machines are left as they are and the failback cycle ends)."""
+    return public(failback.resume_forward(ctl(), plan_id, actor=current().subject))
 
 
 @route("POST", "/plans/<plan_id>/replicate-now", Permission.OPERATE)
