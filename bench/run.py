@@ -697,11 +697,13 @@ def render(res: dict) -> str:
 
 # --------------------------------------------------------------------------- write
 
-#: a section another benchmark (bench/control_plane_bench.py) owns inside the same document
+#: sections other benchmarks (bench/control_plane_bench.py, recovery_bench.py, vsphere_bench.py,
+#: kvm_bench.py) own inside the same document
 KEPT_SECTIONS = (
     ("<!-- control-plane:start -->", "<!-- control-plane:end -->"),
     ("<!-- recovery:start -->", "<!-- recovery:end -->"),
     ("<!-- vsphere:start -->", "<!-- vsphere:end -->"),
+    ("<!-- kvm:start -->", "<!-- kvm:end -->"),  # bench/kvm_bench.py
 )
 
 
