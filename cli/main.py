@@ -31,6 +31,8 @@ from shared.adapters.store_url import open_store
 from shared.errors import InvalidInputError, LifeboatError, exit_code_for
 from shared.policies.retention import RetentionPolicy, parse_duration
 from shared.repo.check import check as check_repo
+from shared.repo.compact import compact as compact_index
+from shared.repo.object_cache import cache_from_env
 from shared.repo.prune import forget as forget_points
 from shared.repo.prune import prune as prune_repo
 from shared.repo.repository import Repository
@@ -82,7 +84,9 @@ def _passphrase(confirm: bool = False) -> Callable[[], str]:
 
 
 def _open(url: str, **store_opts: Any) -> Repository:
-    return Repository.open(open_store(url, **store_opts), _passphrase())
+    repo = Repository.open(open_store(url, **store_opts), _passphrase())
+    repo.cache = cache_from_env(os.environ)
+    return repo
 
 
 @contextmanager
@@ -178,6 +182,26 @@ def repo_unlock(
     out.print(f"removed {len(removed)} lock(s)")
 
 
+@repo_app.command("compact")
+def repo_compact(
+    repo: Annotated[str, typer.Argument(help="Repository URL.")], as_json: JsonOpt = False
+) -> None:
+    """Merge the index's delta objects into a new generation of shards (safe while nodes
+    replicate; replication also compacts by itself when deltas pile up)."""
+    report = compact_index(_open(repo))
+    if as_json:
+        _print_json(report.__dict__)
+    elif report.skipped:
+        out.print(f"nothing to compact ({report.skipped}); deleted {report.deltas_deleted} leftover deltas")
+    else:
+        out.print(
+            f"generation {report.generation}: merged {report.deltas_merged} deltas ({report.entries_merged} "
+            f"entries), wrote {report.shards_written} of {report.shards_total} shards, {report.entries} "
+            f"entries in all; deleted {report.deltas_deleted} deltas, {report.generations_deleted} "
+            f"generations, {report.shards_deleted} shards"
+        )
+
+
 # --- data plane ---------------------------------------------------------------------------------
 @app.command()
 def replicate(
@@ -212,7 +236,10 @@ def replicate(
         checkpoint_bytes=checkpoint_mb << 20,
     )
     extents = load_extents(changed_extents) if changed_extents else None
-    with FileSource(source, changed_extents=extents) as src, _progress(f"replicating {disk}", not as_json) as progress:
+    with (
+        FileSource(source, changed_extents=extents) as src,
+        _progress(f"replicating {disk}", not as_json) as progress,
+    ):
         point = replicate_disk(r, disk, src, opts, progress=progress)
     s = point.stats
     if as_json:

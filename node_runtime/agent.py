@@ -35,6 +35,7 @@ from shared.errors import (
     PermissionDeniedError,
     RepositoryNotFoundError,
 )
+from shared.repo.object_cache import cache_from_env
 from shared.repo.repository import Repository
 
 log = logging.getLogger("lifeboat.node")
@@ -90,10 +91,12 @@ def open_repository(url: str, secret: str | None, *, limit_mbps: float | None) -
     """Open the site's repository, creating it on first use."""
     store = open_store(url, limit_mbps=limit_mbps)
     try:
-        return Repository.open(store, lambda: secret or "")
+        repo = Repository.open(store, lambda: secret or "")
     except RepositoryNotFoundError:
         log.info("initialising repository at %s", store.describe())
-        return Repository.init(store, secret)
+        repo = Repository.init(store, secret)
+    repo.cache = cache_from_env(os.environ)  # index shards and deltas, fetched once per node
+    return repo
 
 
 class NodeAgent:
@@ -235,14 +238,18 @@ class NodeAgent:
         results: dict[str, dict[str, Any]] = {}
         notes: list[str] = []
 
-        def one_disk(snap: MachineSnapshot, machine_id: str, disk: dict[str, Any]) -> tuple[dict[str, Any], datetime]:
+        def one_disk(
+            snap: MachineSnapshot, machine_id: str, disk: dict[str, Any]
+        ) -> tuple[dict[str, Any], datetime]:
             with self.disk_slots:
                 reporter.check()
                 seed = disk.get("seed_parent")  # a reverse lineage starts from the failed-over point
                 opts = ReplicationOptions(block_size=disk.get("block_size"), tags={"job": job["id"]},
                                           seed_parent=(str(seed[0]), str(seed[1])) if seed else None)  # fmt: skip
                 source = snap.disks[disk["source"]]
-                point = replicate(repo, disk["disk_id"], source, opts, progress=reporter.for_disk(disk["disk_id"]))
+                point = replicate(
+                    repo, disk["disk_id"], source, opts, progress=reporter.for_disk(disk["disk_id"])
+                )
                 source.committed(point)
             note = point.tags.get("read_note", "")
             if note:
@@ -261,8 +268,13 @@ class NodeAgent:
                     raise InvalidInputError(f"machine {machine_id}: its source did not open every disk")
                 with reporter.lock:  # sizes are known once the source is open (a VM's disks)
                     reporter.total += sum(snap.disks[d["source"]].size for d in machine["disks"])
-                with ThreadPoolExecutor(len(machine["disks"]), thread_name_prefix=f"disk-{machine_id}") as pool:
-                    done = [f.result() for f in [pool.submit(one_disk, snap, machine_id, d) for d in machine["disks"]]]
+                with ThreadPoolExecutor(
+                    len(machine["disks"]), thread_name_prefix=f"disk-{machine_id}"
+                ) as pool:
+                    done = [
+                        f.result()
+                        for f in [pool.submit(one_disk, snap, machine_id, d) for d in machine["disks"]]
+                    ]
             finally:
                 try:
                     snap.close()  # the cleanup twin: removes the snapshot whatever happened
@@ -271,7 +283,9 @@ class NodeAgent:
                         log.warning("machine %s: cleanup after a failed run failed: %s", machine_id, exc)
                     else:  # the points are committed: keep them, say so; the next run removes it
                         log.error("machine %s: releasing the source failed: %s", machine_id, exc)
-                        notes.append(f"{machine_id}: releasing the snapshot failed ({exc}); the next run removes it")
+                        notes.append(
+                            f"{machine_id}: releasing the snapshot failed ({exc}); the next run removes it"
+                        )
                         reporter.message = "; ".join(notes)[:500]
             when = max(t for _, t in done)
             results[machine_id] = {
@@ -279,7 +293,9 @@ class NodeAgent:
                 **({"hardware": snap.hardware.model_dump(mode="json")} if snap.hardware else {}),
             }  # fmt: skip
 
-        with ThreadPoolExecutor(max(1, min(len(machines), self.capacity)), thread_name_prefix="machine") as pool:
+        with ThreadPoolExecutor(
+            max(1, min(len(machines), self.capacity)), thread_name_prefix="machine"
+        ) as pool:
             for fut in [pool.submit(one_machine, m) for m in machines]:
                 fut.result()
         reporter.flush()

@@ -9,6 +9,7 @@ result like any replication's.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from datetime import datetime
@@ -23,6 +24,7 @@ from shared.adapters.store_url import open_store
 from shared.domain.points import DiskPoint
 from shared.domain.recovery import FlowInput, TargetConfig
 from shared.errors import LifeboatError
+from shared.repo.object_cache import cache_from_env
 from shared.repo.repository import Repository
 from shared.services.recovery import job_outcome
 
@@ -33,7 +35,9 @@ TargetFactory = Callable[[TargetConfig], Target]
 def open_existing_repository(url: str, credentials_ref: str | None) -> Repository:
     """Open (never create) the repository a recovery reads."""
     secret = resolve_secret(credentials_ref)
-    return Repository.open(open_store(url), lambda: secret or "")
+    repo = Repository.open(open_store(url), lambda: secret or "")
+    repo.cache = cache_from_env(os.environ)
+    return repo
 
 
 class CachedTargets:
@@ -139,6 +143,8 @@ def job_runners(targets: TargetFactory) -> dict[str, JobRunner]:
         return cleanup_job(job, ctx, targets)
 
     def fail_back(job: dict[str, Any], ctx: JobContext) -> JobOutcome:
-        return failback_job(job, ctx, ports=lambda: _ports(ctx, targets), open_repository=open_existing_repository)
+        return failback_job(
+            job, ctx, ports=lambda: _ports(ctx, targets), open_repository=open_existing_repository
+        )
 
     return {"recovery": recover, "test-recovery": recover, "cleanup": cleanup, "failback": fail_back}

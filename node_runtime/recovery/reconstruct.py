@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from node_runtime.recovery.writers import BlockWriter
 from shared.errors import CorruptObjectError
 from shared.repo.codec import IndexEntry
+from shared.repo.index import IndexView
 from shared.repo.keys import ZERO_ID
 from shared.repo.points import PointRecord
 from shared.repo.repository import Repository
@@ -120,8 +121,12 @@ def reconstruct(
     name = f"points/{point.disk_id}/{point.id}"
     try:
         block_map = repo.block_map(point)
-        chosen = range(len(block_map)) if only is None else sorted(i for i in set(only) if 0 <= i < len(block_map))
-        groups = _groups([block_map[i] for i in chosen], repo.load_index(), name)
+        chosen = (
+            range(len(block_map)) if only is None else sorted(i for i in set(only) if 0 <= i < len(block_map))
+        )
+        wanted_ids = {block_map[i] for i in chosen} - {ZERO_ID}
+        index = IndexView.open(repo).lookup_many(wanted_ids)  # only the shards these ids need
+        groups = _groups([block_map[i] for i in chosen], index, name)
         positions: dict[bytes, list[int]] = defaultdict(list)
         for i in chosen:
             positions[block_map[i]].append(i)

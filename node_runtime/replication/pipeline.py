@@ -12,8 +12,10 @@ Memory math, with B = block size, P = pack target (16 MiB), W = 2 x workers + 2:
 so with 2 workers, 4 streams and 1 MiB blocks the buffers stay under ~100 MiB whatever the
 disk size (peak RSS of the whole process, interpreter and libraries included, measured
 145-183 MiB on a 2 GiB image: docs/BENCHMARKS.md).
-The in-memory index grows with the repository's unique blocks (~150 B each), not with
-the disk being read.
+The index is not loaded: an IndexView answers "do we have this id?" from the uncovered
+deltas (kept few by compaction) and at most 64 cached shards of ~190 KiB, so memory and
+start-up do not grow with the repository (FORMAT.md §6.2). Ids equal to the parent's at
+the same position never reach the index at all (same-disk dedup from the block map).
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from node_runtime.sources.port import DiskSource, Extent, ReadPlan
-from shared.errors import InvalidInputError, PointNotFoundError
+from shared.errors import InvalidInputError, LifeboatError, PointNotFoundError, RepositoryLockedError
 from shared.repo import codec
 from shared.repo.codec import IndexEntry
+from shared.repo.compact import compact, compaction_due
+from shared.repo.index import IndexView
 from shared.repo.keys import ZERO_ID
 from shared.repo.packer import DEFAULT_PACK_TARGET, Packer, SealedPack
 from shared.repo.points import (
@@ -73,14 +77,14 @@ class ReplicationOptions:
     #: (disk id, point id) to start from when ``disk_id`` has no point yet: a reverse
     #: lineage after a failover starts from the failed-over point, so it stores only changes
     seed_parent: tuple[str, str] | None = None
+    #: merge the index's deltas into a new generation after the commit when enough piled up
+    auto_compact: bool = True
 
 
 class _Run:
     """Shared state of one replication run; every mutation happens under ``lock``."""
 
-    def __init__(
-        self, repo: Repository, opts: ReplicationOptions, known: dict[bytes, IndexEntry], block_size: int
-    ) -> None:
+    def __init__(self, repo: Repository, opts: ReplicationOptions, known: IndexView, block_size: int) -> None:
         self.repo = repo
         self.block_size = block_size
         self.opts = opts
@@ -142,8 +146,7 @@ class _Run:
                 with self.lock:
                     self.pending_rows[:0] = rows
                 raise
-            with self.lock:
-                self.known.update(rows)
+            self.known.add(rows)
 
     # hash/compress stage ---------------------------------------------------------------------
     def process(
@@ -163,8 +166,10 @@ class _Run:
             new_map[i] = block_id
             if i < len(parent_map) and parent_map[i] == block_id:
                 return
+            if block_id in self.known:  # may fetch a shard: outside the lock
+                return
             with self.lock:
-                if block_id in self.known or block_id in self.inflight:
+                if block_id in self.inflight:
                     return
                 self.inflight.add(block_id)
             blob = codec.encode_blob(self.repo.key, block_id, data, level=self.opts.compression_level)
@@ -262,7 +267,8 @@ def replicate(
             # Blocks not read are holes in the source, whatever the parent had there.
             reading = set(to_read)
             new_map = [ZERO_ID if i not in reading else new_map[i] for i in range(n_blocks)]
-        run = _Run(repo, opts, repo.load_index(), block_size)
+        view = IndexView.open(repo)
+        run = _Run(repo, opts, view, block_size)
         total = sum(min(block_size, source.size - i * block_size) for i in to_read)
         done = 0
         with ThreadPoolExecutor(opts.workers, thread_name_prefix="hash") as workers:
@@ -296,7 +302,21 @@ def replicate(
         tags = {**opts.tags, "read": "changed" if plan.incremental else "full"}
         if plan.note:
             tags["read_note"] = plan.note[:500]
-        return _commit(repo, disk_id, source, block_size, new_map, parent, parent_map, run, tags, when)
+        point = _commit(repo, disk_id, source, block_size, new_map, parent, parent_map, run, tags, when)
+    if opts.auto_compact and compaction_due(view):
+        _compact_quietly(repo)
+    return point
+
+
+def _compact_quietly(repo: Repository) -> None:
+    """Compaction after a committed point: its failure is logged, never the run's."""
+    try:
+        report = compact(repo)
+        log.info("index compacted into %s (%d deltas merged)", report.generation, report.deltas_merged)
+    except RepositoryLockedError:
+        log.info("index compaction skipped: another process is compacting or pruning")
+    except LifeboatError as exc:
+        log.warning("index compaction failed (the point is committed; next run retries): %s", exc)
 
 
 def _commit(

@@ -11,8 +11,9 @@ import blake3
 from shared.errors import LifeboatError
 from shared.repo import codec
 from shared.repo.codec import IndexEntry
+from shared.repo.index import generation_ids, read_generation, read_shard
 from shared.repo.keys import ZERO_ID
-from shared.repo.repository import Repository, pack_key
+from shared.repo.repository import Repository, pack_key, shard_key
 
 
 @dataclass
@@ -40,15 +41,22 @@ def check(
     threads: int = 8,
     progress: Callable[[int, int], None] | None = None,
 ) -> CheckReport:
-    """Verify that every point is restorable; never stops at the first problem."""
+    """Verify that every point is restorable; never stops at the first problem.
+
+    Reads the store itself, never the node's object cache.
+    """
+    cache, repo.cache = repo.cache, None
+    try:
+        return _check(repo, read_data=read_data, threads=threads, progress=progress)
+    finally:
+        repo.cache = cache
+
+
+def _check(
+    repo: Repository, *, read_data: bool, threads: int, progress: Callable[[int, int], None] | None
+) -> CheckReport:
     report = CheckReport()
-    index: dict[bytes, IndexEntry] = {}
-    for name in repo.index_names():
-        report.index_objects += 1
-        try:
-            index.update(repo.read_index_object(name))
-        except LifeboatError as exc:
-            report.problems.append(str(exc))
+    index = _read_index(repo, report)
     report.blocks = len(index)
     pack_sizes = {info.key: info.size for info in repo.store.list("data/")}
     report.packs = len(pack_sizes)
@@ -96,6 +104,61 @@ def check(
     if read_data:
         _read_all(repo, pack_sizes, indexed_packs, report, threads, progress)
     return report
+
+
+def _read_index(repo: Repository, report: CheckReport) -> dict[bytes, IndexEntry]:
+    """The newest generation's shards and every delta it does not cover, each verified."""
+    index: dict[bytes, IndexEntry] = {}
+    deltas = repo.index_names()
+    try:
+        gen_ids = generation_ids(repo)
+        gen = read_generation(repo, gen_ids[-1]) if gen_ids else None
+    except LifeboatError as exc:
+        report.problems.append(f"{exc} (the index generation is unreadable: deltas alone are checked)")
+        gen_ids, gen = [], None
+    if gen is not None:
+        for number, shard_id in enumerate(gen.shards):
+            if shard_id is None:
+                continue
+            report.index_objects += 1
+            try:
+                shard = read_shard(repo, shard_id, number, gen.prefix_bits)
+            except LifeboatError as exc:
+                report.problems.append(f"{exc} (shard {number} of generation {gen.id})")
+                continue
+            if len(shard.ids) != gen.counts[number]:
+                report.problems.append(
+                    f"{shard_key(shard_id)}: {len(shard.ids)} entries, generation {gen.id} says {gen.counts[number]}"
+                )
+            index.update(zip(shard.ids, shard.entries, strict=True))
+        referenced: set[str] = set()
+        for gen_id in gen_ids:
+            try:
+                referenced.update(shard_key(s) for s in read_generation(repo, gen_id).shards if s)
+            except LifeboatError as exc:
+                report.notes.append(f"older generation {gen_id}: {exc}")
+        orphans = sum(1 for info in repo.store.list("shards/") if info.key not in referenced)
+        if orphans:
+            report.notes.append(
+                f"{orphans} index shards are in no generation (left by an interrupted compaction; prune removes them)"
+            )
+    covered = set(gen.covers) if gen else set()
+    leftovers = 0
+    for name in deltas:
+        if name in covered:
+            leftovers += 1
+            continue
+        report.index_objects += 1
+        try:
+            index.update(repo.read_index_object(name))
+        except LifeboatError as exc:
+            report.problems.append(str(exc))
+    if leftovers:
+        report.notes.append(
+            f"{leftovers} index deltas are already merged into generation {gen.id if gen else '?'} "
+            "(an interrupted compaction; the next one deletes them)"
+        )
+    return index
 
 
 def _read_all(

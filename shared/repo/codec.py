@@ -17,7 +17,7 @@ import zstandard
 from shared.errors import CorruptObjectError, UnsupportedFormatError
 from shared.repo.keys import ZERO_ID, MasterKey
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # of sealed-object and pack headers; the repository's is in repository.py
 SEAL_MAGIC = b"LBOX"
 PACK_MAGIC = b"LBPK"
 HEADER_SIZE = 8
@@ -29,6 +29,7 @@ class ObjectType(IntEnum):
     PAGE = 2
     POINT = 3
     PACK_TRAILER = 4
+    GENERATION = 5
 
 
 class Codec(IntEnum):
@@ -188,19 +189,28 @@ class IndexEntry:
 
 
 def encode_index(key: MasterKey, entries: Iterable[tuple[bytes, IndexEntry]]) -> bytes:
+    return seal(key, ObjectType.INDEX, index_payload(entries))
+
+
+def index_payload(entries: Iterable[tuple[bytes, IndexEntry]]) -> bytes:
+    """The INDEX payload (§6) of ``entries``, in the order given."""
     pack_numbers: dict[bytes, int] = {}
     rows = []
     for block_id, e in entries:
         number = pack_numbers.setdefault(e.pack_id, len(pack_numbers))
         rows.append(_INDEX_ENTRY.pack(block_id, number, e.offset, e.length, e.raw_length))
-    payload = b"".join(
+    return b"".join(
         [struct.pack("<I", len(pack_numbers)), *pack_numbers, struct.pack("<I", len(rows)), *rows]
     )
-    return seal(key, ObjectType.INDEX, payload)
 
 
-def decode_index(key: MasterKey, data: bytes, *, name: str) -> list[tuple[bytes, IndexEntry]]:
+def decode_index(
+    key: MasterKey, data: bytes, *, name: str, expect_id: bytes | None = None
+) -> list[tuple[bytes, IndexEntry]]:
+    """An index object's rows; ``expect_id`` checks a content-addressed shard (§6.2) too."""
     payload = unseal(key, ObjectType.INDEX, data, name=name)
+    if expect_id is not None and key.block_id(payload) != expect_id:
+        raise CorruptObjectError(f"{name}: shard content does not match its name", key=name)
     try:
         (n_packs,) = struct.unpack_from("<I", payload, 0)
     except struct.error as exc:

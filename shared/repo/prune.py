@@ -1,8 +1,9 @@
 """``forget`` (apply a retention policy to a disk's points) and ``prune`` (free unused data).
 
 Prune follows the deletion order of FORMAT.md §10 under an exclusive lock: compute live
-blocks from every point, repack mostly-dead packs, commit a new index, and only then
-delete old index objects, unreferenced pages and unreferenced packs. A crash at any step
+blocks from every point, repack mostly-dead packs, commit a new index generation, and only
+then delete old index objects (deltas, generations, shards), unreferenced pages and
+unreferenced packs. A crash at any step
 leaves every point restorable; running prune again finishes the job.
 """
 
@@ -10,17 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from shared.errors import CorruptObjectError, InvalidInputError
 from shared.policies.retention import Decision, PointRef, RetentionPolicy, apply_retention
 from shared.repo import codec
 from shared.repo.codec import IndexEntry
+from shared.repo.compact import choose_prefix_bits, shards_from_sorted, write_generation
+from shared.repo.index import IndexView, generation_ids
 from shared.repo.keys import ZERO_ID
 from shared.repo.packer import FullPack, Packer
-from shared.repo.repository import Repository, pack_key
-
-INDEX_ENTRIES_PER_OBJECT = 100_000
+from shared.repo.repository import Repository, generation_key, pack_key, shard_key
 
 
 def forget(
@@ -62,15 +63,15 @@ def prune(
     repack_dead_fraction: float = 0.25,
     dry_run: bool = False,
     log: Callable[[str], None] = lambda _msg: None,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> PruneReport:
     """Remove data no point references; repack packs whose dead share exceeds the threshold."""
     report = PruneReport(dry_run=dry_run)
     with repo.lock(exclusive=True):
         live_pages, live_blocks = _live(repo, report)
-        index_names = repo.index_names()
-        index: dict[bytes, IndexEntry] = {}
-        for name in index_names:
-            index.update(repo.read_index_object(name))
+        view = IndexView.open(repo)
+        index = view.load_all()
+        index_names = [*view.delta_names, *view.snapshot.covered_names]
         missing = [b for b in live_blocks if b not in index]
         if missing:
             raise CorruptObjectError(
@@ -122,14 +123,23 @@ def prune(
         emit(packer.flush())
         log(f"repacked {len(repack)} packs into {report.packs_written}")
 
-        # 4. commit an index of every live block
+        # 4. commit an index generation of every live block
         rows = [(b, new_rows.get(b) or index[b]) for b in live_blocks]
         rows.sort(key=lambda r: r[0])
-        for lo in range(0, len(rows), INDEX_ENTRIES_PER_OBJECT):
-            repo.write_index(rows[lo : lo + INDEX_ENTRIES_PER_OBJECT])
-        # 5. drop the old index objects
+        repo.upgrade()
+        bits = choose_prefix_bits(len(rows))
+        shards, counts, _ = shards_from_sorted(repo, iter(rows), bits)
+        gen = write_generation(repo, shards, counts, bits, index_names, view.generation, now())
+        # 5. drop the old index objects: deltas, older generations, shards only they named
         for name in index_names:
             repo.store.delete(name)
+        for gen_id in generation_ids(repo):
+            if gen_id != gen.id:
+                repo.store.delete(generation_key(gen_id))
+        live_shards = {shard_key(s) for s in shards if s}
+        for info in list(repo.store.list("shards/")):
+            if info.key not in live_shards:
+                repo.store.delete(info.key)
         report.index_objects_replaced = len(index_names)
         # 6. pages no point references
         for name in repo.page_names():

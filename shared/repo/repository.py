@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import threading
+import re
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+from typing import TypeVar
 
 from pydantic import ValidationError
 
@@ -24,22 +24,26 @@ from shared.errors import (
     ObjectNotFoundError,
     PointNotFoundError,
     RepositoryExistsError,
-    RepositoryLockedError,
     RepositoryNotFoundError,
     UnsupportedFormatError,
     WrongPasswordError,
 )
 from shared.ports.object_store import ObjectStore
-from shared.repo import codec
+from shared.repo import codec, locks
 from shared.repo.codec import IndexEntry, ObjectType
 from shared.repo.keys import ZERO_ID, KdfParams, MasterKey, unwrap_master_key, wrap_master_key
+from shared.repo.object_cache import ObjectCache
 from shared.repo.points import POINT_ID_RE, PointRecord, check_disk_id
 
 FORMAT_NAME = "lifeboat-repository"
-LOCK_REFRESH = timedelta(minutes=5)
-LOCK_STALE = timedelta(minutes=30)
+#: Version 2 adds index generations and shards (FORMAT.md §6.2); version 1 repositories
+#: open as they are and become version 2 when their index is first compacted.
+REPOSITORY_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+DELTA_RE = re.compile(r"^index/[0-9a-f]{32}$")
 
 PassphraseSource = Callable[[], str]
+T = TypeVar("T")
 
 
 def _utcnow() -> datetime:
@@ -63,6 +67,14 @@ def point_key(disk_id: str, point_id: str) -> str:
     return f"points/{disk_id}/{point_id}"
 
 
+def shard_key(shard_id: str) -> str:
+    return f"shards/{shard_id[:2]}/{shard_id}"
+
+
+def generation_key(generation_id: str) -> str:
+    return f"generations/{generation_id}"
+
+
 class Repository:
     """A repository opened with its key. Create with :meth:`init` or :meth:`open`."""
 
@@ -70,6 +82,8 @@ class Repository:
         self.store = store
         self.key = key
         self.config = config
+        #: node-local cache of immutable index objects; set by the composition root
+        self.cache: ObjectCache | None = None
 
     # --- life cycle ---------------------------------------------------------------------------
     @classmethod
@@ -87,7 +101,7 @@ class Repository:
         key = MasterKey.generate() if passphrase is not None else MasterKey.none()
         config = {
             "format": FORMAT_NAME,
-            "version": codec.FORMAT_VERSION,
+            "version": REPOSITORY_VERSION,
             "id": os.urandom(16).hex(),
             "created": now,
             "encryption": "aes-256-gcm" if passphrase is not None else "none",
@@ -112,7 +126,7 @@ class Repository:
             raise CorruptObjectError("config: not valid JSON", key="config") from exc
         if not isinstance(config, dict) or config.get("format") != FORMAT_NAME:
             raise CorruptObjectError("config: not a Lifeboat repository config", key="config")
-        if config.get("version") != codec.FORMAT_VERSION:
+        if config.get("version") not in READABLE_VERSIONS:
             raise UnsupportedFormatError(
                 f"repository format version {config.get('version')} is not supported by this build"
             )
@@ -139,21 +153,47 @@ class Repository:
     def describe(self) -> str:
         return self.store.describe()
 
-    # --- index --------------------------------------------------------------------------------
+    def upgrade(self) -> None:
+        """Raise a version 1 repository to version 2 before anything of version 2 is written."""
+        if self.config.get("version") == REPOSITORY_VERSION:
+            return
+        config = {**self.config, "version": REPOSITORY_VERSION}
+        self.store.put("config", json.dumps(config, indent=1).encode())
+        self.config = config
+
+    def get_immutable(self, key: str, decode: Callable[[bytes], T]) -> T:
+        """``decode(bytes of key)`` through the node's cache; a cached copy that fails to
+        decode is dropped and fetched again, so the cache is never trusted over the store."""
+        cache, repo_id = self.cache, self.config["id"]
+        if cache is not None:
+            data = cache.get(repo_id, key)
+            if data is not None:
+                try:
+                    return decode(data)
+                except CorruptObjectError:
+                    cache.discard(repo_id, key)
+        data = self.store.get(key)
+        value = decode(data)
+        if cache is not None:
+            cache.put(repo_id, key, data)
+        return value
+
+    # --- index (deltas; generations and shards are read through shared.repo.index) ----------
     def index_names(self) -> list[str]:
-        return sorted(info.key for info in self.store.list("index/"))
+        """Delta index objects (``index/<32 hex>``), sorted."""
+        return sorted(info.key for info in self.store.list("index/") if DELTA_RE.match(info.key))
 
     def read_index_object(self, name: str) -> list[tuple[bytes, IndexEntry]]:
-        return codec.decode_index(self.key, self.store.get(name), name=name)
+        return self.get_immutable(name, lambda data: codec.decode_index(self.key, data, name=name))
 
     def load_index(self, *, threads: int = 8) -> dict[bytes, IndexEntry]:
-        """The union of all index objects: block id -> where it is stored."""
-        index: dict[bytes, IndexEntry] = {}
-        names = self.index_names()
-        with ThreadPoolExecutor(threads) as pool:
-            for entries in pool.map(self.read_index_object, names):
-                index.update(entries)
-        return index
+        """Every index entry in memory (check, prune, repo info): O(repository).
+
+        Replication and restore use :class:`shared.repo.index.IndexView` instead.
+        """
+        from shared.repo.index import IndexView
+
+        return IndexView.open(self).load_all(threads=threads)
 
     def write_index(self, entries: Iterable[tuple[bytes, IndexEntry]]) -> str | None:
         rows = list(entries)
@@ -287,68 +327,15 @@ class Repository:
         self.store.delete(point_key(check_disk_id(disk_id), point_id))
 
     # --- locks ----------------------------------------------------------------------------
-    def _locks(self) -> list[tuple[str, dict]]:
-        out = []
-        for info in self.store.list("locks/"):
-            try:
-                out.append((info.key, json.loads(self.store.get(info.key))))
-            except (ObjectNotFoundError, ValueError):
-                continue
-        return out
-
     @contextmanager
-    def lock(self, *, exclusive: bool, now: Callable[[], datetime] = _utcnow) -> Iterator[None]:
-        """Hold a repository lock (FORMAT.md §10), refreshed in the background."""
-        name = f"locks/{os.urandom(16).hex()}"
-        doc = {"exclusive": exclusive, "host": socket.gethostname(), "pid": os.getpid()}
-
-        def write() -> None:
-            self.store.put(name, json.dumps({**doc, "time": _iso(now())}).encode())
-
-        write()
-        try:
-            for other, info in self._locks():
-                if other == name or self._stale(info, now()):
-                    continue
-                if exclusive or info.get("exclusive"):
-                    raise RepositoryLockedError(
-                        f"repository is locked by {info.get('host')} pid {info.get('pid')} "
-                        f"since {info.get('time')} ({other}); if that process is dead, the lock "
-                        f"goes stale after {int(LOCK_STALE.total_seconds() // 60)} minutes",
-                        lock=other,
-                    )
-        except BaseException:
-            self.store.delete(name)
-            raise
-        stop = threading.Event()
-
-        def refresh() -> None:
-            while not stop.wait(LOCK_REFRESH.total_seconds()):
-                write()
-
-        refresher = threading.Thread(target=refresh, name="lock-refresh", daemon=True)
-        refresher.start()
-        try:
+    def lock(
+        self, *, exclusive: bool = False, compact: bool = False, now: Callable[[], datetime] = _utcnow
+    ) -> Iterator[None]:
+        """Hold a repository lock (FORMAT.md §10; conflicts in :mod:`shared.repo.locks`)."""
+        kind: locks.LockKind = "exclusive" if exclusive else "compact" if compact else "shared"
+        with locks.hold(self.store, kind, now):
             yield
-        finally:
-            stop.set()
-            refresher.join()
-            self.store.delete(name)
-
-    @staticmethod
-    def _stale(info: dict, now: datetime) -> bool:
-        try:
-            t = datetime.strptime(info["time"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-        except (KeyError, ValueError, TypeError):
-            return True
-        return now - t > LOCK_STALE
 
     def remove_locks(self, *, stale_only: bool = True, now: datetime | None = None) -> list[str]:
         """Delete stale locks (or every lock); return the names removed."""
-        current = now or _utcnow()
-        removed = []
-        for name, info in self._locks():
-            if not stale_only or self._stale(info, current):
-                self.store.delete(name)
-                removed.append(name)
-        return removed
+        return locks.remove(self.store, stale_only=stale_only, now=now or _utcnow())

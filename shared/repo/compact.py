@@ -1,0 +1,255 @@
+"""Index compaction (FORMAT.md §6.2): merge delta objects into a new generation of shards.
+
+Only the shards that the merged deltas touch are rewritten (shards are content-addressed,
+so an untouched shard keeps its name); the shard count doubles as the repository grows,
+which rewrites every shard once per doubling. Order, under the compact lock (replication
+goes on meanwhile; a second compactor and prune are kept out):
+
+1. new shards are written;
+2. the generation manifest is written: the commit (after this, readers use it);
+3. covered deltas are deleted; then generations older than the new one's base, and the
+   shards only they referenced.
+
+A crash before 2 leaves orphan shards (prune removes them); after 2, leftovers that the
+next compaction deletes. The base generation is kept until the next compaction, so a
+reader that opened it keeps finding its shards for a whole compaction interval.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from shared.errors import ObjectNotFoundError, RepositoryLockedError
+from shared.repo import codec
+from shared.repo.codec import IndexEntry, ObjectType
+from shared.repo.index import (
+    MAX_PREFIX_BITS,
+    Generation,
+    IndexView,
+    generation_ids,
+    read_generation,
+    read_shard,
+    shard_of,
+)
+from shared.repo.points import new_point_id
+from shared.repo.repository import Repository, generation_key, shard_key
+
+TARGET_SHARD_ENTRIES = 4096  # ~190 KiB a shard: one GET answers ~4k ids
+AUTO_COMPACT_DELTAS = 32  # compact after a run once this many deltas are uncovered
+AUTO_COMPACT_ENTRIES = 100_000  # ... or this many entries sit in them (~20 MiB in memory)
+
+Rows = list[tuple[bytes, IndexEntry]]
+
+
+@dataclass
+class CompactReport:
+    generation: str | None = None
+    base: str | None = None
+    deltas_merged: int = 0
+    entries_merged: int = 0
+    shards_written: int = 0
+    shards_total: int = 0
+    prefix_bits: int = 0
+    entries: int = 0
+    deltas_deleted: int = 0
+    generations_deleted: int = 0
+    shards_deleted: int = 0
+    skipped: str = ""
+
+
+def choose_prefix_bits(entries: int, at_least: int = 0, target: int = TARGET_SHARD_ENTRIES) -> int:
+    """The fewest prefix bits (never fewer than ``at_least``) that keep shards near ``target``."""
+    bits = at_least
+    while bits < MAX_PREFIX_BITS and entries > target << bits:
+        bits += 1
+    return bits
+
+
+def compaction_due(view: IndexView) -> bool:
+    return len(view.delta_names) >= AUTO_COMPACT_DELTAS or view.stats.delta_entries >= AUTO_COMPACT_ENTRIES
+
+
+def compact(
+    repo: Repository,
+    *,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    target: int = TARGET_SHARD_ENTRIES,
+    crash_after: str | None = None,
+) -> CompactReport:
+    """Merge every uncovered delta into a new generation (see the module doc).
+
+    ``crash_after`` names a step (``shards``, ``generation``, ``deltas``) after which to
+    stop as a killed process would: for the crash tests only.
+    """
+    repo.upgrade()
+    report = CompactReport()
+    with repo.lock(compact=True):
+        view = IndexView.open(repo)
+        base = view.generation
+        report.base = base.id if base else None
+        leftovers = view.snapshot.covered_names
+        if not view.delta_names:
+            report.skipped = "no uncovered deltas"
+            _cleanup(repo, base, None, leftovers, report)
+            return report
+        rows = list(view.snapshot.deltas.items())
+        report.deltas_merged = len(view.delta_names)
+        report.entries_merged = len(rows)
+        shards, counts, bits = _merge(repo, base, rows, target, report)
+        if crash_after == "shards":
+            return report
+        if generation_ids(repo)[-1:] != ([base.id] if base else []):
+            raise RepositoryLockedError("another compaction committed meanwhile; nothing was changed")
+        gen = write_generation(repo, shards, counts, bits, [*view.delta_names, *leftovers], base, now())
+        report.generation, report.prefix_bits, report.entries = gen.id, bits, gen.entries
+        report.shards_total = sum(1 for s in shards if s is not None)
+        if crash_after == "generation":
+            return report
+        _cleanup(repo, base, gen, [*view.delta_names, *leftovers], report, crash_after=crash_after)
+    return report
+
+
+def _merge(
+    repo: Repository, base: Generation | None, rows: Rows, target: int, report: CompactReport
+) -> tuple[list[str | None], list[int], int]:
+    """Shards of ``base`` plus ``rows``: touched shards rewritten, others kept by name."""
+    old_bits = base.prefix_bits if base else 0
+    bits = choose_prefix_bits((base.entries if base else 0) + len(rows), old_bits, target)
+    by_shard: dict[int, Rows] = defaultdict(list)
+    for block_id, entry in rows:
+        by_shard[shard_of(block_id, bits)].append((block_id, entry))
+    n = 1 << bits
+    shards: list[str | None] = [None] * n
+    counts = [0] * n
+    if base is not None and bits == old_bits:
+        shards, counts = list(base.shards), list(base.counts)
+        for number, new in by_shard.items():
+            old = _shard_rows(repo, base, number)
+            shards[number], counts[number] = _write_shard(repo, old, new, report)
+        return shards, counts, bits
+    # first generation, or the shard count grew: every shard is rewritten, one old one at a time
+    step = bits - old_bits
+    for old_number in range(1 << old_bits):
+        old = _shard_rows(repo, base, old_number) if base else []
+        split: dict[int, Rows] = defaultdict(list)
+        for block_id, entry in old:
+            split[shard_of(block_id, bits)].append((block_id, entry))
+        for number in range(old_number << step, (old_number + 1) << step):
+            if split.get(number) or by_shard.get(number):
+                shards[number], counts[number] = _write_shard(
+                    repo, split.get(number, []), by_shard.get(number, []), report
+                )
+    return shards, counts, bits
+
+
+def _shard_rows(repo: Repository, gen: Generation, number: int) -> Rows:
+    shard_id = gen.shards[number]
+    if shard_id is None:
+        return []
+    shard = read_shard(repo, shard_id, number, gen.prefix_bits)
+    return list(zip(shard.ids, shard.entries, strict=True))
+
+
+def _write_shard(repo: Repository, old: Rows, new: Rows, report: CompactReport) -> tuple[str | None, int]:
+    merged = dict(new)
+    merged.update(old)  # an id already in a shard keeps its entry: any valid entry will do
+    if not merged:
+        return None, 0
+    ordered = sorted(merged.items(), key=lambda r: r[0])
+    payload = codec.index_payload(ordered)
+    shard_id = repo.key.block_id(payload).hex()
+    name = shard_key(shard_id)
+    if repo.store.stat(name) is None:
+        repo.store.put(name, codec.seal(repo.key, ObjectType.INDEX, payload))
+        report.shards_written += 1
+    return shard_id, len(ordered)
+
+
+def write_generation(
+    repo: Repository,
+    shards: list[str | None],
+    counts: list[int],
+    bits: int,
+    covers: Iterable[str],
+    base: Generation | None,
+    when: datetime,
+) -> Generation:
+    """Commit a generation; its id sorts after its base's whatever the clocks say."""
+    if base is not None and when <= base.time:
+        when = base.time + timedelta(milliseconds=1)
+    when = when.replace(microsecond=when.microsecond // 1000 * 1000)
+    gen = Generation(
+        id=new_point_id(when),
+        time=when,
+        base=base.id if base else None,
+        prefix_bits=bits,
+        shards=shards,
+        counts=counts,
+        entries=sum(counts),
+        covers=sorted(set(covers)),
+    )
+    payload = gen.model_dump_json().encode()
+    repo.store.put(generation_key(gen.id), codec.seal(repo.key, ObjectType.GENERATION, payload))
+    return gen
+
+
+def shards_from_sorted(
+    repo: Repository, rows: Iterator[tuple[bytes, IndexEntry]], bits: int
+) -> tuple[list[str | None], list[int], int]:
+    """Write the shards of ``rows`` (sorted by id) for a generation built from scratch (prune)."""
+    n = 1 << bits
+    shards: list[str | None] = [None] * n
+    counts = [0] * n
+    report = CompactReport()
+    current: Rows = []
+    number = -1
+    for block_id, entry in rows:
+        s = shard_of(block_id, bits)
+        if s != number and current:
+            shards[number], counts[number] = _write_shard(repo, [], current, report)
+            current = []
+        number = s
+        current.append((block_id, entry))
+    if current:
+        shards[number], counts[number] = _write_shard(repo, [], current, report)
+    return shards, counts, report.shards_written
+
+
+def _cleanup(
+    repo: Repository,
+    base: Generation | None,
+    gen: Generation | None,
+    covered: list[str],
+    report: CompactReport,
+    *,
+    crash_after: str | None = None,
+) -> None:
+    """Delete what the newest generation made redundant (step 3 of the module doc)."""
+    for name in covered:
+        repo.store.delete(name)
+        report.deltas_deleted += 1
+    if crash_after == "deltas":
+        return
+    newest = gen or base
+    if newest is None:
+        return
+    keep = {newest.id, *([newest.base] if newest.base else [])}
+    referenced: set[str] = set()
+    for kept_id in keep:
+        try:
+            kept = newest if kept_id == newest.id else read_generation(repo, kept_id)
+        except ObjectNotFoundError:
+            continue
+        referenced.update(s for s in kept.shards if s)
+    for old_id in generation_ids(repo):
+        if old_id in keep or old_id > newest.id:
+            continue
+        old = read_generation(repo, old_id)
+        for shard_id in {s for s in old.shards if s} - referenced:
+            repo.store.delete(shard_key(shard_id))
+            report.shards_deleted += 1
+        repo.store.delete(generation_key(old_id))
+        report.generations_deleted += 1
