@@ -176,15 +176,32 @@ class IndexView:
             self._local.update(rows)
 
     def get(self, block_id: bytes) -> IndexEntry | None:
+        for _ in range(OPEN_ATTEMPTS):
+            with self._lock:
+                entry = self._local.get(block_id) or self.snapshot.deltas.get(block_id)
+                gen = self.snapshot.generation
+            if entry is not None or gen is None:
+                return entry
+            number = shard_of(block_id, gen.prefix_bits)
+            if gen.shards[number] is None:
+                return None
+            shard = self._shard(gen, number)
+            if shard is not None:
+                return shard.get(block_id)
+            self._follow(gen)
+        raise ObjectNotFoundError(f"index shards keep disappearing under {self.repo.describe()}")
+
+    def _follow(self, gen: Generation) -> None:
+        """``gen``'s shard is gone (a later compaction deleted it): move to the newest
+        generation, unless another thread already did."""
         with self._lock:
-            entry = self._local.get(block_id) or self.snapshot.deltas.get(block_id)
-            gen = self.snapshot.generation
-        if entry is not None or gen is None:
-            return entry
-        number = shard_of(block_id, gen.prefix_bits)
-        if gen.shards[number] is None:
-            return None
-        return self._shard(gen, number).get(block_id)
+            current = self.snapshot.generation
+        if current is not None and current.id != gen.id:
+            return
+        self.refresh()
+        newest = self.generation
+        if newest is None or newest.id == gen.id:
+            raise ObjectNotFoundError(f"a shard of the newest index generation {gen.id} is missing")
 
     def __contains__(self, block_id: bytes) -> bool:
         return self.get(block_id) is not None
@@ -223,7 +240,8 @@ class IndexView:
         assert shard_id is not None
         return read_shard(self.repo, shard_id, number, gen.prefix_bits)
 
-    def _shard(self, gen: Generation, number: int) -> Shard:
+    def _shard(self, gen: Generation, number: int) -> Shard | None:
+        """Shard ``number`` of ``gen``, cached; None when a compaction has deleted it."""
         with self._lock:
             shard = self._shards.get(number)
             if shard is not None and self.snapshot.generation is gen:
@@ -238,12 +256,7 @@ class IndexView:
             try:
                 shard = self._fetch(gen, number)
             except ObjectNotFoundError:
-                # A later compaction removed the shard: follow the newest generation.
-                self.refresh()
-                newer = self.generation
-                if newer is None or newer is gen or newer.shards[number] is None:
-                    raise
-                return self._shard(newer, number)
+                return None
             with self._lock:
                 self.stats.shards_loaded += 1
                 if self.snapshot.generation is gen:

@@ -207,3 +207,36 @@ def test_sigkill_mid_replication_then_resume(tmp_path: Path) -> None:
     assert resumed["stats"]["bytes_new_stored"] < full["stats"]["bytes_new_stored"] - 8 * MiB
     assert cli.restore_sha("vm1", "latest", tmp_path / "out.img") == sha256(second)
     assert cli.run("check", "--repo", cli.repo).returncode == 0
+
+
+def test_two_writers_and_a_compactor_share_one_repository(cli: Cli, tmp_path: Path) -> None:
+    """Two ``replicate`` processes (shared locks) and ``repo compact`` (the compact lock) at
+    once: neither writer waits for the other, no index entry is lost."""
+    cli.run("repo", "init", cli.repo)
+    seed = create(tmp_path / "seed.img", 8 * MiB, seed=30)
+    cli.replicate("seed", seed, "--checkpoint-mb", "1")  # deltas for the compactor to merge
+    images = {f"vm{n}": create(tmp_path / f"vm{n}.img", 32 * MiB, seed=31 + n) for n in range(2)}
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "stdin": subprocess.DEVNULL}
+    writers = {
+        disk: subprocess.Popen(
+            cli.argv("replicate", "--repo", cli.repo, "--disk", disk, "--checkpoint-mb", "2", str(img)),
+            env=cli.env,
+            text=True,
+            **pipes,
+        )
+        for disk, img in images.items()
+    }
+    compacted = json.loads(cli.run("repo", "compact", cli.repo, "--json").stdout)
+    assert compacted["deltas_merged"] >= 1 and compacted["generation"]
+    points = {}
+    for disk, proc in writers.items():
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+        points[disk] = out.strip().splitlines()[-1]
+    final = json.loads(cli.run("repo", "compact", cli.repo, "--json").stdout)
+    assert final["deltas_merged"] >= 2  # the writers' checkpoints and commits
+    for disk, point in points.items():
+        assert cli.restore_sha(disk, point, tmp_path / "out.img") == sha256(images[disk])
+    assert "no problems found" in cli.run("check", "--repo", cli.repo, "--read-data").stdout
+    info = json.loads(cli.run("repo", "info", cli.repo, "--json").stdout)
+    assert info["points"] == 3
