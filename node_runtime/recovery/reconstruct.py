@@ -2,8 +2,8 @@
 
 A point's distinct blocks are grouped by pack into ranged reads (``_groups``: one request
 per run of nearby blobs), fetched by ``threads`` workers,
-verified against their ids by ``Repository.read_blobs`` and handed to the writer at
-every position they occupy. Holes are announced with ``writer.skip`` (merged into runs)
+verified against their ids by ``Repository.read_blobs`` (a patch applied onto its base
+block, one more ranged read) and handed to the writer at every position they occupy. Holes are announced with ``writer.skip`` (merged into runs)
 before any data is written, and never read or written.
 
 Memory: at most ``2 x threads`` ranged reads of at most ``MAX_READ`` bytes (plus their
@@ -125,7 +125,9 @@ def reconstruct(
             range(len(block_map)) if only is None else sorted(i for i in set(only) if 0 <= i < len(block_map))
         )
         wanted_ids = {block_map[i] for i in chosen} - {ZERO_ID}
-        index = IndexView.open(repo).lookup_many(wanted_ids)  # only the shards these ids need
+        view = IndexView.open(repo)
+        index = view.lookup_many(wanted_ids)  # only the shards these ids need
+        bases = view.lookup_many({e.base for e in index.values() if e.base is not None})
         groups = _groups([block_map[i] for i in chosen], index, name)
         positions: dict[bytes, list[int]] = defaultdict(list)
         for i in chosen:
@@ -141,7 +143,7 @@ def reconstruct(
 
         def fetch(pack_id: bytes, wanted: list[tuple[bytes, IndexEntry]]) -> None:
             try:
-                for block_id, data in repo.read_blobs(pack_id, wanted):
+                for block_id, data in repo.read_blobs(pack_id, wanted, bases):
                     for i in positions[block_id]:
                         length = point.block_length(i)
                         writer.write(i * point.block_size, memoryview(data)[:length])

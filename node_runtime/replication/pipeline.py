@@ -79,6 +79,9 @@ class ReplicationOptions:
     seed_parent: tuple[str, str] | None = None
     #: merge the index's deltas into a new generation after the commit when enough piled up
     auto_compact: bool = True
+    #: store a changed block as a patch of its parent block while at most this many of its
+    #: 64 chunks changed (incremental runs; 0 stores every changed block whole)
+    max_patch_chunks: int = 32
 
 
 class _Run:
@@ -89,6 +92,8 @@ class _Run:
         self.block_size = block_size
         self.opts = opts
         self.known = known
+        #: block -> chunks the source says changed (incremental runs only): patch candidates
+        self.masks: dict[int, int] = {}
         self.lock = threading.Lock()
         self.inflight: set[bytes] = set()
         self.packer = Packer(repo.key, opts.pack_target)
@@ -172,11 +177,24 @@ class _Run:
                 if block_id in self.inflight:
                     return
                 self.inflight.add(block_id)
-            blob = codec.encode_blob(self.repo.key, block_id, data, level=self.opts.compression_level)
+            patch = self._patch(i, data, parent_map)
+            if patch is not None:
+                blob = codec.encode_patch(self.repo.key, block_id, patch, level=self.opts.compression_level)
+                raw = len(patch.chunks)
+            else:
+                blob = codec.encode_blob(self.repo.key, block_id, data, level=self.opts.compression_level)
+                raw = len(data)
             with self.lock:
                 self.stats.blocks_new += 1
-                self.stats.bytes_new_raw += len(data)
-                full = self.packer.add(block_id, blob, len(data))
+                self.stats.blocks_patched += patch is not None
+                self.stats.bytes_new_raw += raw
+                full = self.packer.add(
+                    block_id,
+                    blob,
+                    len(data),
+                    base=patch.base if patch else None,
+                    mask=patch.mask if patch else 0,
+                )
             if full is not None:
                 self.submit_pack(full.seal())  # sealed outside the lock
         except BaseException as exc:
@@ -184,6 +202,26 @@ class _Run:
                 self.error = self.error or exc
         finally:
             self.window.release()
+
+    def _patch(self, i: int, data: bytes, parent_map: Sequence[bytes]) -> codec.Patch | None:
+        """Block ``i`` as a patch of the parent's block there, when the source's change
+        tracking says few of its chunks changed (FORMAT.md §5.1); else None (store it whole).
+
+        A patch's base is always a whole block: a parent block that is itself a patch
+        lends its base, and the masks merge, so a restore reads at most two blobs a block.
+        """
+        mask = self.masks.get(i, 0)
+        if not mask or len(data) != self.block_size or i >= len(parent_map) or parent_map[i] == ZERO_ID:
+            return None
+        parent_id = parent_map[i]
+        entry = self.known.get(parent_id)
+        if entry is None or entry.raw_length != len(data):
+            return None
+        base = parent_id if entry.base is None else entry.base
+        mask |= entry.mask
+        if mask.bit_count() > self.opts.max_patch_chunks:
+            return None
+        return codec.patch_of(data, base, mask)
 
     def finish_uploads(self) -> None:
         with self.lock:
@@ -208,6 +246,22 @@ def blocks_touched(extents: Sequence[Extent], block_size: int, n_blocks: int) ->
         for i in range(first, last + 1):
             marks[i] = 1
     return (i for i in range(n_blocks) if marks[i])
+
+
+def chunk_masks(extents: Sequence[Extent], block_size: int, n_blocks: int) -> dict[int, int]:
+    """Block index -> mask of its 64 chunks that overlap an extent (FORMAT.md §5.1)."""
+    size = codec.chunk_size(block_size)
+    masks: dict[int, int] = {}
+    for offset, length in extents:
+        end = min(offset + length, n_blocks * block_size)
+        if end <= offset:
+            continue
+        first_chunk, end_chunk = offset // size, -(-end // size)
+        for block in range(offset // block_size, (end - 1) // block_size + 1):
+            lo = max(first_chunk - block * codec.PATCH_CHUNKS, 0)
+            hi = min(end_chunk - block * codec.PATCH_CHUNKS, codec.PATCH_CHUNKS)
+            masks[block] = masks.get(block, 0) | ((1 << (hi - lo)) - 1) << lo
+    return masks
 
 
 def _plan_reads(source: DiskSource, n_blocks: int, block_size: int, parent: PointRecord | None) -> ReadPlan:
@@ -269,6 +323,8 @@ def replicate(
             new_map = [ZERO_ID if i not in reading else new_map[i] for i in range(n_blocks)]
         view = IndexView.open(repo)
         run = _Run(repo, opts, view, block_size)
+        if plan.incremental and opts.max_patch_chunks:
+            run.masks = chunk_masks(plan.extents, block_size, n_blocks)
         total = sum(min(block_size, source.size - i * block_size) for i in to_read)
         done = 0
         with ThreadPoolExecutor(opts.workers, thread_name_prefix="hash") as workers:

@@ -71,6 +71,7 @@ def _check(
             )
         elif any(e.offset + e.length > size for _, e in rows):
             report.problems.append(f"{pack_key(pack_id)}: shorter ({size} bytes) than its index entries need")
+    _check_patches(index, report)
     orphans = set(pack_sizes) - {pack_key(p) for p in indexed_packs}
     if orphans:
         report.notes.append(
@@ -102,8 +103,24 @@ def _check(
     report.pages = len(seen_pages)
 
     if read_data:
-        _read_all(repo, pack_sizes, indexed_packs, report, threads, progress)
+        _read_all(repo, index, pack_sizes, indexed_packs, report, threads, progress)
     return report
+
+
+def _check_patches(index: dict[bytes, IndexEntry], report: CheckReport) -> None:
+    """Every patch's base is indexed, whole, and of the patch's length (FORMAT.md §5.1)."""
+    for block_id, e in index.items():
+        if e.base is None:
+            continue
+        base = index.get(e.base)
+        if base is None:
+            report.problems.append(
+                f"block {block_id.hex()} is a patch of {e.base.hex()}, which is in no index"
+            )
+        elif base.base is not None or base.raw_length != e.raw_length:
+            report.problems.append(
+                f"block {block_id.hex()} is a patch of {e.base.hex()}, which is not a whole block of its length"
+            )
 
 
 def _read_index(repo: Repository, report: CheckReport) -> dict[bytes, IndexEntry]:
@@ -163,6 +180,7 @@ def _read_index(repo: Repository, report: CheckReport) -> dict[bytes, IndexEntry
 
 def _read_all(
     repo: Repository,
+    index: dict[bytes, IndexEntry],
     pack_sizes: dict[str, int],
     indexed_packs: dict[bytes, list[tuple[bytes, IndexEntry]]],
     report: CheckReport,
@@ -175,6 +193,7 @@ def _read_all(
 
     def verify(pack_id: bytes) -> tuple[list[str], int, int]:
         name = pack_key(pack_id)
+        read_base = repo.base_reader(index, name)
         problems: list[str] = []
         try:
             data = repo.store.get(name)
@@ -192,9 +211,8 @@ def _read_all(
             if trailer and block_id not in trailer:
                 problems.append(f"{name}: index lists block {block_id.hex()} that the pack trailer does not")
             try:
-                codec.decode_blob(
-                    repo.key, block_id, data[e.offset : e.offset + e.length], e.raw_length, name=name
-                )
+                blob = data[e.offset : e.offset + e.length]
+                codec.decode_blob(repo.key, block_id, blob, e.raw_length, name=name, base=read_base)
                 blocks += 1
             except LifeboatError as exc:
                 problems.append(f"{exc} (block {block_id.hex()})")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import struct
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -35,6 +35,12 @@ class ObjectType(IntEnum):
 class Codec(IntEnum):
     RAW = 0
     ZSTD = 1
+    PATCH_RAW = 2  # a patch (§5.1) stored raw
+    PATCH_ZSTD = 3  # a patch (§5.1), zstd
+
+
+PATCH_CHUNKS = 64  # a patch replaces chunks of block_length / 64 bytes, named by a u64 mask
+_PATCH_HEAD = struct.Struct("<32sQ")
 
 
 _local = threading.local()
@@ -109,15 +115,94 @@ def encode_blob(key: MasterKey, block_id: bytes, data: bytes | memoryview, *, le
     return key.seal(bytes([codec]) + body, block_id)
 
 
-def decode_blob(key: MasterKey, block_id: bytes, blob: bytes, raw_length: int, *, name: str) -> bytes:
-    """Decode a blob and verify that its plaintext hashes to ``block_id``."""
+@dataclass(frozen=True, slots=True)
+class Patch:
+    """A block stored as the chunks that differ from a base block (§5.1)."""
+
+    base: bytes
+    mask: int
+    chunks: bytes
+
+
+def chunk_size(block_length: int) -> int:
+    return block_length // PATCH_CHUNKS
+
+
+def mask_chunks(mask: int) -> list[int]:
+    return [k for k in range(PATCH_CHUNKS) if mask >> k & 1]
+
+
+def patch_of(data: bytes | memoryview, base: bytes, mask: int) -> Patch:
+    """The patch that rebuilds ``data`` from ``base`` (its chunks outside ``mask`` are
+    ``data``'s, as the source's change tracking says)."""
+    size = chunk_size(len(data))
+    view = memoryview(data)
+    return Patch(base, mask, b"".join(view[k * size : (k + 1) * size] for k in mask_chunks(mask)))
+
+
+def encode_patch(key: MasterKey, block_id: bytes, patch: Patch, *, level: int = 3) -> bytes:
+    codec, body = compress(_PATCH_HEAD.pack(patch.base, patch.mask) + patch.chunks, level)
+    return key.seal(bytes([codec + Codec.PATCH_RAW]) + body, block_id)
+
+
+def apply_patch(patch: Patch, base_data: bytes, *, name: str) -> bytes:
+    size = chunk_size(len(base_data))
+    chunks = mask_chunks(patch.mask)
+    if len(patch.chunks) != len(chunks) * size:
+        raise CorruptObjectError(
+            f"{name}: patch holds {len(patch.chunks)} bytes for {len(chunks)} chunks", key=name
+        )
+    out = bytearray(base_data)
+    for n, k in enumerate(chunks):
+        out[k * size : (k + 1) * size] = patch.chunks[n * size : (n + 1) * size]
+    return bytes(out)
+
+
+def decode_blob(
+    key: MasterKey,
+    block_id: bytes,
+    blob: bytes,
+    raw_length: int,
+    *,
+    name: str,
+    base: Callable[[bytes], bytes] | None = None,
+) -> bytes:
+    """Decode a blob and verify that its plaintext hashes to ``block_id``.
+
+    A patch blob is applied onto ``base(base id)``, the plaintext of its base block.
+    """
     inner = key.open(blob, block_id, what=name)
     if not inner:
         raise CorruptObjectError(f"{name}: empty blob", key=name)
-    data = decompress(inner[0], inner[1:], raw_length, name=name)
+    if inner[0] in (Codec.PATCH_RAW, Codec.PATCH_ZSTD):
+        body = _decompress_any(
+            inner[0] - Codec.PATCH_RAW, inner[1:], raw_length + _PATCH_HEAD.size, name=name
+        )
+        if len(body) < _PATCH_HEAD.size:
+            raise CorruptObjectError(f"{name}: truncated patch", key=name)
+        base_id, mask = _PATCH_HEAD.unpack_from(body)
+        if base is None:
+            raise CorruptObjectError(
+                f"{name}: block {block_id.hex()} is a patch and its base was not given", key=name
+            )
+        base_data = base(base_id)
+        if len(base_data) != raw_length:
+            raise CorruptObjectError(f"{name}: patch base {base_id.hex()} has another length", key=name)
+        data = apply_patch(Patch(base_id, mask, body[_PATCH_HEAD.size :]), base_data, name=name)
+    else:
+        data = decompress(inner[0], inner[1:], raw_length, name=name)
     if key.block_id(data) != block_id:
         raise CorruptObjectError(f"{name}: block {block_id.hex()} does not match its id", key=name)
     return data
+
+
+def _decompress_any(codec: int, body: bytes, limit: int, *, name: str) -> bytes:
+    if codec == Codec.RAW:
+        return body
+    try:
+        return _zstd(3)[1].decompress(body, max_output_size=limit)
+    except zstandard.ZstdError as exc:
+        raise CorruptObjectError(f"{name}: zstd data is corrupt", key=name) from exc
 
 
 # --- packs (§5) ----------------------------------------------------------------------------
@@ -129,6 +214,9 @@ class BlobEntry:
     offset: int
     length: int
     raw_length: int
+    #: not in the trailer (a patch blob names its base itself): carried to the index rows
+    base: bytes | None = None
+    mask: int = 0
 
 
 _ENTRY = struct.Struct("<32sIII")
@@ -159,7 +247,7 @@ def decode_pack_trailer(key: MasterKey, pack: bytes, *, name: str) -> list[BlobE
         raise CorruptObjectError(f"{name}: pack trailer length is invalid", key=name)
     payload = unseal(key, ObjectType.PACK_TRAILER, pack[start : len(pack) - 4], name=name)
     entries = _decode_entries(payload, _ENTRY, name)
-    out = [BlobEntry(*fields) for fields in entries]
+    out = [BlobEntry(*fields) for fields in entries]  # base/mask: not in the trailer
     for e in out:
         if e.offset < HEADER_SIZE or e.offset + e.length > start:
             raise CorruptObjectError(f"{name}: trailer entry points outside the pack", key=name)
@@ -186,6 +274,12 @@ class IndexEntry:
     offset: int
     length: int
     raw_length: int
+    #: a patch's base block and changed-chunk mask (§5.1, §6); None for a whole block
+    base: bytes | None = None
+    mask: int = 0
+
+
+_PATCH_ROW = struct.Struct("<I32sQ")
 
 
 def encode_index(key: MasterKey, entries: Iterable[tuple[bytes, IndexEntry]]) -> bytes:
@@ -196,12 +290,16 @@ def index_payload(entries: Iterable[tuple[bytes, IndexEntry]]) -> bytes:
     """The INDEX payload (§6) of ``entries``, in the order given."""
     pack_numbers: dict[bytes, int] = {}
     rows = []
-    for block_id, e in entries:
+    patches = []
+    for row, (block_id, e) in enumerate(entries):
         number = pack_numbers.setdefault(e.pack_id, len(pack_numbers))
         rows.append(_INDEX_ENTRY.pack(block_id, number, e.offset, e.length, e.raw_length))
-    return b"".join(
-        [struct.pack("<I", len(pack_numbers)), *pack_numbers, struct.pack("<I", len(rows)), *rows]
-    )
+        if e.base is not None:
+            patches.append(_PATCH_ROW.pack(row, e.base, e.mask))
+    parts = [struct.pack("<I", len(pack_numbers)), *pack_numbers, struct.pack("<I", len(rows)), *rows]
+    if patches:  # absent when there is none: such payloads are byte-identical to version 1
+        parts += [struct.pack("<I", len(patches)), *patches]
+    return b"".join(parts)
 
 
 def decode_index(
@@ -219,13 +317,26 @@ def decode_index(
     if table_end > len(payload):
         raise CorruptObjectError(f"{name}: truncated pack table", key=name)
     packs = [payload[4 + i * ID_SIZE : 4 + (i + 1) * ID_SIZE] for i in range(n_packs)]
+    try:
+        (count,) = struct.unpack_from("<I", payload, table_end)
+    except struct.error as exc:
+        raise CorruptObjectError(f"{name}: truncated entry table", key=name) from exc
+    rows_end = table_end + 4 + count * _INDEX_ENTRY.size
+    patch_rows: list[tuple] = []
+    if rows_end < len(payload):  # the patch section (§6)
+        patch_rows = _decode_entries(payload, _PATCH_ROW, name, rows_end)
     out = []
     for block_id, number, offset, length, raw_length in _decode_entries(
-        payload, _INDEX_ENTRY, name, table_end
+        payload[:rows_end], _INDEX_ENTRY, name, table_end
     ):
         if number >= n_packs:
             raise CorruptObjectError(f"{name}: entry names pack #{number} of {n_packs}", key=name)
         out.append((block_id, IndexEntry(packs[number], offset, length, raw_length)))
+    for row, base, mask in patch_rows:
+        if row >= len(out) or not mask:
+            raise CorruptObjectError(f"{name}: patch row #{row} is invalid", key=name)
+        block_id, e = out[row]
+        out[row] = (block_id, IndexEntry(e.pack_id, e.offset, e.length, e.raw_length, base, mask))
     return out
 
 

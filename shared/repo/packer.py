@@ -22,7 +22,10 @@ class SealedPack:
     entries: list[BlobEntry]
 
     def index_rows(self) -> list[tuple[bytes, IndexEntry]]:
-        return [(e.id, IndexEntry(self.id, e.offset, e.length, e.raw_length)) for e in self.entries]
+        return [
+            (e.id, IndexEntry(self.id, e.offset, e.length, e.raw_length, e.base, e.mask))
+            for e in self.entries
+        ]
 
     @property
     def raw_bytes(self) -> int:
@@ -56,8 +59,11 @@ class Packer:
         self._size = codec.HEADER_SIZE
         self._entries: list[BlobEntry] = []
 
-    def add(self, block_id: bytes, blob: bytes, raw_length: int) -> FullPack | None:
-        self._entries.append(BlobEntry(block_id, self._size, len(blob), raw_length))
+    def add(
+        self, block_id: bytes, blob: bytes, raw_length: int, *, base: bytes | None = None, mask: int = 0
+    ) -> FullPack | None:
+        """Add a blob (a patch names its ``base`` and ``mask`` for the index rows)."""
+        self._entries.append(BlobEntry(block_id, self._size, len(blob), raw_length, base, mask))
         self._parts.append(blob)
         self._size += len(blob)
         return self.flush() if self._size >= self.target else None

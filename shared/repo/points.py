@@ -38,6 +38,7 @@ class PointStats(BaseModel):
 
     blocks_read: int = 0
     blocks_new: int = 0
+    blocks_patched: int = 0  # of blocks_new, stored as patches (FORMAT.md §5.1)
     bytes_read: int = 0
     bytes_new_raw: int = 0
     bytes_new_stored: int = 0

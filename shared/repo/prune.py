@@ -78,6 +78,13 @@ def prune(
                 f"{len(missing)} live blocks are in no index (e.g. {missing[0].hex()}); "
                 "prune refuses to run on a damaged repository: run check",
             )
+        # a live patch keeps its base block alive (FORMAT.md §5.1); bases are never patches
+        bases = {e.base for b in live_blocks if (e := index[b]).base is not None}
+        if lost := [b for b in bases if b not in index]:
+            raise CorruptObjectError(
+                f"{len(lost)} patch bases are in no index (e.g. {lost[0].hex()}); prune refuses to run: run check"
+            )
+        live_blocks |= bases
         pack_sizes = {info.key: info.size for info in repo.store.list("data/")}
         report.packs_total = len(pack_sizes)
         by_pack: dict[bytes, list[tuple[bytes, IndexEntry]]] = {}
@@ -117,8 +124,9 @@ def prune(
 
         for pack_id in repack:
             wanted = [(b, e) for b, e in by_pack[pack_id] if b in live_blocks]
-            # Decode (and so verify) each blob, then re-encode: corruption is never copied.
-            for block_id, data in repo.read_blobs(pack_id, wanted):
+            # Decode (and so verify) each blob, then re-encode: corruption is never copied;
+            # a patch is stored whole again (its base may then be freed by a later prune).
+            for block_id, data in repo.read_blobs(pack_id, wanted, index):
                 emit(packer.add(block_id, codec.encode_blob(repo.key, block_id, data), len(data)))
         emit(packer.flush())
         log(f"repacked {len(repack)} packs into {report.packs_written}")

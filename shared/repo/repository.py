@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -208,20 +208,48 @@ class Repository:
         self.store.put(pack_key(pack_id), data)
 
     def read_blobs(
-        self, pack_id: bytes, wanted: list[tuple[bytes, IndexEntry]]
+        self,
+        pack_id: bytes,
+        wanted: list[tuple[bytes, IndexEntry]],
+        bases: Mapping[bytes, IndexEntry] | None = None,
     ) -> Iterator[tuple[bytes, bytes]]:
         """Yield (id, plaintext) for blobs of one pack, reading one coalesced range.
 
-        ``wanted`` entries must all belong to ``pack_id``. Every block is verified.
+        ``wanted`` entries must all belong to ``pack_id``; a patch among them is applied
+        onto its base, read through ``bases`` (the base's index entry). Every block is
+        verified.
         """
         name = pack_key(pack_id)
         wanted = sorted(wanted, key=lambda item: item[1].offset)
         start = wanted[0][1].offset
         end = max(e.offset + e.length for _, e in wanted)
         data = self.store.get_range(name, start, end - start)
+        resolve = self.base_reader(bases or {}, name)
         for block_id, e in wanted:
             blob = data[e.offset - start : e.offset - start + e.length]
-            yield block_id, codec.decode_blob(self.key, block_id, blob, e.raw_length, name=name)
+            yield block_id, codec.decode_blob(self.key, block_id, blob, e.raw_length, name=name, base=resolve)
+
+    def read_block(
+        self, block_id: bytes, entry: IndexEntry, bases: Mapping[bytes, IndexEntry] | None = None
+    ) -> bytes:
+        """One block's plaintext, verified (one ranged read, two for a patch)."""
+        name = pack_key(entry.pack_id)
+        blob = self.store.get_range(name, entry.offset, entry.length)
+        resolve = self.base_reader(bases or {}, name)
+        return codec.decode_blob(self.key, block_id, blob, entry.raw_length, name=name, base=resolve)
+
+    def base_reader(self, bases: Mapping[bytes, IndexEntry], name: str) -> Callable[[bytes], bytes]:
+        def read_base(base_id: bytes) -> bytes:
+            entry = bases.get(base_id)
+            if entry is None:
+                raise CorruptObjectError(
+                    f"{name}: patch base {base_id.hex()} is in no index (run check)", key=name
+                )
+            if entry.base is not None:
+                raise CorruptObjectError(f"{name}: patch base {base_id.hex()} is itself a patch", key=name)
+            return self.read_block(base_id, entry)
+
+        return read_base
 
     # --- pages ----------------------------------------------------------------------------
     def page_id(self, ids: list[bytes]) -> str | None:
