@@ -325,6 +325,8 @@ def replicate(
         run = _Run(repo, opts, view, block_size)
         if plan.incremental and opts.max_patch_chunks:
             run.masks = chunk_masks(plan.extents, block_size, n_blocks)
+            if run.masks:
+                repo.upgrade()  # patches are version 2 (FORMAT.md §2)
         total = sum(min(block_size, source.size - i * block_size) for i in to_read)
         done = 0
         with ThreadPoolExecutor(opts.workers, thread_name_prefix="hash") as workers:

@@ -262,18 +262,27 @@ def test_a_shard_under_a_wrong_name_is_refused(repo: Repository, tmp_path: Path)
         IndexView.open(repo).load_all()
 
 
-def test_a_version_1_repository_is_read_then_upgraded_by_compaction(repo: Repository, tmp_path: Path) -> None:
+def test_a_version_1_repository_is_upgraded_before_version_2_objects(
+    repo: Repository, tmp_path: Path
+) -> None:
     import json
 
-    config = {**repo.config, "version": 1}
-    repo.store.put("config", json.dumps(config).encode())
+    repo.store.put("config", json.dumps({**repo.config, "version": 1}).encode())
     v1 = Repository.open(repo.store, lambda: "pw")
     assert v1.config["version"] == 1
-    points = fill(v1, tmp_path, disks=1)  # writers of version 1 only write deltas
-    assert generation_ids(v1) == []
+    img = create(tmp_path / "a.img", 4 * MiB, seed=1)
+    points = {("a", run(v1, "a", img, **SMALL_BLOCKS).id): sha256(img)}  # a full run: deltas only
+    assert Repository.read_config(v1.store)["version"] == 1 and generation_ids(v1) == []
     compact(v1)
     assert Repository.read_config(v1.store)["version"] == 2
     assert_intact(Repository.open(v1.store, lambda: "pw"), points, tmp_path)
+
+    v1.store.put("config", json.dumps({**v1.config, "version": 1}).encode())
+    again = Repository.open(repo.store, lambda: "pw")
+    extents = mutate(img, 0.2, seed=2)
+    assert extents
+    run(again, "a", img, changed_extents=extents, **SMALL_BLOCKS)  # may write patches (§5.1)
+    assert Repository.read_config(v1.store)["version"] == 2
 
 
 def test_a_generation_payload_that_is_not_a_generation_is_corrupt(repo: Repository, tmp_path: Path) -> None:
