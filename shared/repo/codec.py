@@ -11,8 +11,10 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import TypeVar
 
 import zstandard
+from pydantic import BaseModel, ValidationError
 
 from shared.errors import CorruptObjectError, UnsupportedFormatError
 from shared.repo.keys import ZERO_ID, MasterKey
@@ -107,6 +109,21 @@ def unseal(key: MasterKey, otype: ObjectType, data: bytes, *, name: str) -> byte
         return _zstd(3)[1].decompress(body)
     except zstandard.ZstdError as exc:
         raise CorruptObjectError(f"{name}: zstd data is corrupt", key=name) from exc
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def unseal_model(key: MasterKey, otype: ObjectType, data: bytes, model: type[M], *, name: str) -> M:
+    """A sealed JSON record (points, generations) validated as ``model``."""
+    payload = unseal(key, otype, data, name=name)
+    try:
+        return model.model_validate_json(payload)
+    except ValidationError as exc:
+        what = otype.name.lower().replace("_", " ")
+        raise CorruptObjectError(
+            f"{name}: invalid {what} record ({exc.error_count()} errors)", key=name
+        ) from exc
 
 
 # --- blobs (§5) ----------------------------------------------------------------------------

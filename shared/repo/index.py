@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.errors import CorruptObjectError, ObjectNotFoundError
 from shared.repo import codec
@@ -59,13 +59,7 @@ def shard_of(block_id: bytes, prefix_bits: int) -> int:
 
 
 def decode_generation(repo: Repository, name: str, data: bytes) -> Generation:
-    payload = codec.unseal(repo.key, ObjectType.GENERATION, data, name=name)
-    try:
-        gen = Generation.model_validate_json(payload)
-    except ValidationError as exc:
-        raise CorruptObjectError(
-            f"{name}: invalid generation ({exc.error_count()} errors)", key=name
-        ) from exc
+    gen = codec.unseal_model(repo.key, ObjectType.GENERATION, data, Generation, name=name)
     if generation_key(gen.id) != name:
         raise CorruptObjectError(f"{name}: record names another generation", key=name)
     return gen

@@ -16,8 +16,6 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from pydantic import ValidationError
-
 from shared.errors import (
     CorruptObjectError,
     InvalidInputError,
@@ -308,13 +306,7 @@ class Repository:
             data = self.store.get(name)
         except ObjectNotFoundError as exc:
             raise PointNotFoundError(f"no point {point_id} for disk {disk_id}", disk_id=disk_id) from exc
-        payload = codec.unseal(self.key, ObjectType.POINT, data, name=name)
-        try:
-            point = PointRecord.model_validate_json(payload)
-        except ValidationError as exc:
-            raise CorruptObjectError(
-                f"{name}: invalid point record ({exc.error_count()} errors)", key=name
-            ) from exc
+        point = codec.unseal_model(self.key, ObjectType.POINT, data, PointRecord, name=name)
         if point.id != point_id or point.disk_id != disk_id:
             raise CorruptObjectError(f"{name}: record names another point", key=name)
         return point
