@@ -78,7 +78,9 @@ def failback_disk(repo: Repository, *, disk_id: str, reverse: PointRecord, origi
                   scratch_dir: Path, threads: int = 4) -> FailbackResult:  # fmt: skip
     """Write ``reverse`` into the ``origin`` image of ``disk_id``; commit and return the forward point."""
     if not Path(origin).exists():
-        raise SourceError(f"the origin disk {origin} of {disk_id} is not reachable from this node", path=origin)
+        raise SourceError(
+            f"the origin disk {origin} of {disk_id} is not reachable from this node", path=origin
+        )
     forward = repo.resolve_point(disk_id, "latest")
     if (forward.disk_size, forward.block_size) != (reverse.disk_size, reverse.block_size):
         raise InvalidInputError(
@@ -189,14 +191,21 @@ def _restart_tracking(qmp: Qmp, disk: BlockDisk, disk_id: str, frozen: str | Non
     if not disk.persistent_bitmaps:
         return None
     generation = max(live, default=0) + 1
-    qmp.cmd("block-dirty-bitmap-add", node=disk.node, name=bitmaps.bitmap_name(disk_id, generation), persistent=True)
+    qmp.cmd(
+        "block-dirty-bitmap-add",
+        node=disk.node,
+        name=bitmaps.bitmap_name(disk_id, generation),
+        persistent=True,
+    )
     return bitmaps.token(disk_id, generation)
 
 
 def _commit(repo: Repository, *, disk_id: str, forward: PointRecord, reverse: PointRecord, origin: str,
             token: str | None, written: int, written_bytes: int, verified: bool) -> PointRecord:  # fmt: skip
     """The origin now holds ``reverse``: a forward point sharing its block map (no data moves)."""
-    when = max(datetime.now(UTC), forward.time + timedelta(milliseconds=1), reverse.time + timedelta(milliseconds=1))
+    when = max(
+        datetime.now(UTC), forward.time + timedelta(milliseconds=1), reverse.time + timedelta(milliseconds=1)
+    )
     when = when.replace(microsecond=when.microsecond // 1000 * 1000)
     point = PointRecord(
         id=new_point_id(when), disk_id=disk_id, time=when, disk_size=reverse.disk_size, block_size=reverse.block_size,

@@ -1,13 +1,15 @@
 """Rebuild a recovery point onto any :class:`~node_runtime.recovery.writers.BlockWriter`.
 
-A point's distinct blocks are grouped by pack into ranged reads (``_groups``: one request
-per run of nearby blobs), fetched by ``threads`` workers,
-verified against their ids by ``Repository.read_blobs`` (a patch applied onto its base
-block, one more ranged read) and handed to the writer at every position they occupy. Holes are announced with ``writer.skip`` (merged into runs)
-before any data is written, and never read or written.
+A point's distinct blocks are grouped by pack into ranged reads (``shared.repo.reads.
+coalesce``: one request per run of nearby blobs), fetched by ``threads`` workers, verified
+against their ids by ``Repository.read_blobs`` (patches applied onto their base blocks,
+fetched in coalesced reads of their own) and handed to the writer at every position they
+occupy. Holes are announced with ``writer.skip`` (merged into runs) before any data is
+written, and never read or written.
 
 Memory: at most ``2 x threads`` ranged reads of at most ``MAX_READ`` bytes (plus their
-decoded blocks) are in flight here; what the writer buffers is stated by the writer.
+decoded blocks, and as much again of patch bases) are in flight here; what the writer
+buffers is stated by the writer.
 """
 
 from __future__ import annotations
@@ -25,12 +27,11 @@ from shared.repo.codec import IndexEntry
 from shared.repo.index import IndexView
 from shared.repo.keys import ZERO_ID
 from shared.repo.points import PointRecord
+from shared.repo.reads import Rows, coalesce
 from shared.repo.repository import Repository
 
 log = logging.getLogger(__name__)
 
-MAX_GAP = 1 << 20  # read across gaps up to this size rather than issue another request
-MAX_READ = 32 << 20
 
 Progress = Callable[[int, int], None]
 
@@ -45,9 +46,9 @@ class RestoreStats:
 
 def _groups(
     block_map: list[bytes], index: dict[bytes, IndexEntry], point_name: str
-) -> list[tuple[bytes, list[tuple[bytes, IndexEntry]]]]:
+) -> list[tuple[bytes, Rows]]:
     """Group the distinct blocks of a point into (pack, nearby blobs) read requests."""
-    by_pack: dict[bytes, dict[bytes, IndexEntry]] = defaultdict(dict)
+    rows = []
     for block_id in set(block_map):
         if block_id == ZERO_ID:
             continue
@@ -57,20 +58,8 @@ def _groups(
                 f"{point_name}: block {block_id.hex()} is in no index (repository damaged; run check)",
                 key=point_name,
             )
-        by_pack[entry.pack_id][block_id] = entry
-    groups = []
-    for pack_id, blobs in by_pack.items():
-        run: list[tuple[bytes, IndexEntry]] = []
-        for block_id, e in sorted(blobs.items(), key=lambda kv: kv[1].offset):
-            if run:
-                start = run[0][1].offset
-                end = run[-1][1].offset + run[-1][1].length
-                if e.offset - end > MAX_GAP or e.offset + e.length - start > MAX_READ:
-                    groups.append((pack_id, run))
-                    run = []
-            run.append((block_id, e))
-        groups.append((pack_id, run))
-    return groups
+        rows.append((block_id, entry))
+    return coalesce(rows)
 
 
 def hole_runs(point: PointRecord, block_map: list[bytes]) -> Iterator[tuple[int, int]]:

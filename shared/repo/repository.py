@@ -32,6 +32,7 @@ from shared.repo.codec import IndexEntry, ObjectType
 from shared.repo.keys import ZERO_ID, KdfParams, MasterKey, unwrap_master_key, wrap_master_key
 from shared.repo.object_cache import ObjectCache
 from shared.repo.points import POINT_ID_RE, PointRecord, check_disk_id
+from shared.repo.reads import coalesce
 
 FORMAT_NAME = "lifeboat-repository"
 #: Version 2 adds index generations and shards (FORMAT.md §6.2); version 1 repositories
@@ -222,30 +223,41 @@ class Repository:
         start = wanted[0][1].offset
         end = max(e.offset + e.length for _, e in wanted)
         data = self.store.get_range(name, start, end - start)
-        resolve = self.base_reader(bases or {}, name)
+        needed = {e.base for _, e in wanted if e.base is not None}
+        fetched = self._read_bases(needed, bases or {}, name) if needed else {}
         for block_id, e in wanted:
             blob = data[e.offset - start : e.offset - start + e.length]
-            yield block_id, codec.decode_blob(self.key, block_id, blob, e.raw_length, name=name, base=resolve)
+            yield (
+                block_id,
+                codec.decode_blob(self.key, block_id, blob, e.raw_length, name=name, base=fetched.__getitem__),
+            )
 
-    def read_block(
-        self, block_id: bytes, entry: IndexEntry, bases: Mapping[bytes, IndexEntry] | None = None
-    ) -> bytes:
-        """One block's plaintext, verified (one ranged read, two for a patch)."""
-        name = pack_key(entry.pack_id)
-        blob = self.store.get_range(name, entry.offset, entry.length)
-        resolve = self.base_reader(bases or {}, name)
-        return codec.decode_blob(self.key, block_id, blob, entry.raw_length, name=name, base=resolve)
+    def _read_bases(
+        self, ids: set[bytes], bases: Mapping[bytes, IndexEntry], name: str
+    ) -> dict[bytes, bytes]:
+        """The whole blocks that patches of ``name`` need, in coalesced ranged reads."""
+        rows = [(base_id, self._base_entry(base_id, bases, name)) for base_id in ids]
+        out: dict[bytes, bytes] = {}
+        for pack_id, run in coalesce(rows):
+            out.update(self.read_blobs(pack_id, run))
+        return out
+
+    def _base_entry(self, base_id: bytes, bases: Mapping[bytes, IndexEntry], name: str) -> IndexEntry:
+        entry = bases.get(base_id)
+        if entry is None:
+            raise CorruptObjectError(
+                f"{name}: patch base {base_id.hex()} is in no index (run check)", key=name
+            )
+        if entry.base is not None:
+            raise CorruptObjectError(f"{name}: patch base {base_id.hex()} is itself a patch", key=name)
+        return entry
 
     def base_reader(self, bases: Mapping[bytes, IndexEntry], name: str) -> Callable[[bytes], bytes]:
+        """``decode_blob``'s ``base`` for patches of ``name``: one ranged read per base."""
+
         def read_base(base_id: bytes) -> bytes:
-            entry = bases.get(base_id)
-            if entry is None:
-                raise CorruptObjectError(
-                    f"{name}: patch base {base_id.hex()} is in no index (run check)", key=name
-                )
-            if entry.base is not None:
-                raise CorruptObjectError(f"{name}: patch base {base_id.hex()} is itself a patch", key=name)
-            return self.read_block(base_id, entry)
+            entry = self._base_entry(base_id, bases, name)
+            return next(self.read_blobs(entry.pack_id, [(base_id, entry)]))[1]
 
         return read_base
 

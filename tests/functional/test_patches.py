@@ -14,6 +14,7 @@ import pytest
 
 from node_runtime.recovery.restore import restore
 from shared.adapters.local.folder_store import FolderStore
+from shared.adapters.store_wrappers import CountingStore
 from shared.errors import CorruptObjectError
 from shared.policies.retention import RetentionPolicy
 from shared.repo import codec
@@ -208,3 +209,23 @@ def test_patch_blobs_and_index_rows_round_trip(repo: Repository) -> None:
     bad = codec.index_payload([(base_id, plain)]) + (1).to_bytes(4, "little") + bytes(44)
     with pytest.raises(CorruptObjectError, match="patch row"):
         codec.decode_index(repo.key, codec.seal(repo.key, codec.ObjectType.INDEX, bad), name="i")
+
+
+def test_restoring_many_patches_reads_their_bases_in_few_requests(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    Repository.init(FolderStore(root, fsync=False), "pw", kdf=FAST_KDF)
+    counting = CountingStore(FolderStore(root, fsync=False))
+    repo = Repository.open(counting, lambda: "pw")
+    img = random_image(tmp_path / "vm.img", 16 * MiB, seed=20)
+    run(repo, "vm", img)
+    writes = [(b * BLOCK + 999, 3000) for b in range(16)]
+    scribble(img, writes, seed=21)
+    latest = run(repo, "vm", img, changed_extents=writes)
+    assert latest.stats.blocks_patched == 16
+    index = repo.load_index()
+    base_packs = {index[e.base].pack_id for e in index.values() if e.base is not None}
+    counting.reset()
+    assert restored_sha(repo, "vm", latest.id, tmp_path) == sha256(img)
+    small = 4  # the point, its page and the two index deltas
+    # one read for the 16 patches, one per pack holding bases (16 one-by-one without coalescing)
+    assert counting.gets - small == 1 + len(base_packs) < 16

@@ -556,8 +556,13 @@ class QemuTarget:
             instance_id=instance_id,
             machine_id=spec.machine_id,
             state="defined",
-            resources=[Resource(type="qemu-vm", id=str(vm_dir),
-                                detail={**tags, "qmp_socket": str(vm["qmp_socket"]), "uuid": str(vm["uuid"])})],
+            resources=[
+                Resource(
+                    type="qemu-vm",
+                    id=str(vm_dir),
+                    detail={**tags, "qmp_socket": str(vm["qmp_socket"]), "uuid": str(vm["uuid"])},
+                )
+            ],
             detail={
                 "vm_dir": str(vm_dir),
                 "cpus": cpus,
