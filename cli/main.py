@@ -32,6 +32,7 @@ from shared.errors import InvalidInputError, LifeboatError, exit_code_for
 from shared.policies.retention import RetentionPolicy, parse_duration
 from shared.repo.check import check as check_repo
 from shared.repo.compact import compact as compact_index
+from shared.repo.index import IndexView
 from shared.repo.object_cache import cache_from_env
 from shared.repo.prune import forget as forget_points
 from shared.repo.prune import prune as prune_repo
@@ -145,21 +146,25 @@ def repo_init(
 def repo_info(repo: Annotated[str, typer.Argument(help="Repository URL.")], as_json: JsonOpt = False) -> None:
     """Show a repository's config, size and contents."""
     r = _open(repo)
-    stored = {"data": 0, "index": 0, "pages": 0, "points": 0}
+    stored = {"data": 0, "index": 0, "generations": 0, "shards": 0, "pages": 0, "points": 0}
     counts = dict.fromkeys(stored, 0)
     for prefix in stored:
         for info in r.store.list(prefix + "/"):
             stored[prefix] += info.size
             counts[prefix] += 1
-    index = r.load_index()
+    view = IndexView.open(r)  # the generation's totals and the uncovered deltas: no shard read
+    gen, deltas = view.generation, view.snapshot.deltas.values()
     doc = {
         **r.config,
         "location": r.describe(),
         "disks": sorted({d for d, _ in r.point_names()}),
         "points": counts["points"],
         "packs": counts["data"],
-        "unique_blocks": len(index),
-        "unique_bytes_raw": sum(e.raw_length for e in index.values()),
+        "index_generation": gen.id if gen else None,
+        "index_deltas": len(view.delta_names),
+        # a block two writers stored at once counts twice until prune
+        "unique_blocks": (gen.entries if gen else 0) + len(deltas),
+        "unique_bytes_raw": (sum(gen.raw_bytes) if gen else 0) + sum(e.raw_length for e in deltas),
         "bytes_stored": sum(stored.values()),
     }
     if as_json:

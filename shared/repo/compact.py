@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -40,6 +41,7 @@ from shared.repo.repository import Repository, generation_key, shard_key
 TARGET_SHARD_ENTRIES = 4096  # ~190 KiB a shard: one GET answers ~4k ids
 AUTO_COMPACT_DELTAS = 32  # compact after a run once this many deltas are uncovered
 AUTO_COMPACT_ENTRIES = 100_000  # ... or this many entries sit in them (~20 MiB in memory)
+THREADS = 8  # shards read and written at once
 
 Rows = list[tuple[bytes, IndexEntry]]
 
@@ -98,51 +100,92 @@ def compact(
         rows = list(view.snapshot.deltas.items())
         report.deltas_merged = len(view.delta_names)
         report.entries_merged = len(rows)
-        shards, counts, bits = _merge(repo, base, rows, target, report)
+        table = _merge(repo, base, rows, target, report)
         if crash_after == "shards":
             return report
         if generation_ids(repo)[-1:] != ([base.id] if base else []):
             raise RepositoryLockedError("another compaction committed meanwhile; nothing was changed")
-        gen = write_generation(repo, shards, counts, bits, [*view.delta_names, *leftovers], base, now())
-        report.generation, report.prefix_bits, report.entries = gen.id, bits, gen.entries
-        report.shards_total = sum(1 for s in shards if s is not None)
+        gen = write_generation(repo, table, [*view.delta_names, *leftovers], base, now())
+        report.generation, report.prefix_bits, report.entries = gen.id, table.bits, gen.entries
+        report.shards_total = sum(1 for s in table.shards if s is not None)
         if crash_after == "generation":
             return report
         _cleanup(repo, base, gen, [*view.delta_names, *leftovers], report, crash_after=crash_after)
     return report
 
 
+@dataclass
+class ShardTable:
+    """The shard list of a generation being built (FORMAT.md §6.2)."""
+
+    bits: int
+    shards: list[str | None]
+    counts: list[int]
+    raw_bytes: list[int]
+
+    @classmethod
+    def empty(cls, bits: int) -> ShardTable:
+        n = 1 << bits
+        return cls(bits, [None] * n, [0] * n, [0] * n)
+
+    @classmethod
+    def of(cls, gen: Generation) -> ShardTable:
+        return cls(gen.prefix_bits, list(gen.shards), list(gen.counts), list(gen.raw_bytes))
+
+    def put(self, number: int, written: Written, report: CompactReport) -> None:
+        self.shards[number], self.counts[number], self.raw_bytes[number] = (
+            written.id,
+            written.count,
+            written.raw,
+        )
+        report.shards_written += written.new
+
+
+@dataclass(frozen=True)
+class Written:
+    id: str | None
+    count: int
+    raw: int
+    new: bool
+
+
 def _merge(
     repo: Repository, base: Generation | None, rows: Rows, target: int, report: CompactReport
-) -> tuple[list[str | None], list[int], int]:
-    """Shards of ``base`` plus ``rows``: touched shards rewritten, others kept by name."""
+) -> ShardTable:
+    """Shards of ``base`` plus ``rows``: touched shards rewritten (in parallel), others kept
+    by name."""
     old_bits = base.prefix_bits if base else 0
     bits = choose_prefix_bits((base.entries if base else 0) + len(rows), old_bits, target)
     by_shard: dict[int, Rows] = defaultdict(list)
     for block_id, entry in rows:
         by_shard[shard_of(block_id, bits)].append((block_id, entry))
-    n = 1 << bits
-    shards: list[str | None] = [None] * n
-    counts = [0] * n
     if base is not None and bits == old_bits:
-        shards, counts = list(base.shards), list(base.counts)
-        for number, new in by_shard.items():
-            old = _shard_rows(repo, base, number)
-            shards[number], counts[number] = _write_shard(repo, old, new, report)
-        return shards, counts, bits
+        table = ShardTable.of(base)
+        numbers = sorted(by_shard)
+        with ThreadPoolExecutor(THREADS) as pool:
+            done = pool.map(lambda n: _write_shard(repo, _shard_rows(repo, base, n), by_shard[n]), numbers)
+            for number, written in zip(numbers, done, strict=True):
+                table.put(number, written, report)
+        return table
     # first generation, or the shard count grew: every shard is rewritten, one old one at a time
+    table = ShardTable.empty(bits)
     step = bits - old_bits
-    for old_number in range(1 << old_bits):
-        old = _shard_rows(repo, base, old_number) if base else []
-        split: dict[int, Rows] = defaultdict(list)
-        for block_id, entry in old:
-            split[shard_of(block_id, bits)].append((block_id, entry))
-        for number in range(old_number << step, (old_number + 1) << step):
-            if split.get(number) or by_shard.get(number):
-                shards[number], counts[number] = _write_shard(
-                    repo, split.get(number, []), by_shard.get(number, []), report
-                )
-    return shards, counts, bits
+
+    def split(old_number: int) -> list[tuple[int, Written]]:
+        parts: dict[int, Rows] = defaultdict(list)
+        for block_id, entry in _shard_rows(repo, base, old_number) if base else []:
+            parts[shard_of(block_id, bits)].append((block_id, entry))
+        return [
+            (n, _write_shard(repo, parts.get(n, []), by_shard.get(n, [])))
+            for n in range(old_number << step, (old_number + 1) << step)
+            if parts.get(n) or by_shard.get(n)
+        ]
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        for parts in pool.map(split, range(1 << old_bits)):
+            for number, w in parts:
+                table.put(number, w, report)
+    return table
 
 
 def _shard_rows(repo: Repository, gen: Generation, number: int) -> Rows:
@@ -153,29 +196,23 @@ def _shard_rows(repo: Repository, gen: Generation, number: int) -> Rows:
     return list(zip(shard.ids, shard.entries, strict=True))
 
 
-def _write_shard(repo: Repository, old: Rows, new: Rows, report: CompactReport) -> tuple[str | None, int]:
+def _write_shard(repo: Repository, old: Rows, new: Rows) -> Written:
     merged = dict(new)
     merged.update(old)  # an id already in a shard keeps its entry: any valid entry will do
     if not merged:
-        return None, 0
+        return Written(None, 0, 0, False)
     ordered = sorted(merged.items(), key=lambda r: r[0])
     payload = codec.index_payload(ordered)
     shard_id = repo.key.block_id(payload).hex()
     name = shard_key(shard_id)
-    if repo.store.stat(name) is None:
+    fresh = repo.store.stat(name) is None
+    if fresh:
         repo.store.put(name, codec.seal(repo.key, ObjectType.INDEX, payload))
-        report.shards_written += 1
-    return shard_id, len(ordered)
+    return Written(shard_id, len(ordered), sum(e.raw_length for _, e in ordered), fresh)
 
 
 def write_generation(
-    repo: Repository,
-    shards: list[str | None],
-    counts: list[int],
-    bits: int,
-    covers: Iterable[str],
-    base: Generation | None,
-    when: datetime,
+    repo: Repository, table: ShardTable, covers: Iterable[str], base: Generation | None, when: datetime
 ) -> Generation:
     """Commit a generation; its id sorts after its base's whatever the clocks say."""
     if base is not None and when <= base.time:
@@ -185,10 +222,11 @@ def write_generation(
         id=new_point_id(when),
         time=when,
         base=base.id if base else None,
-        prefix_bits=bits,
-        shards=shards,
-        counts=counts,
-        entries=sum(counts),
+        prefix_bits=table.bits,
+        shards=table.shards,
+        counts=table.counts,
+        raw_bytes=table.raw_bytes,
+        entries=sum(table.counts),
         covers=sorted(set(covers)),
     )
     payload = gen.model_dump_json().encode()
@@ -196,26 +234,22 @@ def write_generation(
     return gen
 
 
-def shards_from_sorted(
-    repo: Repository, rows: Iterator[tuple[bytes, IndexEntry]], bits: int
-) -> tuple[list[str | None], list[int], int]:
+def shards_from_sorted(repo: Repository, rows: Iterator[tuple[bytes, IndexEntry]], bits: int) -> ShardTable:
     """Write the shards of ``rows`` (sorted by id) for a generation built from scratch (prune)."""
-    n = 1 << bits
-    shards: list[str | None] = [None] * n
-    counts = [0] * n
+    table = ShardTable.empty(bits)
     report = CompactReport()
     current: Rows = []
     number = -1
     for block_id, entry in rows:
         s = shard_of(block_id, bits)
         if s != number and current:
-            shards[number], counts[number] = _write_shard(repo, [], current, report)
+            table.put(number, _write_shard(repo, [], current), report)
             current = []
         number = s
         current.append((block_id, entry))
     if current:
-        shards[number], counts[number] = _write_shard(repo, [], current, report)
-    return shards, counts, report.shards_written
+        table.put(number, _write_shard(repo, [], current), report)
+    return table
 
 
 def _cleanup(

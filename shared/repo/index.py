@@ -45,12 +45,13 @@ class Generation(BaseModel):
     prefix_bits: int = Field(ge=0, le=MAX_PREFIX_BITS)
     shards: list[str | None]
     counts: list[int]
+    raw_bytes: list[int]  # per shard: the plaintext bytes of its blocks
     entries: int = Field(ge=0)
     covers: list[str] = Field(default_factory=list)
 
     def model_post_init(self, _context: object) -> None:
         n = 1 << self.prefix_bits
-        if len(self.shards) != n or len(self.counts) != n:
+        if not len(self.shards) == len(self.counts) == len(self.raw_bytes) == n:
             raise ValueError(f"a generation of {self.prefix_bits} prefix bits lists {n} shards")
 
 

@@ -136,15 +136,15 @@ def prune(
         rows.sort(key=lambda r: r[0])
         repo.upgrade()
         bits = choose_prefix_bits(len(rows))
-        shards, counts, _ = shards_from_sorted(repo, iter(rows), bits)
-        gen = write_generation(repo, shards, counts, bits, index_names, view.generation, now())
+        table = shards_from_sorted(repo, iter(rows), bits)
+        gen = write_generation(repo, table, index_names, view.generation, now())
         # 5. drop the old index objects: deltas, older generations, shards only they named
         for name in index_names:
             repo.store.delete(name)
         for gen_id in generation_ids(repo):
             if gen_id != gen.id:
                 repo.store.delete(generation_key(gen_id))
-        live_shards = {shard_key(s) for s in shards if s}
+        live_shards = {shard_key(s) for s in table.shards if s}
         for info in list(repo.store.list("shards/")):
             if info.key not in live_shards:
                 repo.store.delete(info.key)

@@ -229,7 +229,9 @@ class Repository:
             blob = data[e.offset - start : e.offset - start + e.length]
             yield (
                 block_id,
-                codec.decode_blob(self.key, block_id, blob, e.raw_length, name=name, base=fetched.__getitem__),
+                codec.decode_blob(
+                    self.key, block_id, blob, e.raw_length, name=name, base=fetched.__getitem__
+                ),
             )
 
     def _read_bases(

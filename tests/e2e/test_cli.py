@@ -239,4 +239,5 @@ def test_two_writers_and_a_compactor_share_one_repository(cli: Cli, tmp_path: Pa
         assert cli.restore_sha(disk, point, tmp_path / "out.img") == sha256(images[disk])
     assert "no problems found" in cli.run("check", "--repo", cli.repo, "--read-data").stdout
     info = json.loads(cli.run("repo", "info", cli.repo, "--json").stdout)
-    assert info["points"] == 3
+    assert info["points"] == 3 and info["index_deltas"] == 0 and info["index_generation"] == final["generation"]
+    assert info["unique_blocks"] == final["entries"] > 0

@@ -71,6 +71,7 @@ def test_compaction_merges_deltas_and_keeps_every_point(repo: Repository, tmp_pa
     view = IndexView.open(repo)
     assert view.delta_names == [] and view.generation is not None
     assert view.generation.entries == len(before)
+    assert sum(view.generation.raw_bytes) == sum(e.raw_length for e in before.values())
     assert view.load_all() == before
     assert_intact(repo, points, tmp_path)
     assert compact(repo).skipped == "no uncovered deltas"
