@@ -56,7 +56,7 @@ def _check(
     repo: Repository, *, read_data: bool, threads: int, progress: Callable[[int, int], None] | None
 ) -> CheckReport:
     report = CheckReport()
-    index = _read_index(repo, report)
+    index = _read_index_settled(repo, report)
     report.blocks = len(index)
     pack_sizes = {info.key: info.size for info in repo.store.list("data/")}
     report.packs = len(pack_sizes)
@@ -121,6 +121,21 @@ def _check_patches(index: dict[bytes, IndexEntry], report: CheckReport) -> None:
             report.problems.append(
                 f"block {block_id.hex()} is a patch of {e.base.hex()}, which is not a whole block of its length"
             )
+
+
+def _read_index_settled(repo: Repository, report: CheckReport, attempts: int = 3) -> dict[bytes, IndexEntry]:
+    """:func:`_read_index`, read again when a compaction committed while it read (the
+    objects it missed were merged and deleted, not lost)."""
+    for attempt in range(attempts):
+        before = generation_ids(repo)
+        part = CheckReport()
+        index = _read_index(repo, part)
+        if not part.problems or generation_ids(repo) == before or attempt == attempts - 1:
+            break
+    report.problems += part.problems
+    report.notes += part.notes
+    report.index_objects = part.index_objects
+    return index
 
 
 def _read_index(repo: Repository, report: CheckReport) -> dict[bytes, IndexEntry]:

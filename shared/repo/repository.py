@@ -225,14 +225,15 @@ class Repository:
         data = self.store.get_range(name, start, end - start)
         needed = {e.base for _, e in wanted if e.base is not None}
         fetched = self._read_bases(needed, bases or {}, name) if needed else {}
+
+        def base(base_id: bytes) -> bytes:
+            if base_id not in fetched:  # the blob is a patch its index row does not name
+                raise CorruptObjectError(f"{name}: a blob's patch base disagrees with the index", key=name)
+            return fetched[base_id]
+
         for block_id, e in wanted:
             blob = data[e.offset - start : e.offset - start + e.length]
-            yield (
-                block_id,
-                codec.decode_blob(
-                    self.key, block_id, blob, e.raw_length, name=name, base=fetched.__getitem__
-                ),
-            )
+            yield block_id, codec.decode_blob(self.key, block_id, blob, e.raw_length, name=name, base=base)
 
     def _read_bases(
         self, ids: set[bytes], bases: Mapping[bytes, IndexEntry], name: str

@@ -293,3 +293,24 @@ def test_a_generation_payload_that_is_not_a_generation_is_corrupt(repo: Reposito
     repo.store.put(name, codec.seal(repo.key, ObjectType.GENERATION, b'{"id": "x"}'))
     with pytest.raises(CorruptObjectError, match="invalid generation"):
         IndexView.open(repo)
+
+
+def test_check_during_a_compaction_reports_nothing_missing(repo: Repository, tmp_path: Path) -> None:
+    """A compaction that commits and deletes deltas while check reads them is no problem."""
+    points = fill(repo, tmp_path, disks=1)
+    real_read = Repository.read_index_object
+    fired = []
+
+    def racing(self: Repository, name: str) -> list:
+        if not fired:
+            fired.append(name)
+            compact(repo)  # merges and deletes every delta, this one included
+        return real_read(self, name)
+
+    try:
+        Repository.read_index_object = racing  # type: ignore[method-assign]
+        report = check(repo)
+    finally:
+        Repository.read_index_object = real_read  # type: ignore[method-assign]
+    assert fired and report.problems == [], report.problems
+    assert_intact(repo, points, tmp_path)
