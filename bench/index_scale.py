@@ -189,6 +189,11 @@ def replicated(res: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def compacted(rec: dict[str, Any]) -> bool:
+    """A run that also compacted: it deleted more than its own lock object."""
+    return calls(rec, "DeleteObject") > 2
+
+
 def calls(rec: dict[str, Any], op: str) -> int:
     return int(rec["s3"].get("calls", {}).get(op, 0))
 
@@ -357,19 +362,120 @@ def part_scale(a: argparse.Namespace, work: Path) -> dict[str, Any]:
                     f"  {name} {'warm' if warm else 'cold'} #{rep}: {rec['seconds']:.2f}s, "
                     f"{rec['rss_kib'] / KIB:.0f} MiB, calls {rec['s3'].get('calls')}"
                 )
+        log("index open, in process, warm node cache (big, empty)")
+        opens = {name: open_breakdown(weed, name, work / f"cache-open-{name}") for name in order}
+        log(f"  {opens}")
+        # Steady state: the uncovered deltas (leftover + the runs above) merged into the big
+        # generation, as auto-compaction would; then the same incrementals with none uncovered.
+        log("second compaction (the uncovered deltas into the 10M generation)")
+        res = cli.run(["repo", "compact", "--json", cli.url("big")], cache=work / "cache-compact2")
+        compaction2 = {
+            "seconds": res["seconds"],
+            "rss_kib": res["rss_kib"],
+            "s3": res["s3"],
+            "report": json.loads(res["stdout"]),
+        }
+        log(f"  {res['seconds']:.0f}s, peak RSS {res['rss_kib'] / KIB:.0f} MiB: {compaction2['report']}")
+        for rep in range(a.reps):
+            offset = rng.randrange(0, size // (64 * KIB)) * 64 * KIB
+            write_change(list(images.values()), extents, offset, 64 * KIB, 2000 + rep)
+            for name in order if rep % 2 == 0 else order[::-1]:
+                r = cli.run(
+                    [
+                        "replicate",
+                        "--json",
+                        str(images[name]),
+                        "-r",
+                        cli.url(name),
+                        "-d",
+                        "disk0",
+                        "--changed-extents",
+                        str(extents),
+                    ],
+                    cache=work / f"cache-{name}-compacted-{rep}",
+                )
+                rec = replicated(r)
+                runs[name].setdefault("cold_compacted", []).append(rec)
+                log(
+                    f"  {name} cold, after compaction #{rep}: {rec['seconds']:.2f}s, {rec['rss_kib'] / KIB:.0f} MiB, "
+                    f"calls {rec['s3'].get('calls')}"
+                )
+        log(f"full replications of new {a.full_mib} MiB disks (cold cache), big vs empty")
+        for rep in range(a.reps):
+            img = work / f"new-{rep}.img"
+            make_image(img, a.full_mib, 13 + rep)
+            for name in order if rep % 2 == 0 else order[::-1]:
+                r = cli.run(
+                    ["replicate", "--json", str(img), "-r", cli.url(name), "-d", f"new{rep}"],
+                    cache=work / f"cache-new-{name}-{rep}",
+                )
+                rec = replicated(r)
+                runs[name].setdefault("full_new", []).append(rec)
+                log(
+                    f"  {name} full {a.full_mib} MiB #{rep}: {rec['seconds']:.2f}s (pipeline {rec['pipeline_s']:.2f}s), "
+                    f"{rec['rss_kib'] / KIB:.0f} MiB, GET {calls(rec, 'GetObject')}"
+                )
+            img.unlink()
+        opens["big_compacted"] = open_breakdown(weed, "big", work / "cache-open-big2")
+        log(f"  {opens['big_compacted']}")
         info = big_repo_info(big_repo)
         return {
             "build": build,
             "compaction": compaction,
+            "compaction2": compaction2,
+            "index_open": opens,
             "leftover": {"deltas": a.leftover, "entries": a.leftover * per_object, "seconds": leftover_s},
             "big_repo": info,
             "disk_mib": a.disk_mib,
+            "full_mib": a.full_mib,
             "change_bytes": 64 * KIB,
             "reps": a.reps,
             "runs": runs,
         }
     finally:
         weed.stop()
+
+
+def open_breakdown(weed: SeaweedFS, prefix: str, cache_dir: Path, n: int = 5) -> dict[str, Any]:
+    """Where opening an IndexView goes, in process, once the node cache is warm: the whole
+    ``IndexView.open``, the generation manifest decode, the uncovered deltas' decode, one
+    lookup of an absent id (its shard fetched from the cache and decoded); medians of ``n``."""
+    from shared.repo.index import IndexView, generation_ids, read_generation
+    from shared.repo.object_cache import ObjectCache
+
+    repo = Repository.open(weed.store(prefix, bucket=BUCKET), lambda: PASSWORD)
+    repo.cache = ObjectCache(cache_dir)
+    view = IndexView.open(repo)
+    view.get(os.urandom(32))
+    times: dict[str, list[float]] = {"open": [], "generation": [], "deltas": [], "lookup": []}
+    for _ in range(n):
+        t = time.perf_counter()
+        view = IndexView.open(repo)
+        times["open"].append(time.perf_counter() - t)
+        gens = generation_ids(repo)
+        t = time.perf_counter()
+        if gens:
+            read_generation(repo, gens[-1])
+        times["generation"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        for name in view.delta_names:
+            repo.read_index_object(name)
+        times["deltas"].append(time.perf_counter() - t)
+        probe = os.urandom(32)
+        if view.generation is not None:  # an id whose shard exists
+            while (
+                view.generation.shards[int.from_bytes(probe[:2], "big") >> (16 - view.generation.prefix_bits)]
+                is None
+            ):
+                probe = os.urandom(32)
+        t = time.perf_counter()
+        view.get(probe)
+        times["lookup"].append(time.perf_counter() - t)
+    out: dict[str, Any] = {k: med(v) for k, v in times.items()}
+    out["deltas_uncovered"] = len(view.delta_names)
+    out["delta_entries"] = view.stats.delta_entries
+    rmtree(cache_dir)
+    return out
 
 
 def big_repo_info(repo: Repository) -> dict[str, Any]:
@@ -433,7 +539,7 @@ def part_tiny(a: argparse.Namespace, work: Path, json_path: Path | None) -> dict
             )
             rec = replicated(r)
             rec["run"] = i
-            rec["compacted"] = calls(rec, "DeleteObject") > 2
+            rec["compacted"] = compacted(rec)
             del rec["point"]
             runs.append(rec)
             if i % 50 == 0:
@@ -657,7 +763,17 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
         warm_ratio = med([r["seconds"] for r in b["warm"]]) / med([r["seconds"] for r in e["warm"]])
         pipe_ratio = med([r["pipeline_s"] for r in b["cold"]]) / med([r["pipeline_s"] for r in e["cold"]])
         rss_big = max(r["rss_kib"] for r in b["cold"] + b["warm"])
+        if "cold_compacted" in b:
+            extra = {
+                "wall_ratio_cold_compacted": med([r["seconds"] for r in b["cold_compacted"]])
+                / med([r["seconds"] for r in e["cold_compacted"]]),
+                "pipeline_ratio_cold_compacted": med([r["pipeline_s"] for r in b["cold_compacted"]])
+                / med([r["pipeline_s"] for r in e["cold_compacted"]]),
+            }
+        else:
+            extra = {}
         out["scale"] = {
+            **extra,
             "wall_ratio_cold": cold_ratio,
             "wall_ratio_warm": warm_ratio,
             "pipeline_ratio_cold": pipe_ratio,
@@ -700,10 +816,14 @@ def render(res: dict[str, Any]) -> str:
         START,
         "## Index at scale",
         "",
-        f"Generated by `python3 -m bench.index_scale{p.get('argv', '')}` on {m.get('date', '?')} "
-        f"(parts: {', '.join(k for k in ('scale', 'tiny', 'concurrent') if k in res)}; "
-        + ", ".join(f"{k} {v:.0f} min" for k, v in p.get("minutes", {}).items())
-        + f"). Raw measurements: [bench/index_scale_results.json](../bench/index_scale_results.json). "
+        "Generated by "
+        + "; ".join(
+            f"{k}: `python3 -m bench.index_scale{p.get(k, {}).get('argv', '')}` ({p.get('minutes', {}).get(k, 0):.0f} min)"
+            for k in ("scale", "tiny", "concurrent")
+            if k in res
+        )
+        + f"; last run {m.get('date', '?')}. Raw measurements: "
+        "[bench/index_scale_results.json](../bench/index_scale_results.json). "
         f"Machine: {m.get('nproc', '?')} CPUs ({m.get('CPU', '?')}), {m.get('RAM', '?')}, shared and noisy: "
         "read the medians and the ratios. Every figure is the real `lifeboat` CLI in a child process "
         "against a real S3 server, SeaweedFS `weed mini` on loopback (one per part, started by the script); "
@@ -743,11 +863,16 @@ def render(res: dict[str, Any]) -> str:
             ("full 64 MiB", "full"),
             ("64 KiB incr., cold cache", "cold"),
             ("64 KiB incr., warm cache", "warm"),
+            ("64 KiB incr., cold, after 2nd compaction", "cold_compacted"),
+            (f"full {sc.get('full_mib', '?')} MiB, new disk, cold", "full_new"),
         ):
+            if key not in b:
+                continue
             for name, runs in (("big", b), ("empty", e)):
                 recs = runs[key] if isinstance(runs[key], list) else [runs[key]]
+                mark = f" ({sum(map(compacted, recs))} compacted)" if any(map(compacted, recs)) else ""
                 lines.append(
-                    f"| {step} | {name} | {secs(recs)} | {secs(recs, 'pipeline_s')} | "
+                    f"| {step}{mark} | {name} | {secs(recs)} | {secs(recs, 'pipeline_s')} | "
                     f"{mib(max(r['rss_kib'] for r in recs))} | {fmt_calls(recs, 'GetObject')} | "
                     f"{fmt_calls(recs, 'ListObjectsV2')} | {fmt_calls(recs, 'PutObject')} | {fmt_calls(recs, 'HeadObject')} |"
                 )
@@ -760,6 +885,38 @@ def render(res: dict[str, Any]) -> str:
             f"{ok(ss['rss_target_met'])}).",
             "",
         ]
+        if "wall_ratio_cold_compacted" in ss:
+            lines[-1:-1] = [
+                f"- After the second compaction (no uncovered delta left in the big repository), cold cache: wall "
+                f"{ss['wall_ratio_cold_compacted']:.2f}x, in-pipeline {ss['pipeline_ratio_cold_compacted']:.2f}x.",
+            ]
+        cp2 = sc.get("compaction2")
+        if cp2:
+            r2 = cp2["report"]
+            lines[-1:-1] = [
+                f"- Second compaction (`lifeboat repo compact`, steady state): merged {r2['deltas_merged']} deltas "
+                f"({r2['entries_merged']:,} entries) into the {bld['entries']:,}-entry generation in "
+                f"{cp2['seconds']:.0f} s, peak RSS {mib(cp2['rss_kib'])}, rewrote **{r2['shards_written']:,} of "
+                f"{r2['shards_total']:,} shards**; S3 calls {cp2['s3'].get('calls')}.",
+            ]
+        ops = sc.get("index_open")
+        if ops:
+            lines += [
+                "Opening the index in process with a warm node cache (no S3 GET of an immutable object; the two "
+                "LISTs remain), median of 5, ms:",
+                "",
+                "| repository | uncovered deltas (entries) | `IndexView.open` | generation manifest decode | "
+                "uncovered deltas decode | one lookup (shard from cache, decoded) |",
+                "|---|---|---|---|---|---|",
+            ]
+            names = {"big": "big", "empty": "empty", "big_compacted": "big, after 2nd compaction"}
+            for key, o in ops.items():
+                lines.append(
+                    f"| {names.get(key, key)} | {o['deltas_uncovered']} ({o['delta_entries']:,}) | "
+                    f"{1e3 * o['open']:.0f} | {1e3 * o['generation']:.1f} | {1e3 * o['deltas']:.0f} | "
+                    f"{1e3 * o['lookup']:.1f} |"
+                )
+            lines.append("")
     ti = res.get("tiny")
     if ti and ti.get("runs"):
         st = s["tiny"]
@@ -862,6 +1019,7 @@ def main() -> None:
     p.add_argument("--leftover", type=int, default=20, help="uncovered deltas written after compaction")
     p.add_argument("--reps", type=int, default=3, help="repeats of each measured step (medians)")
     p.add_argument("--disk-mib", type=int, default=64, help="disk of the scale and tiny parts")
+    p.add_argument("--full-mib", type=int, default=512, help="new disks fully replicated into both (scale)")
     p.add_argument("--runs", type=int, default=1000, help="tiny incrementals")
     p.add_argument("--tiny-minutes", type=float, default=40.0, help="stop the tiny runs after this long")
     p.add_argument("--writers", type=int, default=4)
@@ -874,7 +1032,7 @@ def main() -> None:
     a = p.parse_args()
     if a.smoke:
         a.entries, a.objects, a.leftover, a.reps, a.runs = 20_000, 40, 3, 1, 40
-        a.writer_disk_mib = 32
+        a.writer_disk_mib = a.full_mib = 32
     json_path = (
         a.json or (a.workdir.parent / "index_scale_smoke.json" if a.smoke else RESULTS_JSON)
     ).resolve()
