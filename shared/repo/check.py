@@ -154,15 +154,15 @@ def _read_index(repo: Repository, report: CheckReport) -> dict[bytes, IndexEntry
                 continue
             report.index_objects += 1
             try:
-                shard = read_shard(repo, shard_id, number, gen.prefix_bits)
+                shard = read_shard(repo, shard_id, number, gen.prefix_bits, full_check=True)
             except LifeboatError as exc:
                 report.problems.append(f"{exc} (shard {number} of generation {gen.id})")
                 continue
-            if len(shard.ids) != gen.counts[number]:
+            if len(shard) != gen.counts[number]:
                 report.problems.append(
-                    f"{shard_key(shard_id)}: {len(shard.ids)} entries, generation {gen.id} says {gen.counts[number]}"
+                    f"{shard_key(shard_id)}: {len(shard)} entries, generation {gen.id} says {gen.counts[number]}"
                 )
-            index.update(zip(shard.ids, shard.entries, strict=True))
+            index.update(shard.rows())
         referenced: set[str] = set()
         for gen_id in gen_ids:
             try:

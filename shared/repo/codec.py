@@ -319,42 +319,76 @@ def index_payload(entries: Iterable[tuple[bytes, IndexEntry]]) -> bytes:
     return b"".join(parts)
 
 
-def decode_index(
-    key: MasterKey, data: bytes, *, name: str, expect_id: bytes | None = None
-) -> list[tuple[bytes, IndexEntry]]:
-    """An index object's rows; ``expect_id`` checks a content-addressed shard (§6.2) too."""
+class IndexTable:
+    """An INDEX payload (§6) read in place: ``find`` bisects the rows of a sorted table
+    (a shard, §6.2) without decoding them; ``rows`` decodes all."""
+
+    def __init__(self, payload: bytes, *, name: str) -> None:
+        self.payload, self.name = payload, name
+        try:
+            (n_packs,) = struct.unpack_from("<I", payload, 0)
+            table_end = 4 + n_packs * ID_SIZE
+            (self.count,) = struct.unpack_from("<I", payload, table_end)
+        except struct.error as exc:
+            raise CorruptObjectError(f"{name}: truncated index", key=name) from exc
+        self.packs = [payload[4 + i * ID_SIZE : 4 + (i + 1) * ID_SIZE] for i in range(n_packs)]
+        self.rows_at = table_end + 4
+        rows_end = self.rows_at + self.count * _INDEX_ENTRY.size
+        if rows_end > len(payload):
+            raise CorruptObjectError(f"{name}: entry table length does not match its count", key=name)
+        self.patches: dict[int, tuple[bytes, int]] = {}
+        if rows_end < len(payload):  # the patch section (§6)
+            for row, base, mask in _decode_entries(payload, _PATCH_ROW, name, rows_end):
+                if row >= self.count or not mask:
+                    raise CorruptObjectError(f"{name}: patch row #{row} is invalid", key=name)
+                self.patches[row] = (base, mask)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def id_at(self, row: int) -> bytes:
+        at = self.rows_at + row * _INDEX_ENTRY.size
+        return self.payload[at : at + ID_SIZE]
+
+    def entry_at(self, row: int) -> IndexEntry:
+        _, number, offset, length, raw_length = _INDEX_ENTRY.unpack_from(
+            self.payload, self.rows_at + row * _INDEX_ENTRY.size
+        )
+        if number >= len(self.packs):
+            raise CorruptObjectError(
+                f"{self.name}: entry names pack #{number} of {len(self.packs)}", key=self.name
+            )
+        base, mask = self.patches.get(row, (None, 0))
+        return IndexEntry(self.packs[number], offset, length, raw_length, base, mask)
+
+    def find(self, block_id: bytes) -> IndexEntry | None:
+        """The entry of ``block_id`` in a table sorted by id, or None."""
+        lo, hi = 0, self.count
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self.id_at(mid) < block_id:
+                lo = mid + 1
+            else:
+                hi = mid
+        return self.entry_at(lo) if lo < self.count and self.id_at(lo) == block_id else None
+
+    def rows(self) -> list[tuple[bytes, IndexEntry]]:
+        return [(self.id_at(i), self.entry_at(i)) for i in range(self.count)]
+
+
+def open_index(key: MasterKey, data: bytes, *, name: str, expect_id: bytes | None = None) -> IndexTable:
+    """An index object, unsealed; ``expect_id`` checks a content-addressed shard (§6.2) too."""
     payload = unseal(key, ObjectType.INDEX, data, name=name)
     if expect_id is not None and key.block_id(payload) != expect_id:
         raise CorruptObjectError(f"{name}: shard content does not match its name", key=name)
-    try:
-        (n_packs,) = struct.unpack_from("<I", payload, 0)
-    except struct.error as exc:
-        raise CorruptObjectError(f"{name}: truncated index", key=name) from exc
-    table_end = 4 + n_packs * ID_SIZE
-    if table_end > len(payload):
-        raise CorruptObjectError(f"{name}: truncated pack table", key=name)
-    packs = [payload[4 + i * ID_SIZE : 4 + (i + 1) * ID_SIZE] for i in range(n_packs)]
-    try:
-        (count,) = struct.unpack_from("<I", payload, table_end)
-    except struct.error as exc:
-        raise CorruptObjectError(f"{name}: truncated entry table", key=name) from exc
-    rows_end = table_end + 4 + count * _INDEX_ENTRY.size
-    patch_rows: list[tuple] = []
-    if rows_end < len(payload):  # the patch section (§6)
-        patch_rows = _decode_entries(payload, _PATCH_ROW, name, rows_end)
-    out = []
-    for block_id, number, offset, length, raw_length in _decode_entries(
-        payload[:rows_end], _INDEX_ENTRY, name, table_end
-    ):
-        if number >= n_packs:
-            raise CorruptObjectError(f"{name}: entry names pack #{number} of {n_packs}", key=name)
-        out.append((block_id, IndexEntry(packs[number], offset, length, raw_length)))
-    for row, base, mask in patch_rows:
-        if row >= len(out) or not mask:
-            raise CorruptObjectError(f"{name}: patch row #{row} is invalid", key=name)
-        block_id, e = out[row]
-        out[row] = (block_id, IndexEntry(e.pack_id, e.offset, e.length, e.raw_length, base, mask))
-    return out
+    return IndexTable(payload, name=name)
+
+
+def decode_index(
+    key: MasterKey, data: bytes, *, name: str, expect_id: bytes | None = None
+) -> list[tuple[bytes, IndexEntry]]:
+    """An index object's rows (see :func:`open_index`)."""
+    return open_index(key, data, name=name, expect_id=expect_id).rows()
 
 
 # --- pages (§7) ----------------------------------------------------------------------------

@@ -193,7 +193,7 @@ def _shard_rows(repo: Repository, gen: Generation, number: int) -> Rows:
     if shard_id is None:
         return []
     shard = read_shard(repo, shard_id, number, gen.prefix_bits)
-    return list(zip(shard.ids, shard.entries, strict=True))
+    return shard.rows()
 
 
 def _write_shard(repo: Repository, old: Rows, new: Rows) -> Written:
