@@ -33,7 +33,7 @@ from shared.errors import InvalidInputError, LifeboatError, PointNotFoundError, 
 from shared.repo import codec
 from shared.repo.codec import IndexEntry
 from shared.repo.compact import compact, compaction_due
-from shared.repo.index import IndexView
+from shared.repo.index import UNKNOWN, IndexView
 from shared.repo.keys import ZERO_ID
 from shared.repo.packer import DEFAULT_PACK_TARGET, Packer, SealedPack
 from shared.repo.points import (
@@ -106,6 +106,7 @@ class _Run:
         self.upload_slots = threading.BoundedSemaphore(opts.streams)
         self.uploads: list[Future[None]] = []
         self.upload_pool = ThreadPoolExecutor(opts.streams, thread_name_prefix="upload")
+        self.lookups = ThreadPoolExecutor(2 * opts.workers + 2, thread_name_prefix="lookup")
 
     # upload stage --------------------------------------------------------------------------
     def submit_pack(self, pack: SealedPack) -> None:
@@ -171,8 +172,11 @@ class _Run:
             new_map[i] = block_id
             if i < len(parent_map) and parent_map[i] == block_id:
                 return
-            if block_id in self.known:  # may fetch a shard: outside the lock
+            probe = self.known.peek(block_id)
+            if probe is not None and probe is not UNKNOWN:
                 return
+            # the shard that knows is fetched while this block is compressed and sealed
+            pending = self.lookups.submit(self.known.get, block_id) if probe is UNKNOWN else None
             with self.lock:
                 if block_id in self.inflight:
                     return
@@ -184,6 +188,10 @@ class _Run:
             else:
                 blob = codec.encode_blob(self.repo.key, block_id, data, level=self.opts.compression_level)
                 raw = len(data)
+            if pending is not None and pending.result() is not None:  # stored already: drop it
+                with self.lock:
+                    self.inflight.discard(block_id)
+                return
             with self.lock:
                 self.stats.blocks_new += 1
                 self.stats.blocks_patched += patch is not None
@@ -229,6 +237,7 @@ class _Run:
         if full is not None:
             self.submit_pack(full.seal())
         self.upload_pool.shutdown(wait=True)
+        self.lookups.shutdown(wait=True)
         for fut in self.uploads:
             exc = fut.exception()
             if exc is not None and self.error is None:

@@ -75,6 +75,13 @@ def generation_ids(repo: Repository) -> list[str]:
     return sorted(info.key.split("/", 1)[1] for info in repo.store.list("generations/"))
 
 
+class Unknown:
+    """The answer of :meth:`IndexView.peek` when only a shard fetch can tell."""
+
+
+UNKNOWN = Unknown()
+
+
 class Shard:
     """One shard, read in place: a lookup bisects its sorted rows (no per-row objects)."""
 
@@ -191,6 +198,20 @@ class IndexView:
                 return shard.get(block_id)
             self._follow(gen)
         raise ObjectNotFoundError(f"index shards keep disappearing under {self.repo.describe()}")
+
+    def peek(self, block_id: bytes) -> IndexEntry | Unknown | None:
+        """What ``get`` would answer, without I/O: ``UNKNOWN`` when the shard to ask is not
+        in memory (the caller may fetch it with ``get`` while it does other work)."""
+        with self._lock:
+            entry = self._local.get(block_id) or self.snapshot.deltas.get(block_id)
+            gen = self.snapshot.generation
+            if entry is not None or gen is None:
+                return entry
+            number = shard_of(block_id, gen.prefix_bits)
+            if gen.shards[number] is None:
+                return None
+            shard = self._shards.get(number)
+        return UNKNOWN if shard is None else shard.get(block_id)
 
     def _follow(self, gen: Generation) -> None:
         """``gen``'s shard is gone (a later compaction deleted it): move to the newest
