@@ -12,7 +12,14 @@ goes on meanwhile; a second compactor and prune are kept out):
 
 A crash before 2 leaves orphan shards (prune removes them); after 2, leftovers that the
 next compaction deletes. The base generation is kept until the next compaction, so a
-reader that opened it keeps finding its shards for a whole compaction interval.
+reader that opened it keeps finding its shards for a whole compaction interval. A long
+backlog (a version 1 repository's first compaction) is merged :data:`MAX_MERGE_ENTRIES` at
+a time, one generation each, so memory stays bounded.
+
+Cost: ids are random, so a merge of k entries touches about ``S (1 - e^(-k/S))`` of the S
+shards; once k is a few times S (100,000 entries against 2,442 shards at 10 million) every
+shard is rewritten: the whole index read and written once per such compaction (measured
+in docs/BENCHMARKS.md, "Index at scale"). Small, frequent merges touch few shards.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ TARGET_SHARD_ENTRIES = 4096  # ~190 KiB a shard: one GET answers ~4k ids
 AUTO_COMPACT_DELTAS = 32  # compact after a run once this many deltas are uncovered
 AUTO_COMPACT_ENTRIES = 100_000  # ... or this many entries sit in them (~20 MiB in memory)
 THREADS = 8  # shards read and written at once
+MAX_MERGE_ENTRIES = 500_000  # delta entries merged into one generation (~200 MiB at most)
 
 Rows = list[tuple[bytes, IndexEntry]]
 
@@ -79,9 +87,11 @@ def compact(
     *,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     target: int = TARGET_SHARD_ENTRIES,
+    max_entries: int = MAX_MERGE_ENTRIES,
     crash_after: str | None = None,
 ) -> CompactReport:
-    """Merge every uncovered delta into a new generation (see the module doc).
+    """Merge every uncovered delta into new generations (see the module doc), at most
+    ``max_entries`` delta entries per generation so that memory stays bounded.
 
     ``crash_after`` names a step (``shards``, ``generation``, ``deltas``) after which to
     stop as a killed process would: for the crash tests only.
@@ -89,29 +99,65 @@ def compact(
     repo.upgrade()
     report = CompactReport()
     with repo.lock(compact=True):
-        view = IndexView.open(repo)
-        base = view.generation
-        report.base = base.id if base else None
-        leftovers = view.snapshot.covered_names
-        if not view.delta_names:
-            report.skipped = "no uncovered deltas"
-            _cleanup(repo, base, None, leftovers, report)
-            return report
-        rows = list(view.snapshot.deltas.items())
-        report.deltas_merged = len(view.delta_names)
-        report.entries_merged = len(rows)
-        table = _merge(repo, base, rows, target, report)
-        if crash_after == "shards":
-            return report
-        if generation_ids(repo)[-1:] != ([base.id] if base else []):
-            raise RepositoryLockedError("another compaction committed meanwhile; nothing was changed")
-        gen = write_generation(repo, table, [*view.delta_names, *leftovers], base, now())
-        report.generation, report.prefix_bits, report.entries = gen.id, table.bits, gen.entries
-        report.shards_total = sum(1 for s in table.shards if s is not None)
-        if crash_after == "generation":
-            return report
-        _cleanup(repo, base, gen, [*view.delta_names, *leftovers], report, crash_after=crash_after)
+        while _step(repo, report, now, target, max_entries, crash_after):
+            pass
+    if not report.deltas_merged:
+        report.skipped = "no uncovered deltas"
     return report
+
+
+def _step(
+    repo: Repository,
+    report: CompactReport,
+    now: Callable[[], datetime],
+    target: int,
+    max_entries: int,
+    crash_after: str | None,
+) -> bool:
+    """One generation's worth of deltas merged; True when more remain."""
+    names = repo.index_names()  # deltas before generations (FORMAT.md §6.2)
+    gens = generation_ids(repo)
+    base = read_generation(repo, gens[-1]) if gens else None
+    covered = set(base.covers) if base else set()
+    leftovers = [n for n in names if n in covered]
+    live = [n for n in names if n not in covered]
+    if report.generation is None:
+        report.base = base.id if base else None
+    if not live:
+        _cleanup(repo, base, None, leftovers, report)
+        return False
+    batch, rows = _read_deltas(repo, live, max_entries)
+    report.deltas_merged += len(batch)
+    report.entries_merged += len(rows)
+    table = _merge(repo, base, list(rows.items()), target, report)
+    if crash_after == "shards":
+        return False
+    if generation_ids(repo)[-1:] != gens[-1:]:
+        raise RepositoryLockedError("another compaction committed meanwhile; nothing was changed")
+    gen = write_generation(repo, table, [*batch, *leftovers], base, now())
+    report.generation, report.prefix_bits, report.entries = gen.id, table.bits, gen.entries
+    report.shards_total = sum(1 for s in table.shards if s is not None)
+    if crash_after == "generation":
+        return False
+    _cleanup(repo, base, gen, [*batch, *leftovers], report, crash_after=crash_after)
+    return crash_after is None and len(batch) < len(live)
+
+
+def _read_deltas(
+    repo: Repository, names: list[str], max_entries: int
+) -> tuple[list[str], dict[bytes, IndexEntry]]:
+    """The first deltas of ``names`` holding about ``max_entries`` entries (at least one)."""
+    batch: list[str] = []
+    rows: dict[bytes, IndexEntry] = {}
+    with ThreadPoolExecutor(THREADS) as pool:
+        for start in range(0, len(names), THREADS):
+            chunk = names[start : start + THREADS]
+            for name, delta in zip(chunk, pool.map(repo.read_index_object, chunk), strict=True):
+                batch.append(name)
+                rows.update(delta)
+                if len(rows) >= max_entries:
+                    return batch, rows
+    return batch, rows
 
 
 @dataclass

@@ -314,3 +314,14 @@ def test_check_during_a_compaction_reports_nothing_missing(repo: Repository, tmp
         Repository.read_index_object = real_read  # type: ignore[method-assign]
     assert fired and report.problems == [], report.problems
     assert_intact(repo, points, tmp_path)
+
+
+def test_a_long_backlog_is_merged_a_bounded_batch_at_a_time(repo: Repository, tmp_path: Path) -> None:
+    points = fill(repo, tmp_path, disks=3)
+    deltas = repo.index_names()
+    before = repo.load_index()
+    report = compact(repo, max_entries=40)  # a few deltas per generation
+    assert report.deltas_merged == len(deltas) and repo.index_names() == []
+    assert len(generation_ids(repo)) == 2  # the newest and its base; older ones are gone
+    assert IndexView.open(repo).load_all() == before
+    assert_intact(repo, points, tmp_path)
