@@ -234,10 +234,12 @@ def test_two_writers_and_a_compactor_share_one_repository(cli: Cli, tmp_path: Pa
         assert proc.returncode == 0, err
         points[disk] = out.strip().splitlines()[-1]
     final = json.loads(cli.run("repo", "compact", cli.repo, "--json").stdout)
-    assert final["deltas_merged"] >= 2  # the writers' checkpoints and commits
+    # the seed's deltas and each writer's, merged by one compaction or the other
+    assert compacted["deltas_merged"] + final["deltas_merged"] >= 3
     for disk, point in points.items():
         assert cli.restore_sha(disk, point, tmp_path / "out.img") == sha256(images[disk])
     assert "no problems found" in cli.run("check", "--repo", cli.repo, "--read-data").stdout
     info = json.loads(cli.run("repo", "info", cli.repo, "--json").stdout)
-    assert info["points"] == 3 and info["index_deltas"] == 0 and info["index_generation"] == final["generation"]
-    assert info["unique_blocks"] == final["entries"] > 0
+    assert info["points"] == 3 and info["index_deltas"] == 0
+    assert info["index_generation"] == (final["generation"] or compacted["generation"])
+    assert info["unique_blocks"] == (final["entries"] or compacted["entries"]) > 0
