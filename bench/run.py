@@ -717,6 +717,7 @@ KEPT_SECTIONS = (
     ("<!-- vsphere:start -->", "<!-- vsphere:end -->"),
     ("<!-- kvm:start -->", "<!-- kvm:end -->"),  # bench/kvm_bench.py
     ("<!-- index-scale:start -->", "<!-- index-scale:end -->"),  # bench/index_scale.py
+    ("<!-- index-lookup:start -->", "<!-- index-lookup:end -->"),  # bench/index_lookup_bench.py
     ("<!-- wan:start -->", "<!-- wan:end -->"),  # bench/wan_bench.py
 )
 
