@@ -791,7 +791,7 @@ def render(res: dict[str, Any]) -> str:
             for k in keys:
                 x = c[tool][k]
                 new = (f"{x['blocks_new']:.0f} blocks, {mib(x['bytes_new_stored'])}" if tool == "lifeboat" and
-                       "blocks_new" in x else mib(x["data_added"]) if tool == "restic" else "")  # fmt: skip
+                       "blocks_new" in x else f"{mib(x['data_added'])} (before compression)" if tool == "restic" else "")  # fmt: skip
                 rows.append([
                     tool, ROW_LABELS[k],
                     f"{x['seconds']:.1f} ({spread(x['seconds_all'])})",
@@ -853,11 +853,70 @@ def render(res: dict[str, Any]) -> str:
             table(["Ratio", "Value"], [[k, f"{v:.3f}"] for k, v in link["ratios"].items()]),
             "",
         ]
-    notes_list = res.get("notes", [])
-    if notes_list:
-        out += ["### Notes", "", *[f"- {n}" for n in notes_list], ""]
+    out += ["### Notes", "", *[f"- {n}" for n in notes(res)], ""]
     out.append(END)
     return "\n".join(out)
+
+
+def notes(res: dict[str, Any]) -> list[str]:
+    info, links = res["images"], res["summary"]["links"]
+    out = []
+    for link in links:
+        c, u, ra = link["clone"], link["util"], link["ratios"]
+        lt, lc, lw = c["lifeboat"]["template"], c["lifeboat"]["clone_cold"], c["lifeboat"]["clone_warm"]
+        rt, rc = c["restic"]["template"], c["restic"]["clone_cold"]
+        streams = [k for k in u if k.startswith("streams-")]
+        best = max(streams, key=lambda k: u[k]["window_mbit_s"])
+        out.append(
+            f"{link['rate_mbit']} Mbit/s, {link['delay_ms']} ms: a clone of the template costs Lifeboat "
+            f"{mib(lc['up_bytes'])} up and {mib(lc['down_bytes'])} down with a cold node cache "
+            f"({ra['lifeboat clone cold: wire up / template full wire up']:.1%} of the template's own full "
+            f"replication, {mib(lt['up_bytes'])} up), {lc['blocks_new']:.0f} new 1 MiB blocks for "
+            f"{mib(info['clone1_changed_bytes'])} rewritten; restic's backup of the same clone sends "
+            f"{mib(rc['up_bytes'])} up and {mib(rc['down_bytes'])} down "
+            f"({ra['restic clone cold: wire up / template wire up']:.1%} of its template backup, "
+            f"{mib(rt['up_bytes'])}); Lifeboat / restic on the wire: "
+            f"{ra['lifeboat / restic, clone cold wire up+down']:.2f}. Wall: {lc['seconds']:.1f} s against "
+            f"{rc['seconds']:.1f} s (both read and hash the whole {mib(info['size_bytes'])} image locally). "
+            f"Warm cache: {mib(lw['up_bytes'])} up, {mib(lw['down_bytes'])} down, {lw['seconds']:.1f} s "
+            f"(cold/warm wall {ra['clone cold / clone warm wall (lifeboat)']:.2f})."
+        )
+        out.append(
+            f"{link['rate_mbit']} Mbit/s, {link['delay_ms']} ms, link utilisation: in the steady window "
+            + ", ".join(f"{k.split('-')[1]} stream(s) {u[k]['window_util']:.0%}" for k in streams)
+            + f" of the link (restic {u['restic']['window_util']:.0%}); over the whole command "
+            + ", ".join(f"{u[k]['wall_util']:.0%}" for k in streams)
+            + f" (restic {u['restic']['wall_util']:.0%}): start-up (interpreter, KDF, listing, locks) and the "
+            f"commit are on the wall but not on the link. Best: {best}. Wire bytes / stored bytes, full "
+            f"image: {u[streams[0]]['up_bytes'] / u[streams[0]]['stored']:.3f} (HTTP, TCP/IP and Ethernet "
+            "headers, locks, index, block map and point objects)."
+        )
+    first = res["runs"]["links"][0]["clone"][0]["lifeboat"]
+    gen = first["compact"]["report"]
+    out.append(
+        f"Index at this size: {gen['entries']} entries in {gen['shards_total']} shard(s) ({gen['prefix_bits']} "
+        "prefix bits; a shard targets 4096 entries, ~190 KiB). So the cold clone run fetches the generation "
+        f"manifest and one small shard ({first['cache_after_cold']['bytes'] / 1024:.0f} KiB in its cache "
+        "afterwards): the cold/warm difference on the wire is that, and it stays one ~190 KiB shard per id "
+        "prefix touched for a large repository (a clone touches every prefix once it has more than a few "
+        "thousand blocks: the whole index, once per node, then cached). The warm run still GETs the delta "
+        "that clone 1 wrote (not yet compacted, not cached by its writer)."
+    )
+    out.append(
+        "The node that replicated the template and ran `repo compact` ends with only the template's delta "
+        f"index in its cache ({first['node_cache_after_compact']['by_folder']}): compaction does not put the "
+        "generation and shards it writes into the node cache, and the delta it merged (then deleted from the "
+        "store) stays cached until evicted, so that node downloads its own freshly written shards at its "
+        "next run."
+    )
+    out.append(
+        "Link emulation caveats: no netem in this kernel, so the delay is a userspace TUN delay line (about "
+        "10% of a core at 100 Mbit/s, on a loaded machine: some jitter) and the rate a `tbf` with a 100 ms "
+        "queue; no loss is injected beyond that queue's drops. restic 0.14 (repository v2, zstd "
+        "compression, `data_added` is before compression) uses 5 S3 connections by default; Lifeboat 4 "
+        "upload streams unless `--streams` says otherwise."
+    )
+    return out
 
 
 # --------------------------------------------------------------------------- main
