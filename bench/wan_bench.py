@@ -20,22 +20,26 @@ off on every veth, so frames are MTU-sized. ``--links RATE_MBIT:DELAY_MS`` lists
 settings; the delay is one-way, applied in both directions (RTT = 2 x delay), like
 ``tc ... netem rate R delay D`` on both ends. Bytes on the wire: the client veth's
 ``/sys/class/net/lbwan-c/statistics/{tx,rx}_bytes`` deltas around each measured command
-(tx = up, client to server; rx = down), Ethernet frames without preamble/FCS, sampled
-every 50 ms for the throughput window. Everything (namespaces, veths, delay line,
-SeaweedFS) is torn down in a ``finally``, and stale leftovers of a killed run at start.
+(tx = up, client to server, *including* retransmissions of frames the bottleneck queue
+dropped; rx = down), Ethernet frames without preamble/FCS; and the bytes *delivered* past
+the bottleneck (the router's egress veths' ``tx_bytes``, sampled every 50 ms by a helper
+in the router namespace: throughput and its window come from these). Everything
+(namespaces, veths, delay line, sampler, SeaweedFS) is torn down in a ``finally``, and
+stale leftovers of a killed run at start.
 
-1. Clone dedup, per link and run (fresh S3 prefixes each run): ``repo init``; the
-   template image (``make_disk.py create``, seed 1) replicated as disk ``template``;
-   ``repo compact`` (the index becomes a generation of shards); clone 1 (a copy of the
-   template, ``make_disk.py mutate --fraction F --seed 11``) replicated as disk
-   ``clone`` with a fresh ``LIFEBOAT_CACHE_DIR`` (cold node cache); clone 2 (another copy,
-   mutated with seed 12) replicated as ``clone2`` with the cache clone 1 left (warm).
-   restic does the same on the same link: ``init``, ``backup`` of the template, of clone
-   1 with a fresh ``--cache-dir`` and of clone 2 with that cache.
+1. Clone dedup, per link and run (fresh S3 prefixes each run). Repository A: ``repo
+   init``; the template image (``make_disk.py create``, seed 1) replicated as disk
+   ``template``; ``repo compact`` (the index becomes a generation of shards); the clone (a
+   copy of the template, ``make_disk.py mutate --fraction F --seed 11``) replicated as
+   disk ``clone`` with a fresh ``LIFEBOAT_CACHE_DIR`` (cold node cache). Repository B: the
+   same up to the compaction, then ``repo info`` on the template's node (it loads the
+   whole index through the node cache) and the same clone replicated on that node (warm
+   cache). restic the same way: ``init``, ``backup`` of the template, then of the clone
+   with a fresh ``--cache-dir`` (A) or with the template backup's cache (B).
 2. Link utilisation, per link and run: an image (seed 2) replicated in full into a fresh
    prefix with ``--streams`` 1, 2, 4, 8 (fresh cache), and restic's backup of it (default
-   ``s3.connections=5``); wire throughput over the whole command and over the window in
-   which the middle 90% of its upload bytes crossed the link, against the link rate.
+   ``s3.connections=5``); delivered throughput over the whole command and over the window
+   in which the middle 90% of its upload bytes were delivered, against the link rate.
 
 Default ``replicate`` options otherwise (1 MiB blocks, zstd 1, AES-256-GCM, workers =
 CPUs); repositories are created by ``lifeboat repo init`` (default KDF: its cost is in
@@ -87,15 +91,17 @@ ROUTER_NS, SERVER_NS = "lbwan", "lbwan-srv"
 CLIENT_IF, ROUTER_A, ROUTER_B, SERVER_IF, TUN = "lbwan-c", "lbwan-ra", "lbwan-rb", "lbwan-s", "lbwan-d"
 CLIENT_IP, ROUTER_A_IP, ROUTER_B_IP, SERVER_IP = "10.77.1.1", "10.77.1.2", "10.77.2.1", "10.77.2.2"
 SAMPLE_S = 0.05
-CLONE_SEEDS = (11, 12)
-LB_ROWS = ("template", "compact", "clone_cold", "clone_warm")
+CLONE_SEEDS = (11,)
+LB_ROWS = ("template", "compact", "clone_cold", "info", "clone_warm")
 RESTIC_ROWS = ("template", "clone_cold", "clone_warm")
 ROW_LABELS = {
     "template": "template, full (first replication / backup)",
     "compact": "`repo compact` (index → one generation)",
-    "clone_cold": "clone 1, cold node cache",
-    "clone_warm": "clone 2, warm cache (clone 1's)",
+    "clone_cold": "clone, cold cache (fresh cache folder)",
+    "info": "(repository B) `repo info`: loads the index into the template node's cache",
+    "clone_warm": "(repository B) clone, warm cache (the template node's)",
 }
+RESTIC_LABELS = {**ROW_LABELS, "clone_warm": "(repository B) clone, warm cache (the template backup's)"}
 T_START = time.perf_counter()
 
 DELAYLINE_C = r"""
@@ -208,6 +214,8 @@ class Wan:
         self.delayline: subprocess.Popen[bytes] | None = None
         self.binary = work / "delayline"
         self.link: tuple[int, int] | None = None
+        self.sampler: subprocess.Popen[str] | None = None
+        self.delivered_samples: list[tuple[float, int, int]] = []
 
     def build(self) -> None:
         src = self.work / "delayline.c"
@@ -296,6 +304,49 @@ class Wan:
             best = min(best, (time.perf_counter() - t) * 1000)
         return best
 
+    def start_sampler(self) -> None:
+        """A process in the router namespace printing, every SAMPLE_S, the bytes its egress
+        veths sent: towards the server (up, past the bottleneck) and towards the client (down)."""
+        code = (
+            "import time\n"
+            "def rd(i):\n"
+            "    with open(f'/sys/class/net/{i}/statistics/tx_bytes') as f: return f.read().strip()\n"
+            "while True:\n"
+            f"    print(time.monotonic(), rd('{ROUTER_B}'), rd('{ROUTER_A}'), flush=True)\n"
+            f"    time.sleep({SAMPLE_S})\n"
+        )
+        self.sampler = subprocess.Popen(
+            ["ip", "netns", "exec", ROUTER_NS, sys.executable, "-u", "-c", code],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            text=True, start_new_session=True,
+        )  # fmt: skip
+        self.delivered_samples: list[tuple[float, int, int]] = []
+
+        def read() -> None:
+            assert self.sampler is not None and self.sampler.stdout is not None
+            for line in self.sampler.stdout:
+                t, up, down = line.split()
+                self.delivered_samples.append((float(t), int(up), int(down)))
+
+        threading.Thread(target=read, daemon=True).start()
+        self.delivered()
+
+    def delivered(self) -> tuple[float, int, int]:
+        """A sample of the router's egress counters taken after this call began."""
+        start = time.monotonic()
+        deadline = start + 10
+        while time.monotonic() < deadline:
+            if self.delivered_samples and self.delivered_samples[-1][0] > start:
+                return self.delivered_samples[-1]
+            time.sleep(SAMPLE_S / 5)
+        raise BenchError("the counter sampler in the router namespace does not answer")
+
+    def stop_sampler(self) -> None:
+        if self.sampler is not None and self.sampler.poll() is None:
+            self.sampler.terminate()
+            self.sampler.wait(10)
+        self.sampler = None
+
     def stop_delayline(self) -> None:
         if self.delayline is not None and self.delayline.poll() is None:
             self.delayline.terminate()
@@ -307,6 +358,7 @@ class Wan:
         self.delayline = None
 
     def down(self) -> None:
+        self.stop_sampler()
         self.stop_delayline()
         self.teardown()
 
@@ -374,8 +426,9 @@ def start_seaweedfs_in_ns(work: Path) -> SeaweedFS:
 
 
 class Meter:
-    """Runs one command and measures it: wall time, wire bytes each way, the upload's
-    middle-90% window (from 50 ms samples of the client veth's counters)."""
+    """Runs one command and measures it: wall time; bytes the client veth sent (up, with
+    retransmissions of what the bottleneck dropped) and received (down); bytes delivered
+    past the bottleneck each way; the upload's middle-90% window on the delivered bytes."""
 
     def __init__(self, wan: Wan, env: dict[str, str]) -> None:
         self.wan = wan
@@ -384,19 +437,10 @@ class Meter:
     def run(
         self, cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None
     ) -> dict[str, Any]:
-        samples: list[tuple[float, int, int]] = []
-        stop = threading.Event()
-
-        def sample() -> None:
-            while not stop.is_set():
-                tx, rx = Wan.counters()
-                samples.append((time.perf_counter(), tx, rx))
-                stop.wait(SAMPLE_S)
-
+        d0 = self.wan.delivered()
+        n0 = len(self.wan.delivered_samples)
         tx0, rx0 = Wan.counters()
         t0 = time.perf_counter()
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
         try:
             proc = subprocess.run(
                 cmd, env={**self.env, **(env or {})}, cwd=cwd, capture_output=True, text=True,
@@ -404,16 +448,24 @@ class Meter:
             )  # fmt: skip
         finally:
             seconds = time.perf_counter() - t0
-            stop.set()
-            sampler.join()
         tx1, rx1 = Wan.counters()
+        time.sleep(0.1)  # the last frames reach the far end of the delay line
+        d1 = self.wan.delivered()
+        samples = self.wan.delivered_samples[max(n0 - 1, 0) :]
         if proc.returncode != 0:
             raise BenchError(
                 f"command failed (exit {proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-3000:]}"
             )
         up, down = tx1 - tx0, rx1 - rx0
-        out: dict[str, Any] = {"seconds": seconds, "up_bytes": up, "down_bytes": down, "stdout": proc.stdout}
-        out.update(window(samples, tx0, up))
+        out: dict[str, Any] = {
+            "seconds": seconds,
+            "up_bytes": up,
+            "down_bytes": down,
+            "up_delivered_bytes": d1[1] - d0[1],
+            "down_delivered_bytes": d1[2] - d0[2],
+            "stdout": proc.stdout,
+        }
+        out.update(window(samples, d0[1], d1[1] - d0[1]))
         return out
 
 
@@ -508,34 +560,56 @@ class WanBench:
 
     # ---- 1. clone dedup
     def clone_run(self, m: Meter, tag: str) -> dict[str, Any]:
+        """Repository A: template, compact, clone with a fresh cache (cold). Repository B: the
+        same up to the compaction, then ``repo info`` on the template's node (which loads the
+        whole index into its cache) and the clone on that node (warm). restic alike."""
         img = self.images
-        prefix = f"lb-{tag}"
-        url = self.lb_url(prefix)
-        node = self.cache(f"{tag}-node")  # the node that replicates the template and compacts
+        tmpl, clone = str(img / "template.img"), str(img / "clone1.img")
         out: dict[str, Any] = {"lifeboat": {}, "restic": {}}
         lb = out["lifeboat"]
-        lb["init"] = strip(m.run(self.lb("repo", "init", url), env=node))
-        lb["template"] = replicated(m.run(self.lb("replicate", "--repo", url, "--disk", "template", "--json",
-                                                  str(img / "template.img")), env=node))  # fmt: skip
-        lb["compact"] = compacted(m.run(self.lb("repo", "compact", url, "--json"), env=node))
-        lb["node_cache_after_compact"] = cache_listing(Path(node["LIFEBOAT_CACHE_DIR"]))
-        clones = self.cache(f"{tag}-clones")
-        lb["clone_cold"] = replicated(m.run(self.lb("replicate", "--repo", url, "--disk", "clone", "--json",
-                                                    str(img / "clone1.img")), env=clones))  # fmt: skip
-        lb["cache_after_cold"] = cache_listing(Path(clones["LIFEBOAT_CACHE_DIR"]))
-        lb["clone_warm"] = replicated(m.run(self.lb("replicate", "--repo", url, "--disk", "clone2", "--json",
-                                                    str(img / "clone2.img")), env=clones))  # fmt: skip
+        for repo in ("a", "b"):
+            url = self.lb_url(f"lb-{tag}-{repo}")
+            node = self.cache(f"{tag}-{repo}-node")  # the node that replicates the template, compacts
+            init = strip(m.run(self.lb("repo", "init", url), env=node))
+            tr = replicated(
+                m.run(self.lb("replicate", "--repo", url, "--disk", "template", "--json", tmpl), env=node)
+            )
+            cp = compacted(m.run(self.lb("repo", "compact", url, "--json"), env=node))
+            if repo == "a":
+                lb.update(init=init, template=tr, compact=cp)
+                lb["node_cache_after_compact"] = cache_listing(Path(node["LIFEBOAT_CACHE_DIR"]))
+                fresh = self.cache(f"{tag}-a-fresh")
+                lb["clone_cold"] = replicated(
+                    m.run(self.lb("replicate", "--repo", url, "--disk", "clone", "--json", clone), env=fresh)
+                )
+                lb["cache_after_cold"] = cache_listing(Path(fresh["LIFEBOAT_CACHE_DIR"]))
+            else:
+                lb.update(template_b=tr, compact_b=cp)
+                lb["info"] = strip(m.run(self.lb("repo", "info", url), env=node))
+                lb["node_cache_after_info"] = cache_listing(Path(node["LIFEBOAT_CACHE_DIR"]))
+                lb["clone_warm"] = replicated(
+                    m.run(self.lb("replicate", "--repo", url, "--disk", "clone", "--json", clone), env=node)
+                )
         r = out["restic"]
-        rurl = self.restic_url(f"restic-{tag}")
-        rc = self.work / "caches" / f"{tag}-restic"
-        rmtree(rc)
-        rc2 = self.work / "caches" / f"{tag}-restic-clones"
-        rmtree(rc2)
-        restic = ["restic", "-r", rurl, "--json"]
-        r["init"] = strip(m.run(["restic", "-r", rurl, "--cache-dir", str(rc), "init"]))
-        for row, name, cache in (("template", "template.img", rc), ("clone_cold", "clone1.img", rc2),
-                                 ("clone_warm", "clone2.img", rc2)):  # fmt: skip
-            r[row] = restic_summary(m.run([*restic, "--cache-dir", str(cache), "backup", name], cwd=img))
+        for repo in ("a", "b"):
+            rurl = self.restic_url(f"restic-{tag}-{repo}")
+            node = self.work / "caches" / f"{tag}-{repo}-restic"
+            rmtree(node)
+            restic = ["restic", "-r", rurl, "--json"]
+            m.run(["restic", "-r", rurl, "--cache-dir", str(node), "init"])
+            tr = restic_summary(m.run([*restic, "--cache-dir", str(node), "backup", "template.img"], cwd=img))
+            if repo == "a":
+                r["template"] = tr
+                fresh = self.work / "caches" / f"{tag}-a-restic-fresh"
+                rmtree(fresh)
+                r["clone_cold"] = restic_summary(
+                    m.run([*restic, "--cache-dir", str(fresh), "backup", "clone1.img"], cwd=img)
+                )
+            else:
+                r["template_b"] = tr
+                r["clone_warm"] = restic_summary(
+                    m.run([*restic, "--cache-dir", str(node), "backup", "clone1.img"], cwd=img)
+                )
         return out
 
     # ---- 2. link utilisation
@@ -572,6 +646,7 @@ class WanBench:
             self.wan.set_link(*links[0])
             log("starting SeaweedFS in the server namespace")
             self.s3 = start_seaweedfs_in_ns(self.work)
+            self.wan.start_sampler()
             m = Meter(self.wan, self.env())
             results = []
             for rate, delay in links:
@@ -661,14 +736,13 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
             d: dict[str, Any] = {
                 "seconds": median([x["seconds"] for x in xs]),
                 "seconds_all": [x["seconds"] for x in xs],
-                "up_bytes": median([x["up_bytes"] for x in xs]),
-                "down_bytes": median([x["down_bytes"] for x in xs]),
             }
+            for k in ("up_bytes", "down_bytes", "up_delivered_bytes", "down_delivered_bytes"):
+                d[k] = median([x[k] for x in xs])
             st = [x.get("stats", {}) for x in xs]
-            if tool == "lifeboat" and key != "compact":
-                d["blocks_new"] = median([s["blocks_new"] for s in st])
-                d["bytes_new_stored"] = median([s["bytes_new_stored"] for s in st])
-                d["blocks_read"] = median([s["blocks_read"] for s in st])
+            if tool == "lifeboat" and st[0]:
+                for k in ("blocks_new", "bytes_new_stored", "blocks_read"):
+                    d[k] = median([s[k] for s in st])
             if tool == "restic":
                 d["data_added"] = median([s.get("data_added", 0) for s in st])
                 d["data_blobs"] = median([s.get("data_blobs", 0) for s in st])
@@ -680,14 +754,17 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
         for key in [*(f"streams-{s}" for s in res["params"]["streams"]), "restic"]:
             xs = [u[key] for u in link["util"]]
             secs = [x["seconds"] for x in xs]
-            up = median([x["up_bytes"] for x in xs])
-            wall_mbit = median([x["up_bytes"] * 8 / x["seconds"] / 1e6 for x in xs])
+            wall_mbit = median([x["up_delivered_bytes"] * 8 / x["seconds"] / 1e6 for x in xs])
             win_mbit = median([x["window_mbit_s"] for x in xs])
             util[key] = {
                 "seconds": median(secs),
                 "seconds_all": secs,
-                "up_bytes": up,
+                "up_bytes": median([x["up_bytes"] for x in xs]),
+                "up_delivered_bytes": median([x["up_delivered_bytes"] for x in xs]),
                 "down_bytes": median([x["down_bytes"] for x in xs]),
+                "resent": median(
+                    [(x["up_bytes"] - x["up_delivered_bytes"]) / x["up_delivered_bytes"] for x in xs]
+                ),
                 "wall_mbit_s": wall_mbit,
                 "window_mbit_s": win_mbit,
                 "wall_util": wall_mbit / rate,
@@ -697,41 +774,41 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
                 ),
             }
         lbc, rsc = clone["lifeboat"], clone["restic"]
+
+        def both(x: dict[str, Any]) -> float:
+            return x["up_bytes"] + x["down_bytes"]
+
         ratios = {
             "lifeboat clone cold: wire up / template full wire up": lbc["clone_cold"]["up_bytes"]
             / lbc["template"]["up_bytes"],
             "lifeboat clone warm: wire up / template full wire up": lbc["clone_warm"]["up_bytes"]
             / lbc["template"]["up_bytes"],
-            "lifeboat clone cold: wire up+down / template full up+down": (
-                lbc["clone_cold"]["up_bytes"] + lbc["clone_cold"]["down_bytes"]
-            )
-            / (lbc["template"]["up_bytes"] + lbc["template"]["down_bytes"]),
+            "lifeboat clone cold / warm: wire down": lbc["clone_cold"]["down_bytes"]
+            / lbc["clone_warm"]["down_bytes"],
+            "lifeboat clone cold / warm: wall": lbc["clone_cold"]["seconds"] / lbc["clone_warm"]["seconds"],
             "restic clone cold: wire up / template wire up": rsc["clone_cold"]["up_bytes"]
             / rsc["template"]["up_bytes"],
-            "lifeboat / restic, clone cold wire up+down": (
-                lbc["clone_cold"]["up_bytes"] + lbc["clone_cold"]["down_bytes"]
-            )
-            / (rsc["clone_cold"]["up_bytes"] + rsc["clone_cold"]["down_bytes"]),
-            "lifeboat / restic, clone warm wire up+down": (
-                lbc["clone_warm"]["up_bytes"] + lbc["clone_warm"]["down_bytes"]
-            )
-            / (rsc["clone_warm"]["up_bytes"] + rsc["clone_warm"]["down_bytes"]),
-            "lifeboat / restic, clone cold wall": lbc["clone_cold"]["seconds"] / rsc["clone_cold"]["seconds"],
-            "lifeboat / restic, template full wall": lbc["template"]["seconds"] / rsc["template"]["seconds"],
-            "lifeboat / restic, template full wire up": lbc["template"]["up_bytes"]
+            "restic clone cold / warm: wire down": rsc["clone_cold"]["down_bytes"]
+            / rsc["clone_warm"]["down_bytes"],
+            "lifeboat / restic, template full: wire up": lbc["template"]["up_bytes"]
             / rsc["template"]["up_bytes"],
-            "clone cold / clone warm wall (lifeboat)": lbc["clone_cold"]["seconds"]
-            / lbc["clone_warm"]["seconds"],
+            "lifeboat / restic, template full: wall": lbc["template"]["seconds"] / rsc["template"]["seconds"],
+            "lifeboat / restic, clone cold: wire up+down": both(lbc["clone_cold"]) / both(rsc["clone_cold"]),
+            "lifeboat / restic, clone warm: wire up+down": both(lbc["clone_warm"]) / both(rsc["clone_warm"]),
+            "lifeboat / restic, clone cold: wall": lbc["clone_cold"]["seconds"]
+            / rsc["clone_cold"]["seconds"],
+            "lifeboat / restic, clone warm: wall": lbc["clone_warm"]["seconds"]
+            / rsc["clone_warm"]["seconds"],
         }
         s_max = f"streams-{max(res['params']['streams'])}"
-        ratios[f"{s_max} / streams-1 wire throughput (window)"] = (
-            util[s_max]["window_mbit_s"] / util["streams-1"]["window_mbit_s"]
-            if "streams-1" in util and util["streams-1"]["window_mbit_s"]
-            else 0.0
-        )
-        ratios["lifeboat streams-4 / restic wall (full image)"] = (
-            util["streams-4"]["seconds"] / util["restic"]["seconds"] if "streams-4" in util else 0.0
-        )
+        if "streams-1" in util and util["streams-1"]["window_mbit_s"]:
+            ratios[f"{s_max} / streams-1: delivered throughput (window)"] = (
+                util[s_max]["window_mbit_s"] / util["streams-1"]["window_mbit_s"]
+            )
+        if "streams-4" in util:
+            ratios["lifeboat streams-4 / restic: wall (full image)"] = (
+                util["streams-4"]["seconds"] / util["restic"]["seconds"]
+            )
         out.append({"rate_mbit": rate, "delay_ms": link["delay_ms"], "rtt_ms": link["rtt_ms"], "clone": clone,
                     "util": util, "ratios": ratios})  # fmt: skip
     return {"links": out}
@@ -754,101 +831,84 @@ def render(res: dict[str, Any]) -> str:
         f"{p['runs']} runs (min-max shown) and the comparisons are ratios; bytes on the wire barely vary.",
         "",
         "Set-up: the client CLIs (`lifeboat`, `restic`) in the root network namespace, SeaweedFS "
-        "(`weed mini`, S3 with auth) in a second one, a router namespace between them. This kernel has no "
-        "`sch_netem`, so the router holds every packet for the one-way delay in a TUN delay line (a small C "
-        "program the bench compiles) and `tbf` limits the rate each way on its egress veths (queue: 100 ms of "
-        "the rate); offloads are off, frames are MTU-sized. The delay applies in both directions (RTT = 2 x "
-        "delay, the measured TCP connect RTT is shown). Bytes on the wire: deltas of the client veth's "
-        "`tx_bytes` (up) and `rx_bytes` (down) around each command (Ethernet frames, headers and TLS-less HTTP "
-        "included). Every `lifeboat` command is a fresh process: its wall time includes the interpreter start "
-        "and the passphrase's KDF.",
+        "(`weed mini`, S3 with auth, plain HTTP) in a second one, a router namespace between them. This "
+        "kernel has no `sch_netem`, so the router holds every packet for the one-way delay in a TUN delay "
+        "line (a small C program the bench compiles) and `tbf` limits the rate each way on its egress veths "
+        "(queue: 100 ms of the rate); offloads are off, frames are MTU-sized. The delay applies in both "
+        "directions (RTT = 2 x delay; the measured TCP connect RTT is shown). *Sent up* / *down*: deltas of "
+        "the client veth's `tx_bytes` / `rx_bytes` around each command (Ethernet frames; *sent up* includes "
+        "the retransmissions of frames the bottleneck dropped); *delivered up*: what got past the bottleneck "
+        "(the router's egress `tx_bytes`). Every `lifeboat` command is a fresh process: its wall time "
+        "includes the interpreter start and the passphrase's KDF.",
         "",
         f"Images (`make_disk.py`, {mib(info['size_bytes'])}): the template (seed 1, "
         f"{mib(info['template_allocated_bytes'])} outside holes, {mib(info['template_zstd1_bytes'])} under "
-        f"`zstd -1`); clone 1 and clone 2 = the template with `mutate --fraction {p['fraction']}` (seeds "
-        f"{CLONE_SEEDS[0]} and {CLONE_SEEDS[1]}: {mib(info['clone1_changed_bytes'])} and "
-        f"{mib(info['clone2_changed_bytes'])} rewritten); the link-utilisation image (seed 2, "
+        f"`zstd -1`); the clone = the template with `mutate --fraction {p['fraction']} --seed {CLONE_SEEDS[0]}` "
+        f"({mib(info['clone1_changed_bytes'])} rewritten); the link-utilisation image (seed 2, "
         f"{mib(info['full_allocated_bytes'])} outside holes, {mib(info['full_zstd1_bytes'])} under `zstd -1`: "
         "partly compressible, as make_disk makes it).",
+        "",
+        "Clone dedup: repository A gets the template (full), `repo compact`, then the clone with a fresh node "
+        "cache (cold); repository B the same template and compaction, then `repo info` on the template's "
+        "node (loads the index into its cache) and the clone on that node (warm). restic: template backup, "
+        "then the clone with a fresh cache (A) or the template backup's cache (B). *New* = what the run "
+        "stored (Lifeboat `blocks_new`, `bytes_new_stored`; restic `data_added`, before its compression).",
         "",
     ]
     for link in res["summary"]["links"]:
         rate, delay = link["rate_mbit"], link["delay_ms"]
         c, u = link["clone"], link["util"]
         raw = next(x for x in res["runs"]["links"] if x["rate_mbit"] == rate and x["delay_ms"] == delay)
-        out += [
-            f"### {rate} Mbit/s, {delay} ms each way (TCP connect RTT {link['rtt_ms']:.0f} ms)",
-            "",
-            "Clone dedup: the template replicated (backed up) in full, the index compacted, then two clones. "
-            "Wire bytes are medians; *new* = what the run stored (Lifeboat `bytes_new_stored`, restic "
-            "`data_added`).",
-            "",
-        ]
+        out += [f"### {rate} Mbit/s, {delay} ms each way (TCP connect RTT {link['rtt_ms']:.0f} ms)", ""]
         tmpl_up = c["lifeboat"]["template"]["up_bytes"]
         rows = []
-        for tool, keys in (("lifeboat", LB_ROWS), ("restic", RESTIC_ROWS)):
+        for tool, keys, labels in (("lifeboat", LB_ROWS, ROW_LABELS), ("restic", RESTIC_ROWS, RESTIC_LABELS)):
             t_up = c[tool]["template"]["up_bytes"]
             for k in keys:
                 x = c[tool][k]
-                new = (f"{x['blocks_new']:.0f} blocks, {mib(x['bytes_new_stored'])}" if tool == "lifeboat" and
-                       "blocks_new" in x else f"{mib(x['data_added'])} (before compression)" if tool == "restic" else "")  # fmt: skip
+                if tool == "lifeboat":
+                    new = (
+                        f"{x['blocks_new']:.0f} blocks, {mib(x['bytes_new_stored'])}"
+                        if "blocks_new" in x
+                        else ""
+                    )
+                else:
+                    new = mib(x["data_added"])
                 rows.append([
-                    tool, ROW_LABELS[k],
-                    f"{x['seconds']:.1f} ({spread(x['seconds_all'])})",
-                    mib(x["up_bytes"]), mib(x["down_bytes"]), new,
+                    tool, labels[k], f"{x['seconds']:.1f} ({spread(x['seconds_all'])})",
+                    mib(x["up_bytes"]), mib(x["up_delivered_bytes"]), f"{x['down_bytes'] / 1024:.0f} KiB", new,
                     f"{x['up_bytes'] / t_up:.3f}", f"{x['up_bytes'] / tmpl_up:.3f}",
                 ])  # fmt: skip
+        header = ["Tool", "Step", "Wall s (min-max)", "Sent up", "Delivered up", "Down", "New",
+                  "Up / own template's", "Up / Lifeboat template's"]  # fmt: skip
+        out += [table(header, rows), ""]
+        r0 = raw["clone"][0]["lifeboat"]
+        gen = r0["compact"]["report"]
         out += [
-            table(
-                [
-                    "Tool",
-                    "Step",
-                    "Wall s (min-max)",
-                    "Wire up",
-                    "Wire down",
-                    "New (stored)",
-                    "Up / own template's",
-                    "Up / Lifeboat template's",
-                ],
-                rows,
-            ),
-            "",
-        ]
-        caches = [r["lifeboat"]["node_cache_after_compact"] for r in raw["clone"]]
-        cold = [r["lifeboat"]["cache_after_cold"] for r in raw["clone"]]
-        gens = [r["lifeboat"]["compact"]["report"] for r in raw["clone"]]
-        out += [
-            f"Index after `repo compact`: {gens[0]['entries']} entries in {gens[0]['shards_total']} shard(s) "
-            f"({gens[0]['prefix_bits']} prefix bits). Node cache of the node that replicated the template and "
-            f"compacted: {caches[0]['files']} files ({caches[0]['by_folder']}); the clones' cache after the cold "
-            f"run: {cold[0]['files']} files ({cold[0]['by_folder']}, {cold[0]['bytes'] / 1024:.0f} KiB).",
+            f"Index after `repo compact`: {gen['entries']} entries in {gen['shards_total']} shard(s) "
+            f"({gen['prefix_bits']} prefix bits). Node cache of the template's node after the compaction: "
+            f"{r0['node_cache_after_compact']['by_folder']}; after `repo info`: "
+            f"{r0['node_cache_after_info']['by_folder']}; the fresh cache after the cold clone run: "
+            f"{r0['cache_after_cold']['by_folder']} ({r0['cache_after_cold']['bytes'] / 1024:.0f} KiB).",
             "",
             "Link utilisation: a full replication of the link-utilisation image into an empty prefix, by "
-            "upload streams, and restic's backup of it. *Window* = the rate while the middle 90% of the "
-            "upload bytes crossed (start-up, index and commit excluded); *wall* = up bytes / the command's wall.",
+            "upload streams, and restic's backup of it. *Window* = the delivered rate while the middle 90% of "
+            "the upload bytes got through (start-up, index and commit excluded); *wall* = delivered up bytes / "
+            "the command's wall; *resent* = (sent - delivered) / delivered.",
             "",
         ]
         rows = []
         for key, x in u.items():
             rows.append([
                 key.replace("streams-", "lifeboat --streams ") if key != "restic" else "restic (s3.connections=5)",
-                f"{x['seconds']:.1f} ({spread(x['seconds_all'])})", mib(x["up_bytes"]), mib(x["down_bytes"]),
-                mib(x["stored"]),
+                f"{x['seconds']:.1f} ({spread(x['seconds_all'])})", mib(x["up_bytes"]), mib(x["up_delivered_bytes"]),
+                f"{x['resent']:.1%}", mib(x["stored"]),
                 f"{x['wall_mbit_s']:.1f} ({x['wall_util']:.0%})", f"{x['window_mbit_s']:.1f} ({x['window_util']:.0%})",
             ])  # fmt: skip
+        header = ["Run", "Wall s (min-max)", "Sent up", "Delivered up", "Resent", "Stored",
+                  "Wall Mbit/s (of link)", "Window Mbit/s (of link)"]  # fmt: skip
         out += [
-            table(
-                [
-                    "Run",
-                    "Wall s (min-max)",
-                    "Wire up",
-                    "Wire down",
-                    "Stored",
-                    "Wall Mbit/s (of link)",
-                    "Window Mbit/s (of link)",
-                ],
-                rows,
-            ),
+            table(header, rows),
             "",
             table(["Ratio", "Value"], [[k, f"{v:.3f}"] for k, v in link["ratios"].items()]),
             "",
@@ -864,57 +924,56 @@ def notes(res: dict[str, Any]) -> list[str]:
     for link in links:
         c, u, ra = link["clone"], link["util"], link["ratios"]
         lt, lc, lw = c["lifeboat"]["template"], c["lifeboat"]["clone_cold"], c["lifeboat"]["clone_warm"]
-        rt, rc = c["restic"]["template"], c["restic"]["clone_cold"]
+        rt, rc, rw = c["restic"]["template"], c["restic"]["clone_cold"], c["restic"]["clone_warm"]
         streams = [k for k in u if k.startswith("streams-")]
-        best = max(streams, key=lambda k: u[k]["window_mbit_s"])
         out.append(
-            f"{link['rate_mbit']} Mbit/s, {link['delay_ms']} ms: a clone of the template costs Lifeboat "
-            f"{mib(lc['up_bytes'])} up and {mib(lc['down_bytes'])} down with a cold node cache "
+            f"{link['rate_mbit']} Mbit/s, {link['delay_ms']} ms, clone dedup: the clone costs Lifeboat "
+            f"{mib(lc['up_bytes'])} up and {lc['down_bytes'] / 1024:.0f} KiB down with a cold cache "
             f"({ra['lifeboat clone cold: wire up / template full wire up']:.1%} of the template's own full "
-            f"replication, {mib(lt['up_bytes'])} up), {lc['blocks_new']:.0f} new 1 MiB blocks for "
-            f"{mib(info['clone1_changed_bytes'])} rewritten; restic's backup of the same clone sends "
-            f"{mib(rc['up_bytes'])} up and {mib(rc['down_bytes'])} down "
+            f"replication, {mib(lt['up_bytes'])}): {lc['blocks_new']:.0f} new 1 MiB blocks for "
+            f"{mib(info['clone1_changed_bytes'])} rewritten in 64 KiB-aligned clusters. restic sends "
+            f"{mib(rc['up_bytes'])} up and {rc['down_bytes'] / 1024:.0f} KiB down for the same clone "
             f"({ra['restic clone cold: wire up / template wire up']:.1%} of its template backup, "
-            f"{mib(rt['up_bytes'])}); Lifeboat / restic on the wire: "
-            f"{ra['lifeboat / restic, clone cold wire up+down']:.2f}. Wall: {lc['seconds']:.1f} s against "
-            f"{rc['seconds']:.1f} s (both read and hash the whole {mib(info['size_bytes'])} image locally). "
-            f"Warm cache: {mib(lw['up_bytes'])} up, {mib(lw['down_bytes'])} down, {lw['seconds']:.1f} s "
-            f"(cold/warm wall {ra['clone cold / clone warm wall (lifeboat)']:.2f})."
+            f"{mib(rt['up_bytes'])}); Lifeboat / restic on the wire {ra['lifeboat / restic, clone cold: wire up+down']:.2f}, "
+            f"wall {lc['seconds']:.1f} s against {rc['seconds']:.1f} s (both read and hash the whole image). "
+            f"Warm: Lifeboat {lw['down_bytes'] / 1024:.0f} KiB down, {lw['seconds']:.1f} s; restic "
+            f"{rw['down_bytes'] / 1024:.0f} KiB down, {rw['seconds']:.1f} s."
         )
         out.append(
-            f"{link['rate_mbit']} Mbit/s, {link['delay_ms']} ms, link utilisation: in the steady window "
+            f"{link['rate_mbit']} Mbit/s, {link['delay_ms']} ms, link utilisation (delivered, steady window): "
             + ", ".join(f"{k.split('-')[1]} stream(s) {u[k]['window_util']:.0%}" for k in streams)
-            + f" of the link (restic {u['restic']['window_util']:.0%}); over the whole command "
+            + f" of the link, restic {u['restic']['window_util']:.0%}; over the whole command "
             + ", ".join(f"{u[k]['wall_util']:.0%}" for k in streams)
             + f" (restic {u['restic']['wall_util']:.0%}): start-up (interpreter, KDF, listing, locks) and the "
-            f"commit are on the wall but not on the link. Best: {best}. Wire bytes / stored bytes, full "
-            f"image: {u[streams[0]]['up_bytes'] / u[streams[0]]['stored']:.3f} (HTTP, TCP/IP and Ethernet "
+            "commit are on the wall but not on the link. Resent (frames sent again after the bottleneck queue "
+            "dropped them): "
+            + ", ".join(f"{u[k]['resent']:.1%}" for k in streams)
+            + f" (restic {u['restic']['resent']:.1%}). Delivered up / stored, full image: "
+            f"{u[streams[0]]['up_delivered_bytes'] / u[streams[0]]['stored']:.3f} (HTTP, TCP/IP and Ethernet "
             "headers, locks, index, block map and point objects)."
         )
-    first = res["runs"]["links"][0]["clone"][0]["lifeboat"]
-    gen = first["compact"]["report"]
+    r0 = res["runs"]["links"][0]["clone"][0]["lifeboat"]
+    gen = r0["compact"]["report"]
     out.append(
         f"Index at this size: {gen['entries']} entries in {gen['shards_total']} shard(s) ({gen['prefix_bits']} "
-        "prefix bits; a shard targets 4096 entries, ~190 KiB). So the cold clone run fetches the generation "
-        f"manifest and one small shard ({first['cache_after_cold']['bytes'] / 1024:.0f} KiB in its cache "
-        "afterwards): the cold/warm difference on the wire is that, and it stays one ~190 KiB shard per id "
-        "prefix touched for a large repository (a clone touches every prefix once it has more than a few "
-        "thousand blocks: the whole index, once per node, then cached). The warm run still GETs the delta "
-        "that clone 1 wrote (not yet compacted, not cached by its writer)."
+        "prefix bits; a shard targets 4096 entries, ~190 KiB). So what a cold cache costs here is the "
+        f"generation manifest and one small shard ({r0['cache_after_cold']['bytes'] / 1024:.0f} KiB): noise "
+        "next to the clone's new data. It grows with the repository: one ~190 KiB shard per id prefix the "
+        "clone's blocks touch, i.e. the whole index once a clone has more distinct blocks than there are "
+        "shards, fetched once per node and then cached."
     )
     out.append(
-        "The node that replicated the template and ran `repo compact` ends with only the template's delta "
-        f"index in its cache ({first['node_cache_after_compact']['by_folder']}): compaction does not put the "
-        "generation and shards it writes into the node cache, and the delta it merged (then deleted from the "
-        "store) stays cached until evicted, so that node downloads its own freshly written shards at its "
-        "next run."
+        "The node that replicated the template and ran `repo compact` holds only the template's delta index "
+        f"in its cache afterwards ({r0['node_cache_after_compact']['by_folder']}): compaction does not put "
+        "the generation and shards it writes into the node cache, and the delta it merged (then deleted from "
+        "the store) stays cached until evicted; so that node downloads its own freshly written shards at its "
+        "next lookup. Here the warm case needed `repo info` to load the index first."
     )
     out.append(
         "Link emulation caveats: no netem in this kernel, so the delay is a userspace TUN delay line (about "
         "10% of a core at 100 Mbit/s, on a loaded machine: some jitter) and the rate a `tbf` with a 100 ms "
-        "queue; no loss is injected beyond that queue's drops. restic 0.14 (repository v2, zstd "
-        "compression, `data_added` is before compression) uses 5 S3 connections by default; Lifeboat 4 "
-        "upload streams unless `--streams` says otherwise."
+        "queue; no loss beyond that queue's drops. restic 0.14 (repository v2, zstd compression) uses 5 S3 "
+        "connections by default; Lifeboat 4 upload streams unless `--streams` says otherwise."
     )
     return out
 
