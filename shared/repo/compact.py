@@ -253,7 +253,7 @@ def _write_shard(repo: Repository, old: Rows, new: Rows) -> Written:
     name = shard_key(shard_id)
     fresh = repo.store.stat(name) is None
     if fresh:
-        repo.store.put(name, codec.seal(repo.key, ObjectType.INDEX, payload))
+        repo.put_immutable(name, codec.seal(repo.key, ObjectType.INDEX, payload))
     return Written(shard_id, len(ordered), sum(e.raw_length for _, e in ordered), fresh)
 
 
@@ -276,7 +276,7 @@ def write_generation(
         covers=sorted(set(covers)),
     )
     payload = gen.model_dump_json().encode()
-    repo.store.put(generation_key(gen.id), codec.seal(repo.key, ObjectType.GENERATION, payload))
+    repo.put_immutable(generation_key(gen.id), codec.seal(repo.key, ObjectType.GENERATION, payload))
     return gen
 
 
@@ -309,7 +309,7 @@ def _cleanup(
 ) -> None:
     """Delete what the newest generation made redundant (step 3 of the module doc)."""
     for name in covered:
-        repo.store.delete(name)
+        repo.delete_immutable(name)
         report.deltas_deleted += 1
     if crash_after == "deltas":
         return
@@ -329,7 +329,7 @@ def _cleanup(
             continue
         old = read_generation(repo, old_id)
         for shard_id in {s for s in old.shards if s} - referenced:
-            repo.store.delete(shard_key(shard_id))
+            repo.delete_immutable(shard_key(shard_id))
             report.shards_deleted += 1
-        repo.store.delete(generation_key(old_id))
+        repo.delete_immutable(generation_key(old_id))
         report.generations_deleted += 1

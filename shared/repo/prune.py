@@ -140,14 +140,14 @@ def prune(
         gen = write_generation(repo, table, index_names, view.generation, now())
         # 5. drop the old index objects: deltas, older generations, shards only they named
         for name in index_names:
-            repo.store.delete(name)
+            repo.delete_immutable(name)
         for gen_id in generation_ids(repo):
             if gen_id != gen.id:
-                repo.store.delete(generation_key(gen_id))
+                repo.delete_immutable(generation_key(gen_id))
         live_shards = {shard_key(s) for s in table.shards if s}
         for info in list(repo.store.list("shards/")):
             if info.key not in live_shards:
-                repo.store.delete(info.key)
+                repo.delete_immutable(info.key)
         report.index_objects_replaced = len(index_names)
         # 6. pages no point references
         for name in repo.page_names():

@@ -177,6 +177,18 @@ class Repository:
             cache.put(repo_id, key, data)
         return value
 
+    def put_immutable(self, key: str, data: bytes) -> None:
+        """Write an immutable index object, keeping a copy in the node's cache (this node
+        reads what it wrote without fetching it back)."""
+        self.store.put(key, data)
+        if self.cache is not None:
+            self.cache.put(self.config["id"], key, data)
+
+    def delete_immutable(self, key: str) -> None:
+        self.store.delete(key)
+        if self.cache is not None:
+            self.cache.discard(self.config["id"], key)
+
     # --- index (deltas; generations and shards are read through shared.repo.index) ----------
     def index_names(self) -> list[str]:
         """Delta index objects (``index/<32 hex>``), sorted."""
@@ -199,7 +211,7 @@ class Repository:
         if not rows:
             return None
         name = f"index/{os.urandom(16).hex()}"
-        self.store.put(name, codec.encode_index(self.key, rows))
+        self.put_immutable(name, codec.encode_index(self.key, rows))
         return name
 
     # --- packs and blocks -----------------------------------------------------------------

@@ -325,3 +325,22 @@ def test_a_long_backlog_is_merged_a_bounded_batch_at_a_time(repo: Repository, tm
     assert len(generation_ids(repo)) == 2  # the newest and its base; older ones are gone
     assert IndexView.open(repo).load_all() == before
     assert_intact(repo, points, tmp_path)
+
+
+def test_the_node_cache_holds_what_this_node_wrote_and_drops_what_it_deleted(
+    repo: Repository, tmp_path: Path
+) -> None:
+    cache_root = tmp_path / "cache"
+    repo.cache = ObjectCache(cache_root, max_bytes=64 * MiB)
+    fill(repo, tmp_path, disks=1)
+    deltas = set(repo.index_names())
+    report = compact(repo)
+
+    cached = {
+        str(p.relative_to(cache_root / repo.config["id"])) for p in cache_root.rglob("*") if p.is_file()
+    }
+    stored = {i.key for prefix in ("index/", "generations/", "shards/") for i in repo.store.list(prefix)}
+    assert deltas and not deltas & cached  # the merged deltas left the cache with the store
+    assert f"generations/{report.generation}" in cached
+    assert {k for k in stored if k.startswith("shards/")} <= cached
+    assert cached <= stored
