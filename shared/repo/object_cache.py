@@ -13,6 +13,7 @@ go first. Several processes may share one cache folder; writes are atomic rename
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +21,8 @@ from pathlib import Path
 from shared.errors import InvalidInputError
 
 DEFAULT_MAX_BYTES = 2 << 30
+_REPO_ID = re.compile(r"[0-9a-f]{32}")
+_KEY = re.compile(r"[a-z]+(/[A-Za-z0-9._-]+)+")
 
 
 class ObjectCache:
@@ -35,11 +38,17 @@ class ObjectCache:
         self.hits = 0
         self.misses = 0
 
-    def _path(self, repo_id: str, key: str) -> Path:
+    def _path(self, repo_id: str, key: str) -> Path | None:
+        """Where ``key`` is cached, or None for a name that could leave the cache folder
+        (a repository's config and listings are not trusted with the node's file system)."""
+        if not _REPO_ID.fullmatch(repo_id) or not _KEY.fullmatch(key) or ".." in key.split("/"):
+            return None
         return self.root / repo_id / key
 
     def get(self, repo_id: str, key: str) -> bytes | None:
         path = self._path(repo_id, key)
+        if path is None:
+            return None
         try:
             data = path.read_bytes()
         except (FileNotFoundError, NotADirectoryError):
@@ -57,6 +66,8 @@ class ObjectCache:
     def put(self, repo_id: str, key: str, data: bytes) -> None:
         """Store best-effort: a full or read-only cache disk never fails the caller."""
         path = self._path(repo_id, key)
+        if path is None:
+            return
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,7 +85,9 @@ class ObjectCache:
             self.evict()
 
     def discard(self, repo_id: str, key: str) -> None:
-        self._path(repo_id, key).unlink(missing_ok=True)
+        path = self._path(repo_id, key)
+        if path is not None:
+            path.unlink(missing_ok=True)
 
     def evict(self) -> int:
         """Remove least recently used files until the cache fits; return bytes removed."""

@@ -344,3 +344,19 @@ def test_the_node_cache_holds_what_this_node_wrote_and_drops_what_it_deleted(
     assert f"generations/{report.generation}" in cached
     assert {k for k in stored if k.startswith("shards/")} <= cached
     assert cached <= stored
+
+
+def test_the_node_cache_never_writes_outside_its_folder(tmp_path: Path) -> None:
+    cache = ObjectCache(tmp_path / "cache", max_bytes=MiB)
+    good = "0123456789abcdef0123456789abcdef"
+    for repo_id, key in [
+        ("../../x", "shards/ab/cd"),
+        (good, "../escape"),
+        (good, "shards/../../x"),
+        (good, "/abs"),
+    ]:
+        cache.put(repo_id, key, b"data")
+        assert cache.get(repo_id, key) is None
+    cache.put(good, "shards/ab/abcd", b"data")
+    assert cache.get(good, "shards/ab/abcd") == b"data"
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["abcd"]
