@@ -88,9 +88,9 @@ from node_runtime.recovery.restore import restore  # noqa: E402
 from node_runtime.replication.pipeline import (  # noqa: E402
     DEFAULT_BLOCK_SIZE,
     ReplicationOptions,
-    blocks_touched,
     replicate,
 )
+from node_runtime.replication.read_plan import blocks_touched  # noqa: E402
 from node_runtime.sources.kvm.offline import OfflineMachine  # noqa: E402
 from node_runtime.sources.kvm.qmp import Qmp  # noqa: E402
 from node_runtime.sources.kvm.source import DiskRef, KvmMachine  # noqa: E402

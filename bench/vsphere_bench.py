@@ -76,9 +76,9 @@ from node_runtime.recovery.restore import restore  # noqa: E402
 from node_runtime.replication.pipeline import (  # noqa: E402
     DEFAULT_BLOCK_SIZE,
     ReplicationOptions,
-    blocks_touched,
     replicate,
 )
+from node_runtime.replication.read_plan import blocks_touched  # noqa: E402
 from node_runtime.sources.files import FileSource  # noqa: E402
 from node_runtime.sources.port import DiskSource, ReadPlan  # noqa: E402
 from node_runtime.sources.vsphere import snapshots  # noqa: E402
@@ -235,7 +235,9 @@ class Bench:
 
         return self._timed_run(repo, open_file)
 
-    def _timed_run(self, repo: Repository, open_source: Callable[[], tuple[DiskSource, Callable[[], None]]]) -> dict[str, Any]:
+    def _timed_run(
+        self, repo: Repository, open_source: Callable[[], tuple[DiskSource, Callable[[], None]]]
+    ) -> dict[str, Any]:
         """One replication, timed by phase: open (snapshot), plan, replicate, close."""
         out: dict[str, Any] = {}
         t = self.meter.start()

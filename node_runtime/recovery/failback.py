@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from node_runtime.recovery.reconstruct import reconstruct
-from node_runtime.replication.pipeline import blocks_touched
+from node_runtime.replication.read_plan import blocks_touched
 from node_runtime.sources.kvm import bitmaps
 from node_runtime.sources.kvm.nbd_reader import DIRTY, NbdExport, dirty_context
 from node_runtime.sources.kvm.offline import StorageDaemon

@@ -23,14 +23,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from node_runtime.sources.port import DiskSource, Extent, ReadPlan
+from node_runtime.replication.read_plan import blocks_touched, chunk_masks, plan_reads
+from node_runtime.sources.port import DiskSource
 from shared.errors import InvalidInputError, LifeboatError, PointNotFoundError, RepositoryLockedError
-from shared.repo import codec
+from shared.repo import blobs
 from shared.repo.codec import IndexEntry
 from shared.repo.compact import compact, compaction_due
 from shared.repo.index import UNKNOWN, IndexView
@@ -183,10 +184,10 @@ class _Run:
                 self.inflight.add(block_id)
             patch = self._patch(i, data, parent_map)
             if patch is not None:
-                blob = codec.encode_patch(self.repo.key, block_id, patch, level=self.opts.compression_level)
+                blob = blobs.encode_patch(self.repo.key, block_id, patch, level=self.opts.compression_level)
                 raw = len(patch.chunks)
             else:
-                blob = codec.encode_blob(self.repo.key, block_id, data, level=self.opts.compression_level)
+                blob = blobs.encode_blob(self.repo.key, block_id, data, level=self.opts.compression_level)
                 raw = len(data)
             if pending is not None and pending.result() is not None:  # stored already: drop it
                 with self.lock:
@@ -211,7 +212,7 @@ class _Run:
         finally:
             self.window.release()
 
-    def _patch(self, i: int, data: bytes, parent_map: Sequence[bytes]) -> codec.Patch | None:
+    def _patch(self, i: int, data: bytes, parent_map: Sequence[bytes]) -> blobs.Patch | None:
         """Block ``i`` as a patch of the parent's block there, when the source's change
         tracking says few of its chunks changed (FORMAT.md §5.1); else None (store it whole).
 
@@ -229,7 +230,7 @@ class _Run:
         mask |= entry.mask
         if mask.bit_count() > self.opts.max_patch_chunks:
             return None
-        return codec.patch_of(data, base, mask)
+        return blobs.patch_of(data, base, mask)
 
     def finish_uploads(self) -> None:
         with self.lock:
@@ -242,49 +243,6 @@ class _Run:
             exc = fut.exception()
             if exc is not None and self.error is None:
                 self.error = exc
-
-
-def blocks_touched(extents: Sequence[Extent], block_size: int, n_blocks: int) -> Iterator[int]:
-    """Indices of blocks overlapping any extent, ascending, without duplicates."""
-    marks = bytearray(n_blocks)
-    for offset, length in extents:
-        if length == 0:
-            continue
-        first = offset // block_size
-        last = min((offset + length - 1) // block_size, n_blocks - 1)
-        for i in range(first, last + 1):
-            marks[i] = 1
-    return (i for i in range(n_blocks) if marks[i])
-
-
-def chunk_masks(extents: Sequence[Extent], block_size: int, n_blocks: int) -> dict[int, int]:
-    """Block index -> mask of its 64 chunks that overlap an extent (FORMAT.md §5.1)."""
-    size = codec.chunk_size(block_size)
-    masks: dict[int, int] = {}
-    for offset, length in extents:
-        end = min(offset + length, n_blocks * block_size)
-        if end <= offset:
-            continue
-        first_chunk, end_chunk = offset // size, -(-end // size)
-        for block in range(offset // block_size, (end - 1) // block_size + 1):
-            lo = max(first_chunk - block * codec.PATCH_CHUNKS, 0)
-            hi = min(end_chunk - block * codec.PATCH_CHUNKS, codec.PATCH_CHUNKS)
-            masks[block] = masks.get(block, 0) | ((1 << (hi - lo)) - 1) << lo
-    return masks
-
-
-def _plan_reads(source: DiskSource, n_blocks: int, block_size: int, parent: PointRecord | None) -> ReadPlan:
-    """The source's read plan, checked: extents past the disk's end are a caller error."""
-    same = parent if parent is not None and parent.disk_size == source.size else None
-    plan = source.plan(same)
-    for off, length in plan.extents:
-        if off < 0 or length < 0 or off + length > source.size:
-            raise InvalidInputError(
-                f"changed extent [{off}, {length}] ends past the disk end ({source.size} bytes)"
-            )
-    if plan.note:
-        log.warning("%s: %s", source.label, plan.note)
-    return plan
 
 
 def replicate(
@@ -324,7 +282,7 @@ def replicate(
         n_blocks = -(-source.size // block_size)
         parent_map = repo.block_map(parent) if parent and parent.block_size == block_size else []
         new_map = list(parent_map[:n_blocks]) + [ZERO_ID] * max(0, n_blocks - len(parent_map))
-        plan = _plan_reads(source, n_blocks, block_size, parent)
+        plan = plan_reads(source, block_size, parent)
         to_read = list(blocks_touched(plan.extents, block_size, n_blocks))
         if not plan.incremental:
             # Blocks not read are holes in the source, whatever the parent had there.

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import blake3
 
 from shared.errors import LifeboatError
-from shared.repo import codec
+from shared.repo import blobs, codec
 from shared.repo.codec import IndexEntry
 from shared.repo.index import generation_ids, read_generation, read_shard
 from shared.repo.keys import ZERO_ID
@@ -227,7 +227,7 @@ def _read_all(
                 problems.append(f"{name}: index lists block {block_id.hex()} that the pack trailer does not")
             try:
                 blob = data[e.offset : e.offset + e.length]
-                codec.decode_blob(repo.key, block_id, blob, e.raw_length, name=name, base=read_base)
+                blobs.decode_blob(repo.key, block_id, blob, e.raw_length, name=name, base=read_base)
                 blocks += 1
             except LifeboatError as exc:
                 problems.append(f"{exc} (block {block_id.hex()})")

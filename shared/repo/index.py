@@ -183,16 +183,23 @@ class IndexView:
         with self._lock:
             self._local.update(rows)
 
+    def _route(self, block_id: bytes) -> IndexEntry | tuple[Generation, int] | None:
+        """The answer found in memory (this process's rows, the deltas), None when no shard
+        can hold the id, else the (generation, shard number) to ask."""
+        with self._lock:
+            entry = self._local.get(block_id) or self.snapshot.deltas.get(block_id)
+            gen = self.snapshot.generation
+        if entry is not None or gen is None:
+            return entry
+        number = shard_of(block_id, gen.prefix_bits)
+        return None if gen.shards[number] is None else (gen, number)
+
     def get(self, block_id: bytes) -> IndexEntry | None:
         for _ in range(OPEN_ATTEMPTS):
-            with self._lock:
-                entry = self._local.get(block_id) or self.snapshot.deltas.get(block_id)
-                gen = self.snapshot.generation
-            if entry is not None or gen is None:
-                return entry
-            number = shard_of(block_id, gen.prefix_bits)
-            if gen.shards[number] is None:
-                return None
+            route = self._route(block_id)
+            if not isinstance(route, tuple):
+                return route
+            gen, number = route
             shard = self._shard(gen, number)
             if shard is not None:
                 return shard.get(block_id)
@@ -202,15 +209,12 @@ class IndexView:
     def peek(self, block_id: bytes) -> IndexEntry | Unknown | None:
         """What ``get`` would answer, without I/O: ``UNKNOWN`` when the shard to ask is not
         in memory (the caller may fetch it with ``get`` while it does other work)."""
+        route = self._route(block_id)
+        if not isinstance(route, tuple):
+            return route
+        gen, number = route
         with self._lock:
-            entry = self._local.get(block_id) or self.snapshot.deltas.get(block_id)
-            gen = self.snapshot.generation
-            if entry is not None or gen is None:
-                return entry
-            number = shard_of(block_id, gen.prefix_bits)
-            if gen.shards[number] is None:
-                return None
-            shard = self._shards.get(number)
+            shard = self._shards.get(number) if self.snapshot.generation is gen else None
         return UNKNOWN if shard is None else shard.get(block_id)
 
     def _follow(self, gen: Generation) -> None:

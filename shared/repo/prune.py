@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from shared.errors import CorruptObjectError, InvalidInputError
 from shared.policies.retention import Decision, PointRef, RetentionPolicy, apply_retention
-from shared.repo import codec
+from shared.repo import blobs
 from shared.repo.codec import IndexEntry
 from shared.repo.compact import choose_prefix_bits, shards_from_sorted, write_generation
 from shared.repo.index import IndexView, generation_ids
@@ -127,7 +127,7 @@ def prune(
             # Decode (and so verify) each blob, then re-encode: corruption is never copied;
             # a patch is stored whole again (its base may then be freed by a later prune).
             for block_id, data in repo.read_blobs(pack_id, wanted, index):
-                emit(packer.add(block_id, codec.encode_blob(repo.key, block_id, data), len(data)))
+                emit(packer.add(block_id, blobs.encode_blob(repo.key, block_id, data), len(data)))
         emit(packer.flush())
         log(f"repacked {len(repack)} packs into {report.packs_written}")
 

@@ -27,7 +27,7 @@ from shared.errors import (
     WrongPasswordError,
 )
 from shared.ports.object_store import ObjectStore
-from shared.repo import codec, locks
+from shared.repo import blobs, codec, locks
 from shared.repo.codec import IndexEntry, ObjectType
 from shared.repo.keys import ZERO_ID, KdfParams, MasterKey, unwrap_master_key, wrap_master_key
 from shared.repo.object_cache import ObjectCache
@@ -245,7 +245,7 @@ class Repository:
 
         for block_id, e in wanted:
             blob = data[e.offset - start : e.offset - start + e.length]
-            yield block_id, codec.decode_blob(self.key, block_id, blob, e.raw_length, name=name, base=base)
+            yield block_id, blobs.decode_blob(self.key, block_id, blob, e.raw_length, name=name, base=base)
 
     def _read_bases(
         self, ids: set[bytes], bases: Mapping[bytes, IndexEntry], name: str

@@ -17,7 +17,7 @@ from shared.adapters.local.folder_store import FolderStore
 from shared.adapters.store_wrappers import CountingStore
 from shared.errors import CorruptObjectError
 from shared.policies.retention import RetentionPolicy
-from shared.repo import codec
+from shared.repo import blobs, codec
 from shared.repo.check import check
 from shared.repo.compact import compact
 from shared.repo.prune import forget, prune
@@ -193,13 +193,13 @@ def test_patch_blobs_and_index_rows_round_trip(repo: Repository) -> None:
     merged[:CHUNK] = data[:CHUNK]
     merged[-CHUNK:] = data[-CHUNK:]
     block_id, base_id = repo.key.block_id(bytes(merged)), repo.key.block_id(base)
-    blob = codec.encode_patch(repo.key, block_id, codec.patch_of(bytes(merged), base_id, mask))
-    got = codec.decode_blob(repo.key, block_id, blob, BLOCK, name="t", base=lambda i: base)
+    blob = blobs.encode_patch(repo.key, block_id, blobs.patch_of(bytes(merged), base_id, mask))
+    got = blobs.decode_blob(repo.key, block_id, blob, BLOCK, name="t", base=lambda i: base)
     assert got == bytes(merged)
     with pytest.raises(CorruptObjectError, match="patch"):
-        codec.decode_blob(repo.key, block_id, blob, BLOCK, name="t")
+        blobs.decode_blob(repo.key, block_id, blob, BLOCK, name="t")
     with pytest.raises(CorruptObjectError, match="does not match its id"):
-        codec.decode_blob(repo.key, block_id, blob, BLOCK, name="t", base=lambda i: os.urandom(BLOCK))
+        blobs.decode_blob(repo.key, block_id, blob, BLOCK, name="t", base=lambda i: os.urandom(BLOCK))
     entry = codec.IndexEntry(bytes(32), 8, len(blob), BLOCK, base_id, mask)
     plain = codec.IndexEntry(bytes(32), 8 + len(blob), 10, BLOCK)
     rows = codec.decode_index(

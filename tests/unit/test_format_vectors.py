@@ -12,7 +12,7 @@ import json
 import pytest
 
 from shared.errors import CorruptObjectError, UnsupportedFormatError, WrongPasswordError
-from shared.repo import codec
+from shared.repo import blobs, codec
 from shared.repo.codec import IndexEntry, ObjectType
 from shared.repo.keys import ZERO_ID, MasterKey, unwrap_master_key
 
@@ -61,15 +61,15 @@ def test_key_file_vector_opens_with_its_passphrase_only() -> None:
 
 def test_encrypted_blob_vector() -> None:
     blob = bytes.fromhex(ENCRYPTED_BLOB)
-    assert codec.decode_blob(KEY, bytes.fromhex(KEYED_ID), blob, len(BLOCK), name="v") == BLOCK
+    assert blobs.decode_blob(KEY, bytes.fromhex(KEYED_ID), blob, len(BLOCK), name="v") == BLOCK
     # aad binds the blob to its id: the same bytes under another id fail authentication
     with pytest.raises(CorruptObjectError, match="authentication failed"):
-        codec.decode_blob(KEY, ZERO_ID, blob, len(BLOCK), name="v")
+        blobs.decode_blob(KEY, ZERO_ID, blob, len(BLOCK), name="v")
 
 
 def test_plain_blob_and_index_vectors() -> None:
     block_id = bytes.fromhex(PLAIN_ID)
-    assert codec.decode_blob(PLAIN, block_id, bytes.fromhex(PLAIN_BLOB), len(BLOCK), name="v") == BLOCK
+    assert blobs.decode_blob(PLAIN, block_id, bytes.fromhex(PLAIN_BLOB), len(BLOCK), name="v") == BLOCK
     rows = codec.decode_index(PLAIN, bytes.fromhex(PLAIN_INDEX), name="v")
     assert rows == [(block_id, IndexEntry(b"\x11" * 32, 8, 40, 2200))]
 
@@ -87,7 +87,7 @@ def test_layouts_that_do_not_depend_on_zstd() -> None:
     assert codec.encode_page_payload([b"\x01" * 32]) == b"\x01\x00\x00\x00" + b"\x01" * 32
     # incompressible data is stored raw: codec byte 0 then the plaintext
     noise = bytes.fromhex(KEYED_ID) + bytes.fromhex(PLAIN_ID)
-    assert codec.encode_blob(PLAIN, PLAIN.block_id(noise), noise) == b"\x00" + noise
+    assert blobs.encode_blob(PLAIN, PLAIN.block_id(noise), noise) == b"\x00" + noise
 
 
 def test_future_versions_are_refused_not_guessed() -> None:
@@ -114,7 +114,7 @@ def test_pack_round_trip_and_trailer_checks() -> None:
     packer = Packer(KEY, target=1 << 30)
     blocks = [bytes([i]) * 5000 + bytes(range(256)) for i in range(1, 6)]
     for b in blocks:
-        assert packer.add(KEY.block_id(b), codec.encode_blob(KEY, KEY.block_id(b), b), len(b)) is None
+        assert packer.add(KEY.block_id(b), blobs.encode_blob(KEY, KEY.block_id(b), b), len(b)) is None
     full = packer.flush()
     assert full is not None and packer.flush() is None
     pack = full.seal()
@@ -122,7 +122,7 @@ def test_pack_round_trip_and_trailer_checks() -> None:
     assert [e.id for e in entries] == [KEY.block_id(b) for b in blocks]
     for e, b in zip(entries, blocks, strict=True):
         assert (
-            codec.decode_blob(KEY, e.id, pack.data[e.offset : e.offset + e.length], e.raw_length, name="p")
+            blobs.decode_blob(KEY, e.id, pack.data[e.offset : e.offset + e.length], e.raw_length, name="p")
             == b
         )
     with pytest.raises(CorruptObjectError, match="data/p"):
