@@ -7,10 +7,8 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import zstandard
-
 from shared.errors import CorruptObjectError
-from shared.repo.codec import Codec, _zstd, compress, decompress
+from shared.repo.codec import Codec, compress, decompress, decompress_at_most
 from shared.repo.keys import MasterKey
 
 PATCH_CHUNKS = 64  # a patch replaces chunks of block_length / 64 bytes, named by a u64 mask
@@ -82,7 +80,7 @@ def decode_blob(
     if not inner:
         raise CorruptObjectError(f"{name}: empty blob", key=name)
     if inner[0] in (Codec.PATCH_RAW, Codec.PATCH_ZSTD):
-        body = _decompress_any(
+        body = decompress_at_most(
             inner[0] - Codec.PATCH_RAW, inner[1:], raw_length + _PATCH_HEAD.size, name=name
         )
         if len(body) < _PATCH_HEAD.size:
@@ -101,12 +99,3 @@ def decode_blob(
     if key.block_id(data) != block_id:
         raise CorruptObjectError(f"{name}: block {block_id.hex()} does not match its id", key=name)
     return data
-
-
-def _decompress_any(codec: int, body: bytes, limit: int, *, name: str) -> bytes:
-    if codec == Codec.RAW:
-        return body
-    try:
-        return _zstd(3)[1].decompress(body, max_output_size=limit)
-    except zstandard.ZstdError as exc:
-        raise CorruptObjectError(f"{name}: zstd data is corrupt", key=name) from exc

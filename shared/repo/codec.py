@@ -78,6 +78,18 @@ def decompress(codec: int, body: bytes, raw_length: int, *, name: str) -> bytes:
     return out
 
 
+def decompress_at_most(codec: int, body: bytes, limit: int, *, name: str) -> bytes:
+    """Decode ``body`` of at most ``limit`` bytes when its exact length is not known."""
+    if codec == Codec.RAW:
+        return body
+    if codec != Codec.ZSTD:
+        raise CorruptObjectError(f"{name}: unknown codec {codec}", key=name)
+    try:
+        return _zstd(3)[1].decompress(body, max_output_size=limit)
+    except zstandard.ZstdError as exc:
+        raise CorruptObjectError(f"{name}: zstd data is corrupt", key=name) from exc
+
+
 # --- sealed objects (§9) ------------------------------------------------------------------
 def seal(key: MasterKey, otype: ObjectType, payload: bytes, *, level: int = 3) -> bytes:
     codec, body = compress(payload, level)
