@@ -153,7 +153,7 @@ def repo_info(repo: Annotated[str, typer.Argument(help="Repository URL.")], as_j
             stored[prefix] += info.size
             counts[prefix] += 1
     view = IndexView.open(r)  # the generation's totals and the uncovered deltas: no shard read
-    gen, deltas = view.generation, view.snapshot.deltas.values()
+    gen, deltas = view.generation, view.snapshot.delta_rows().values()
     doc = {
         **r.config,
         "location": r.describe(),

@@ -6,6 +6,7 @@ naming the object (``name``) instead of returning data that failed a check.
 
 from __future__ import annotations
 
+import itertools
 import struct
 import threading
 from collections.abc import Iterable, Sequence
@@ -283,6 +284,11 @@ class IndexTable:
             else:
                 hi = mid
         return self.entry_at(lo) if lo < self.count and self.id_at(lo) == block_id else None
+
+    def is_sorted(self) -> bool:
+        """Ids strictly ascending (shards always; deltas from writers that sort them)."""
+        ids = [self.id_at(i) for i in range(self.count)]
+        return all(a < b for a, b in itertools.pairwise(ids))
 
     def rows(self) -> list[tuple[bytes, IndexEntry]]:
         return [(self.id_at(i), self.entry_at(i)) for i in range(self.count)]

@@ -12,7 +12,6 @@ decoded shards, whatever the size or the history of the repository.
 
 from __future__ import annotations
 
-import itertools
 import threading
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
@@ -110,10 +109,9 @@ def read_shard(
     def decode(data: bytes) -> Shard:
         table = codec.open_index(repo.key, data, name=name, expect_id=expect)
         if full_check:
-            ids = [table.id_at(i) for i in range(len(table))]
-            if any(a >= b for a, b in itertools.pairwise(ids)):
+            if not table.is_sorted():
                 raise CorruptObjectError(f"{name}: shard ids are not sorted", key=name)
-            if any(shard_of(i, prefix_bits) != number for i in ids):
+            if any(shard_of(table.id_at(i), prefix_bits) != number for i in range(len(table))):
                 raise CorruptObjectError(f"{name}: shard holds an id of another shard", key=name)
         return Shard(table)
 
@@ -134,9 +132,29 @@ class ViewStats:
 @dataclass
 class _Snapshot:
     generation: Generation | None
-    deltas: dict[bytes, IndexEntry]
+    #: sorted deltas, read in place; unsorted ones (older writers) decoded into ``unsorted``
+    tables: list[codec.IndexTable]
+    unsorted: dict[bytes, IndexEntry]
     delta_names: list[str]
     covered_names: list[str] = field(default_factory=list)
+
+    @property
+    def delta_entries(self) -> int:
+        return sum(len(t) for t in self.tables) + len(self.unsorted)
+
+    def find(self, block_id: bytes) -> IndexEntry | None:
+        entry = self.unsorted.get(block_id)
+        for table in self.tables:
+            if entry is not None:
+                break
+            entry = table.find(block_id)
+        return entry
+
+    def delta_rows(self) -> dict[bytes, IndexEntry]:
+        out = dict(self.unsorted)
+        for table in self.tables:
+            out.update(table.rows())
+        return out
 
 
 class IndexView:
@@ -161,7 +179,7 @@ class IndexView:
         self.snapshot = snap
         self.stats.generation = snap.generation.id if snap.generation else None
         self.stats.deltas_loaded += len(snap.delta_names)
-        self.stats.delta_entries = len(snap.deltas)
+        self.stats.delta_entries = snap.delta_entries
         self._shards.clear()
 
     @property
@@ -187,7 +205,7 @@ class IndexView:
         """The answer found in memory (this process's rows, the deltas), None when no shard
         can hold the id, else the (generation, shard number) to ask."""
         with self._lock:
-            entry = self._local.get(block_id) or self.snapshot.deltas.get(block_id)
+            entry = self._local.get(block_id) or self.snapshot.find(block_id)
             gen = self.snapshot.generation
         if entry is not None or gen is None:
             return entry
@@ -257,7 +275,7 @@ class IndexView:
             with ThreadPoolExecutor(threads) as pool:
                 for shard in pool.map(lambda n: self._fetch(gen, n), numbers):
                     out.update(shard.rows())
-        out.update(self.snapshot.deltas)
+        out.update(self.snapshot.delta_rows())
         out.update(self._local)
         return out
 
@@ -303,11 +321,15 @@ def _take_snapshot(repo: Repository) -> _Snapshot:
             gen = read_generation(repo, gens[-1]) if gens else None
             covered = set(gen.covers) if gen else set()
             live = [n for n in names if n not in covered]
-            deltas: dict[bytes, IndexEntry] = {}
+            tables: list[codec.IndexTable] = []
+            unsorted: dict[bytes, IndexEntry] = {}
             with ThreadPoolExecutor(8) as pool:
-                for rows in pool.map(repo.read_index_object, live):
-                    deltas.update(rows)
-            return _Snapshot(gen, deltas, live, sorted(covered.intersection(names)))
+                for table in pool.map(repo.open_index_object, live):
+                    if table.is_sorted():
+                        tables.append(table)
+                    else:
+                        unsorted.update(table.rows())
+            return _Snapshot(gen, tables, unsorted, live, sorted(covered.intersection(names)))
         except ObjectNotFoundError:
             if attempt == OPEN_ATTEMPTS - 1:
                 raise

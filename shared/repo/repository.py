@@ -194,6 +194,10 @@ class Repository:
         """Delta index objects (``index/<32 hex>``), sorted."""
         return sorted(info.key for info in self.store.list("index/") if DELTA_RE.match(info.key))
 
+    def open_index_object(self, name: str) -> codec.IndexTable:
+        """A delta, unsealed and read in place (see :class:`codec.IndexTable`)."""
+        return self.get_immutable(name, lambda data: codec.open_index(self.key, data, name=name))
+
     def read_index_object(self, name: str) -> list[tuple[bytes, IndexEntry]]:
         return self.get_immutable(name, lambda data: codec.decode_index(self.key, data, name=name))
 
@@ -211,6 +215,7 @@ class Repository:
         if not rows:
             return None
         name = f"index/{os.urandom(16).hex()}"
+        rows.sort(key=lambda row: row[0])  # sorted: readers bisect it in place (FORMAT.md §6.1)
         self.put_immutable(name, codec.encode_index(self.key, rows))
         return name
 
