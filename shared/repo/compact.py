@@ -38,6 +38,7 @@ from shared.repo.index import (
     Generation,
     IndexView,
     generation_ids,
+    list_index,
     read_generation,
     read_shard,
     shard_of,
@@ -115,12 +116,8 @@ def _step(
     crash_after: str | None,
 ) -> bool:
     """One generation's worth of deltas merged; True when more remain."""
-    names = repo.index_names()  # deltas before generations (FORMAT.md §6.2)
-    gens = generation_ids(repo)
-    base = read_generation(repo, gens[-1]) if gens else None
-    covered = set(base.covers) if base else set()
-    leftovers = [n for n in names if n in covered]
-    live = [n for n in names if n not in covered]
+    listing = list_index(repo)
+    base, live, leftovers = listing.generation, listing.live, listing.covered
     if report.generation is None:
         report.base = base.id if base else None
     if not live:
@@ -132,7 +129,7 @@ def _step(
     table = _merge(repo, base, list(rows.items()), target, report)
     if crash_after == "shards":
         return False
-    if generation_ids(repo)[-1:] != gens[-1:]:
+    if generation_ids(repo)[-1:] != listing.generation_ids[-1:]:
         raise RepositoryLockedError("another compaction committed meanwhile; nothing was changed")
     gen = write_generation(repo, table, [*batch, *leftovers], base, now())
     report.generation, report.prefix_bits, report.entries = gen.id, table.bits, gen.entries

@@ -310,26 +310,44 @@ class IndexView:
             return shard
 
 
+@dataclass(frozen=True)
+class Listing:
+    """The index as listed (FORMAT.md §6.2): generation ids, the newest generation, and the
+    deltas it does not cover (``live``) or does (``covered``, left by an interrupted
+    compaction)."""
+
+    generation_ids: list[str]
+    generation: Generation | None
+    live: list[str]
+    covered: list[str]
+
+
+def list_index(repo: Repository) -> Listing:
+    """Deltas are listed before generations, so a delta missing from the listing was
+    merged into a generation the second listing shows."""
+    names = repo.index_names()
+    gens = generation_ids(repo)
+    gen = read_generation(repo, gens[-1]) if gens else None
+    merged = set(gen.covers) if gen else set()
+    return Listing(gens, gen, [n for n in names if n not in merged], [n for n in names if n in merged])
+
+
 def _take_snapshot(repo: Repository) -> _Snapshot:
     """Deltas are listed before generations: a compaction that commits in between covers
     them, and one that deletes them afterwards makes this attempt retry, so no entry that
     existed when the view opened is missed."""
     for attempt in range(OPEN_ATTEMPTS):
-        names = repo.index_names()
-        gens = generation_ids(repo)
         try:
-            gen = read_generation(repo, gens[-1]) if gens else None
-            covered = set(gen.covers) if gen else set()
-            live = [n for n in names if n not in covered]
+            listing = list_index(repo)
             tables: list[codec.IndexTable] = []
             unsorted: dict[bytes, IndexEntry] = {}
             with ThreadPoolExecutor(8) as pool:
-                for table in pool.map(repo.open_index_object, live):
+                for table in pool.map(repo.open_index_object, listing.live):
                     if table.is_sorted():
                         tables.append(table)
                     else:
                         unsorted.update(table.rows())
-            return _Snapshot(gen, tables, unsorted, live, sorted(covered.intersection(names)))
+            return _Snapshot(listing.generation, tables, unsorted, listing.live, listing.covered)
         except ObjectNotFoundError:
             if attempt == OPEN_ATTEMPTS - 1:
                 raise
