@@ -11,7 +11,7 @@ import blake3
 from shared.errors import LifeboatError
 from shared.repo import blobs, codec
 from shared.repo.codec import IndexEntry
-from shared.repo.index import generation_ids, read_generation, read_shard
+from shared.repo.index import Listing, generation_ids, list_index, read_generation, read_shard
 from shared.repo.keys import ZERO_ID
 from shared.repo.repository import Repository, pack_key, shard_key
 
@@ -141,13 +141,12 @@ def _read_index_settled(repo: Repository, report: CheckReport, attempts: int = 3
 def _read_index(repo: Repository, report: CheckReport) -> dict[bytes, IndexEntry]:
     """The newest generation's shards and every delta it does not cover, each verified."""
     index: dict[bytes, IndexEntry] = {}
-    deltas = repo.index_names()
     try:
-        gen_ids = generation_ids(repo)
-        gen = read_generation(repo, gen_ids[-1]) if gen_ids else None
+        listing = list_index(repo)
     except LifeboatError as exc:
         report.problems.append(f"{exc} (the index generation is unreadable: deltas alone are checked)")
-        gen_ids, gen = [], None
+        listing = Listing([], None, repo.index_names(), [])
+    gen = listing.generation
     if gen is not None:
         for number, shard_id in enumerate(gen.shards):
             if shard_id is None:
@@ -164,7 +163,7 @@ def _read_index(repo: Repository, report: CheckReport) -> dict[bytes, IndexEntry
                 )
             index.update(shard.rows())
         referenced: set[str] = set()
-        for gen_id in gen_ids:
+        for gen_id in listing.generation_ids:
             try:
                 referenced.update(shard_key(s) for s in read_generation(repo, gen_id).shards if s)
             except LifeboatError as exc:
@@ -174,18 +173,13 @@ def _read_index(repo: Repository, report: CheckReport) -> dict[bytes, IndexEntry
             report.notes.append(
                 f"{orphans} index shards are in no generation (left by an interrupted compaction; prune removes them)"
             )
-    covered = set(gen.covers) if gen else set()
-    leftovers = 0
-    for name in deltas:
-        if name in covered:
-            leftovers += 1
-            continue
+    for name in listing.live:
         report.index_objects += 1
         try:
             index.update(repo.read_index_object(name))
         except LifeboatError as exc:
             report.problems.append(str(exc))
-    if leftovers:
+    if leftovers := len(listing.covered):
         report.notes.append(
             f"{leftovers} index deltas are already merged into generation {gen.id if gen else '?'} "
             "(an interrupted compaction; the next one deletes them)"
