@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from node_runtime.recovery.azure_vhd import FOOTER_SIZE, MiB, parse_vhd_footer, vhd_footer
-from node_runtime.recovery.targets.azure_compute import DISK, NIC, VM
-from node_runtime.recovery.targets.azure_target import AzureTarget, arm_name, azure_target
+from node_runtime.recovery.targets.azure.compute import DISK, NIC, VM
+from node_runtime.recovery.targets.azure.target import AzureTarget, arm_name, azure_target
 from node_runtime.recovery.targets.base import (
     DiskArtifact,
     Instance,

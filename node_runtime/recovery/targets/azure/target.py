@@ -49,7 +49,7 @@ from azure.core.exceptions import AzureError, ResourceNotFoundError
 
 from node_runtime.recovery.azure_vhd import MAX_PAGE_WRITE, SECTOR, AzurePageBlobVhdWriter
 from node_runtime.recovery.reconstruct import reconstruct
-from node_runtime.recovery.targets.azure_compute import DISK, NIC, VM, AzureCompute, VmView
+from node_runtime.recovery.targets.azure.compute import DISK, NIC, VM, AzureCompute, VmView
 from node_runtime.recovery.targets.base import (
     DiskArtifact,
     Evidence,
