@@ -78,9 +78,9 @@ from run import (  # noqa: E402
 from functions.recovery.local_runner import run_recovery  # noqa: E402
 from functions.recovery.ports import RecoveryPorts  # noqa: E402
 from node_runtime.recovery.reconstruct import reconstruct  # noqa: E402
-from node_runtime.recovery.targets import qemu_target as qemu_mod  # noqa: E402
 from node_runtime.recovery.targets.base import InstanceSpec, Resource  # noqa: E402
-from node_runtime.recovery.targets.qemu_target import QemuTarget, qemu_target  # noqa: E402
+from node_runtime.recovery.targets.qemu import QemuTarget, qemu_target  # noqa: E402
+from node_runtime.recovery.targets.qemu import disks as qemu_disks  # noqa: E402
 from node_runtime.recovery.writers import FileWriter  # noqa: E402
 from node_runtime.replication.pipeline import ReplicationOptions, replicate  # noqa: E402
 from node_runtime.sources.files import FileSource  # noqa: E402
@@ -357,7 +357,7 @@ class Throughput:
         target = QemuTarget(self.out / f"qemu-{fmt}", image_format=fmt)  # type: ignore[arg-type]
         spec = InstanceSpec(machine_id="vm1", name="vm1", run_id=f"bench-{i}")
         converts: list[float] = []
-        real_convert = qemu_mod.convert_image
+        real_convert = qemu_disks.convert_image
 
         def timed_convert(*a: Any, **kw: Any) -> Any:
             t0 = time.perf_counter()
@@ -366,7 +366,7 @@ class Throughput:
             finally:
                 converts.append(time.perf_counter() - t0)
 
-        with patched(qemu_mod, "convert_image", timed_convert):
+        with patched(qemu_disks, "convert_image", timed_convert):
             t = time.perf_counter()
             artifact = target.write_disk(self.repo, self.point, spec)
             seconds = time.perf_counter() - t
@@ -408,7 +408,7 @@ class Throughput:
         from botocore.config import Config
         from moto import mock_aws
 
-        from node_runtime.recovery.targets.aws_target import AwsTarget
+        from node_runtime.recovery.targets.aws import AwsTarget
 
         env = {
             "AWS_DEFAULT_REGION": "us-east-1",
@@ -429,16 +429,16 @@ class Throughput:
                 )  # the defaults aws_target() uses: 8 put threads, 4 restore threads
                 spec = InstanceSpec(machine_id="vm1", name="vm1", run_id=f"bench-{i}")
                 made: list[Any] = []
-                import node_runtime.recovery.targets.aws_target as aws_mod
+                import node_runtime.recovery.targets.aws.disks as aws_disks
 
-                base_writer = aws_mod.EbsSnapshotWriter
+                base_writer = aws_disks.EbsSnapshotWriter
 
                 class RecordingWriter(base_writer):  # type: ignore[misc, valid-type]
                     def __init__(self, *a: Any, **kw: Any) -> None:
                         super().__init__(*a, **kw)
                         made.append(self)
 
-                with patched(aws_mod, "EbsSnapshotWriter", RecordingWriter):
+                with patched(aws_disks, "EbsSnapshotWriter", RecordingWriter):
                     t = time.perf_counter()
                     artifact = target.write_disk(self.repo, self.point, spec)
                     seconds = time.perf_counter() - t

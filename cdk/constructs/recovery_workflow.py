@@ -109,7 +109,7 @@ class TaskSpec:
     grants: list[Grant] = field(default_factory=list)
 
 
-#: What each task's handler calls (node_runtime/recovery/targets/aws_target.py), nothing more.
+#: What each task's handler calls (node_runtime/recovery/targets/aws/), nothing more.
 TASK_PERMISSIONS: dict[str, TaskSpec] = {
     "ValidateRun": TaskSpec(reads_repository=True, grants=[_describe()]),
     "ReconstructDisks": TaskSpec(

@@ -24,11 +24,11 @@ def build_target(
     config: TargetConfig, *, azure_credential: Any = None, azure_options: dict[str, Any] | None = None
 ) -> Target:
     if isinstance(config, QemuTargetConfig):
-        from node_runtime.recovery.targets.qemu_target import qemu_target
+        from node_runtime.recovery.targets.qemu import qemu_target
 
         return qemu_target(Path(config.work_dir), config.image_format)
     if isinstance(config, AwsTargetConfig):
-        from node_runtime.recovery.targets.aws_target import aws_target
+        from node_runtime.recovery.targets.aws import aws_target
 
         return aws_target(
             config.region, kms_key_arn=config.kms_key_arn, default_instance_type=config.default_instance_type

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import selectors
 import shutil
 import signal
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from node_runtime.recovery.targets.serial_console import DEFAULT_FAIL_PATTERNS, EXCERPT_LINES, excerpt
 from shared.errors import InvalidInputError, TargetError
 
 ImageFormat = Literal["raw", "qcow2", "vmdk", "vpc", "vhdx"]
@@ -40,13 +40,8 @@ QEMU_IMG = "qemu-img"
 QEMU_IO = "qemu-io"
 _PACKAGES = {QEMU_SYSTEM: "qemu-system-x86", QEMU_IMG: "qemu-utils", QEMU_IO: "qemu-utils"}
 
-#: Serial-console text that means the boot has failed for good; seeing one ends the run early.
-DEFAULT_FAIL_PATTERNS: tuple[str, ...] = ("No bootable device", "Kernel panic - not syncing")
-
-EXCERPT_LINES = 20
 _TAIL_BYTES = 64 << 10  # serial output kept in memory for the excerpt (all of it goes to the log)
 _STOP_GRACE_S = 3.0  # SIGTERM -> SIGKILL
-_ANSI = re.compile(rb"\x1b(\[[0-9;?]*[A-Za-z]|[()][A-Za-z0-9]|[A-Za-z=>])")
 
 
 @dataclass(frozen=True)
@@ -257,9 +252,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> int | None:
 
 
 def _excerpt(serial: bytes, errors: bytes, lines: int = EXCERPT_LINES) -> str:
-    text = _ANSI.sub(b"", serial).replace(b"\r", b"").decode("utf-8", errors="replace")
-    kept = [line.rstrip() for line in text.splitlines() if line.strip()][-lines:]
-    out = "\n".join(kept) if kept else "(no serial console output)"
+    out = excerpt(serial, lines)
     err = errors.decode("utf-8", errors="replace").strip()
     if err:
         out += "\nqemu: " + "\nqemu: ".join(err.splitlines()[-lines:])

@@ -32,8 +32,9 @@ from node_runtime.recovery.targets.base import (
     Target,
     ValidationSpec,
 )
-from node_runtime.recovery.targets.qemu_target import (
+from node_runtime.recovery.targets.qemu import (
     INSTANCE_TYPES,
+    QemuDisks,
     QemuTarget,
     parse_instance_type,
     qemu_target,
@@ -451,11 +452,12 @@ def test_a_failed_write_leaves_nothing_behind(source: Source, run: Run) -> None:
     assert not (run.work_dir / "run-1").exists()
 
 
-def test_the_bundle_is_one_object_behind_every_capability(tmp_path: Path) -> None:
+def test_the_bundle_is_one_object_per_capability_over_one_context(tmp_path: Path) -> None:
     bundle = qemu_target(tmp_path / "w", "qcow2")
     assert isinstance(bundle, Target) and bundle.kind == "qemu"
-    assert bundle.disks is bundle.launcher is bundle.networks is bundle.validator is bundle.cleaner
-    assert isinstance(bundle.disks, QemuTarget) and bundle.disks.image_format == "qcow2"
+    caps = [bundle.disks, bundle.launcher, bundle.networks, bundle.validator, bundle.cleaner]
+    assert len({id(c) for c in caps}) == 5 and len({id(c.context) for c in caps}) == 1  # type: ignore[attr-defined]
+    assert isinstance(bundle.disks, QemuDisks) and bundle.disks.context.image_format == "qcow2"
     with pytest.raises(InvalidInputError):
         QemuTarget(tmp_path / "w", image_format="vmdk")  # type: ignore[arg-type]
 

@@ -1,8 +1,8 @@
 """The recovery flow into AWS, under moto (``mock_aws``, in-process): the same ASL definition
 and handlers as every other platform, with the real AWS target (EBS direct snapshots,
 AMI, ENIs in the mapped subnet with the mapped security groups and fixed IP, run_instances,
-status checks), then the test-cleanup flow. moto's gaps are listed in
-node_runtime/recovery/targets/aws_target.py; what moto does not keep (AMI block device
+status checks), then the test-cleanup flow. moto's gaps are listed in the
+modules of node_runtime/recovery/targets/aws/; what moto does not keep (AMI block device
 mappings) is not asserted here.
 """
 
@@ -18,7 +18,7 @@ import pytest
 from functions.recovery.local_runner import run_cleanup, run_recovery
 from functions.recovery.ports import RecoveryPorts
 from node_runtime.recovery.ebs_direct import EBS_BLOCK_SIZE
-from node_runtime.recovery.targets.aws_target import AwsTarget, Poll
+from node_runtime.recovery.targets.aws import AwsTarget, Poll
 from node_runtime.replication.pipeline import ReplicationOptions, replicate
 from node_runtime.sources.files import FileSource
 from shared.adapters.local.folder_store import FolderStore

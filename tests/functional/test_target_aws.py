@@ -4,8 +4,8 @@ A 6 MiB (+ an odd tail) image with a whole-MiB hole and a zero 512 KiB block ins
 is replicated into a repository (1 MiB point blocks), then written to an EBS snapshot,
 defined as an AMI, given ENIs, launched, validated and cleaned up.
 
-moto does not check what matters most on AWS (see ``aws_target``'s docstring):
-RegisterImage keeps none of the mappings, StartSnapshot ignores ParentSnapshotId, status
+moto does not check what matters most on AWS (see the module docstrings of
+``node_runtime.recovery.targets.aws``): RegisterImage keeps none of the mappings, StartSnapshot ignores ParentSnapshotId, status
 checks and the console are canned. Those calls are asserted on what was *sent* (a spy
 client), the rest on what EC2 reports back. Waits use a fake clock: nothing sleeps.
 """
@@ -22,7 +22,7 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from node_runtime.recovery.ebs_direct import EBS_BLOCK_SIZE
-from node_runtime.recovery.targets.aws_target import AwsTarget, Poll, aws_target
+from node_runtime.recovery.targets.aws import AwsDisks, AwsTarget, Poll, aws_target
 from node_runtime.recovery.targets.base import (
     DiskArtifact,
     Instance,
@@ -594,8 +594,9 @@ def test_aws_target_assembles_one_target(source: Source, aws: Aws) -> None:
 
     target = aws_target(boto3.session.Session(region_name=REGION), threads=2, architecture="arm64")
     assert isinstance(target, Target) and target.kind == "aws"
-    assert target.disks is target.launcher is target.networks is target.validator is target.cleaner
-    assert isinstance(target.disks, AwsTarget) and target.disks.boot_mode == "uefi"
+    caps = [target.disks, target.launcher, target.networks, target.validator, target.cleaner]
+    assert len({id(c) for c in caps}) == 5 and len({id(c.context) for c in caps}) == 1  # type: ignore[attr-defined]
+    assert isinstance(target.disks, AwsDisks) and target.disks.context.boot_mode == "uefi"
     by_region = aws_target(REGION)
     art = by_region.disks.write_disk(source.repo, source.point, spec())
     assert by_region.disks.read_disk(art, 0, 4096) == source.data[:4096]

@@ -1,0 +1,129 @@
+"""The AWS recovery target: EBS snapshots, an AMI, ENIs and an EC2 instance.
+
+One module per capability, each listing what it creates in ``resources`` as soon as it
+exists: :mod:`.disks` (``write_disk`` / ``patch_disk``: ``ebs-snapshot``), :mod:`.launch`
+(``create_instance``: ``ami``; ``power_on``: ``ec2-instance``), :mod:`.network`
+(``attach_networks``: ``eni``), :mod:`.validation` (status checks, console marker) and
+:mod:`.cleanup` (``delete``, ``find_tagged``). They share an :class:`AwsContext` (clients,
+settings, waits); :mod:`.common` also maps botocore errors to ours.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from node_runtime.recovery.targets.aws.cleanup import AwsCleaner
+from node_runtime.recovery.targets.aws.common import KIND, AwsContext, Poll, machine_tags
+from node_runtime.recovery.targets.aws.disks import AwsDisks
+from node_runtime.recovery.targets.aws.launch import DEVICE_NAMES, AwsLauncher
+from node_runtime.recovery.targets.aws.network import AwsNetworks
+from node_runtime.recovery.targets.aws.validation import AwsValidator
+from node_runtime.recovery.targets.base import Target
+
+__all__ = [
+    "DEVICE_NAMES", "KIND", "AwsCleaner", "AwsContext", "AwsDisks", "AwsLauncher", "AwsNetworks", "AwsTarget",
+    "AwsValidator", "Poll", "aws_target", "machine_tags",
+]  # fmt: skip
+
+
+class AwsTarget:
+    """The five AWS capabilities over one :class:`AwsContext` (same arguments), callable as one.
+
+    :meth:`target` is the :class:`Target` bundle; the capabilities' methods are also
+    reachable here (``write_disk``, ``delete``, ``find_tagged``...) for tests and tools.
+    """
+
+    kind = KIND
+
+    def __init__(
+        self,
+        ec2: Any,
+        ebs: Any,
+        *,
+        kms_key_arn: str | None = None,
+        threads: int = 8,
+        architecture: str = "x86_64",
+        default_instance_type: str = "t3.small",
+        poll: Poll | None = None,
+        boot_mode: str | None = None,
+        volume_type: str = "gp3",
+        restore_threads: int = 4,
+        cache_blocks: int = 64,
+    ) -> None:
+        self.context = AwsContext(
+            ec2,
+            ebs,
+            kms_key_arn=kms_key_arn,
+            threads=threads,
+            architecture=architecture,
+            default_instance_type=default_instance_type,
+            poll=poll,
+            boot_mode=boot_mode,
+            volume_type=volume_type,
+            restore_threads=restore_threads,
+            cache_blocks=cache_blocks,
+        )
+        self.cleaner = AwsCleaner(self.context)
+        self.disks = AwsDisks(self.context, self.cleaner)
+        self.launcher = AwsLauncher(self.context, self.cleaner)
+        self.networks = AwsNetworks(self.context, self.cleaner)
+        self.validator = AwsValidator(self.context)
+        self.write_disk = self.disks.write_disk
+        self.read_disk = self.disks.read_disk
+        self.patch_disk = self.disks.patch_disk
+        self.create_instance = self.launcher.create_instance
+        self.power_on = self.launcher.power_on
+        self.attach_networks = self.networks.attach_networks
+        self.validate = self.validator.validate
+        self.delete = self.cleaner.delete
+        self.find_tagged = self.cleaner.find_tagged
+
+    def target(self) -> Target:
+        return Target(
+            kind=KIND,
+            disks=self.disks,
+            launcher=self.launcher,
+            networks=self.networks,
+            validator=self.validator,
+            cleaner=self.cleaner,
+        )
+
+
+def aws_target(
+    session_or_region: Any,
+    *,
+    kms_key_arn: str | None = None,
+    threads: int = 8,
+    architecture: str = "x86_64",
+    default_instance_type: str = "t3.small",
+    poll: Poll | None = None,
+    boot_mode: str | None = None,
+    max_attempts: int = 10,
+) -> Target:
+    """The AWS :class:`Target` from a boto3 ``Session`` or a region name.
+
+    The clients retry in botocore's ``standard`` mode (``max_attempts``) and pool enough
+    connections for ``threads`` concurrent block writes.
+    """
+    import boto3
+    from botocore.config import Config
+
+    session = (
+        boto3.session.Session(region_name=session_or_region)
+        if isinstance(session_or_region, str)
+        else session_or_region
+    )
+    config = Config(
+        retries={"mode": "standard", "max_attempts": max_attempts},
+        max_pool_connections=max(10, 2 * threads + 2),
+    )
+    return AwsTarget(
+        session.client("ec2", config=config),
+        session.client("ebs", config=config),
+        kms_key_arn=kms_key_arn,
+        threads=threads,
+        architecture=architecture,
+        default_instance_type=default_instance_type,
+        poll=poll,
+        boot_mode=boot_mode,
+    ).target()
