@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from node_runtime.recovery.qemu import DEFAULT_FAIL_PATTERNS
 from node_runtime.recovery.targets.azure.compute import VmView
 from node_runtime.recovery.targets.azure.context import AzureContext, fields_of
 from node_runtime.recovery.targets.azure.launch import healthy
 from node_runtime.recovery.targets.base import Evidence, Instance, ValidationSpec
+from node_runtime.recovery.targets.serial_console import judge
 
-_EXCERPT = 2000
+_EXCERPT = 2000  # characters of a log without a verdict
 
 
 class AzureValidator:
@@ -57,11 +57,12 @@ class AzureValidator:
                 if not fields_of(exc).get("transient"):
                     raise
             now = ctx.clock()
-            if spec.marker and spec.marker in serial:
+            console = judge(serial, spec.marker)  # the rules QEMU's validator follows
+            if console.marker_seen:
                 return verdict(True, f"marker seen after {now - start:.1f}s", serial, view,
-                               excerpt=_up_to_line_of(serial, spec.marker), seconds_to_marker=round(now - start, 3))  # fmt: skip
-            failed = next((p for p in DEFAULT_FAIL_PATTERNS if p in serial), None)
-            if failed is not None:
+                               excerpt=console.excerpt, seconds_to_marker=round(now - start, 3))  # fmt: skip
+            if console.failed_on is not None:
+                failed = console.failed_on
                 return verdict(
                     False, f"boot failed: {failed!r} on the serial console", serial, view, failed_on=failed
                 )
@@ -78,10 +79,3 @@ class AzureValidator:
                 )
                 return verdict(False, f"{what} within {spec.timeout_seconds}s", serial, view, timed_out=True)
             ctx.sleep(max(0.0, min(ctx.poll_interval, deadline - now)))
-
-
-def _up_to_line_of(serial: str, marker: str) -> str:
-    """The lines before and including the marker's, at most :data:`_EXCERPT` characters."""
-    end = serial.find("\n", serial.index(marker))
-    end = len(serial) if end < 0 else end
-    return serial[max(0, end - _EXCERPT) : end]
