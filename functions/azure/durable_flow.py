@@ -200,7 +200,8 @@ Scope = tuple[str | int, ...]
 
 
 def run_states(ctx: df.DurableOrchestrationContext, flow: str, scope: Scope, data: Any) -> Orchestration:
-    """Walk the state machine at ``scope`` from ``StartAt`` to an ``End``; its output."""
+    """Walk the state machine at ``scope`` (Map names and item indexes) of definition ``flow``
+    (its file name) from ``StartAt`` to an ``End``; its output. A failure no Catch takes is raised."""
     machine = _processor(flow, [s for s in scope if isinstance(s, str)])
     name = machine["StartAt"]
     while True:
