@@ -1,5 +1,7 @@
 // Lifeboat on Azure: the control plane (Functions + Table/Queue storage), the repository
-// (Blob storage), replication nodes (VM scale set), Key Vaults, monitoring and alerts.
+// (Blob storage), replication nodes (VM scale set), Key Vaults, monitoring and alerts, and
+// what recovery into Azure needs: a staging account for VHDs and a least-privilege role in
+// the recovery resource group.
 // Deploy into a resource group: see docs/deploy-azure.md.
 
 targetScope = 'resourceGroup'
@@ -62,6 +64,12 @@ param entraRoleMap string = '{}'
 @description('Days deleted blobs/containers can be restored.')
 param softDeleteDays int = 14
 
+@description('Resource group recovered VMs, disks and NICs are created in (it must exist); the custom role "Lifeboat recovery operator" is defined and assigned there only.')
+param recoveryResourceGroupName string = resourceGroup().name
+
+@description('Region of recovered VMs; the VHD staging account is created there (a disk imports only from a storage account in its own region).')
+param recoveryLocation string = location
+
 @description('Deployment time (sets secret expiry one year later).')
 param deployedAt string = utcNow()
 
@@ -72,10 +80,13 @@ param tags object = {
 var suffix = uniqueString(resourceGroup().id, prefix)
 var dataAccountName = take('${prefix}data${suffix}', 24)
 var runtimeAccountName = take('${prefix}rt${suffix}', 24)
+var stagingAccountName = take('${prefix}stg${suffix}', 24)
 var apiVaultName = take('${prefix}-api-${suffix}', 24)
 var nodesVaultName = take('${prefix}-nod-${suffix}', 24)
 var tableName = 'lifeboat'
 var queueName = 'lifeboat-jobs'
+var flowQueueName = 'lifeboat-flows'
+var stagingContainer = 'recovery-staging'
 var repositoryContainer = 'repository'
 var secretExpiry = dateTimeToEpoch(dateTimeAdd(deployedAt, 'P1Y'))
 var jwtSecretUri = 'https://${apiVaultName}${environment().suffixes.keyvaultDns}/secrets/jwt-secret'
@@ -83,7 +94,7 @@ var jwtSecretUri = 'https://${apiVaultName}${environment().suffixes.keyvaultDns}
 var roles = {
   blobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
   blobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
-  queueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
+  queueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88' // includes sending messages (Queue Data Message Sender)
   tableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
 }
 
@@ -119,6 +130,7 @@ module data 'modules/storage.bicep' = {
     queues: [
       queueName
       '${queueName}-dlq'
+      flowQueueName
     ]
     subnetIds: [
       network.outputs.nodesSubnetId
@@ -152,6 +164,31 @@ module runtime 'modules/storage.bicep' = {
   }
 }
 
+// Recovery staging: VHD page blobs written by the recovery flow (or a node) and imported as
+// managed disks. A dedicated account because the import needs a general-purpose v2 account in
+// the recovery region holding the VHD as a page blob on locally redundant storage (disk page
+// blobs are not supported on the data account's GZRS), and the staged copies are transient
+// (1-day soft delete, no geo-replication).
+module staging 'modules/storage.bicep' = {
+  name: 'recovery-staging-storage'
+  params: {
+    location: recoveryLocation
+    name: stagingAccountName
+    containers: [
+      stagingContainer
+    ]
+    subnetIds: [
+      network.outputs.nodesSubnetId
+      network.outputs.functionsSubnetId
+    ]
+    allowedIpRanges: allowedIpRanges
+    softDeleteDays: 1
+    locallyRedundant: true
+    workspaceId: monitoring.outputs.workspaceId
+    tags: tags
+  }
+}
+
 module functionApp 'modules/functionapp.bicep' = {
   name: 'function-app'
   params: {
@@ -162,6 +199,11 @@ module functionApp 'modules/functionapp.bicep' = {
     dataAccountName: data.outputs.name
     tableName: tableName
     queueName: queueName
+    flowQueueName: flowQueueName
+    recoveryResourceGroupName: recoveryResourceGroupName
+    recoveryLocation: recoveryLocation
+    recoveryStagingUrl: '${staging.outputs.blobEndpoint}${stagingContainer}'
+    recoveryStorageAccountId: staging.outputs.id
     jwtSecretUri: jwtSecretUri
     insightsConnectionString: monitoring.outputs.connectionString
     workspaceId: monitoring.outputs.workspaceId
@@ -180,7 +222,7 @@ module functionDataRoles 'modules/storage-rbac.bicep' = {
     roleIds: [
       roles.blobDataContributor
       roles.tableDataContributor
-      roles.queueDataContributor
+      roles.queueDataContributor // the job queues and lifeboat-flows: send and receive
     ]
   }
 }
@@ -190,6 +232,9 @@ module functionRuntimeRoles 'modules/storage-rbac.bicep' = {
   params: {
     storageAccountName: runtime.outputs.name
     principalId: functionApp.outputs.principalId
+    // the Functions host and the Durable Functions task hub (Azure Storage provider: queues,
+    // tables, blobs) on identity-based AzureWebJobsStorage; Blob Data Owner covers the
+    // Blob Data Contributor Durable Functions asks for
     roleIds: [
       roles.blobDataOwner // required by the Functions host for identity-based AzureWebJobsStorage
       roles.queueDataContributor
@@ -284,6 +329,33 @@ module nodesDataRoles 'modules/storage-rbac.bicep' = {
   }
 }
 
+// Recovery into Azure: the staged VHDs (container scope only) and the custom role in the
+// recovery resource group, for the Function App (Durable Functions flow) and the nodes
+// (migrations).
+module stagingRoles 'modules/container-rbac.bicep' = {
+  name: 'recovery-staging-roles'
+  params: {
+    storageAccountName: staging.outputs.name
+    containerName: stagingContainer
+    principalIds: [
+      functionApp.outputs.principalId
+      nodes.outputs.principalId
+    ]
+    roleId: roles.blobDataContributor
+  }
+}
+
+module recoveryRoles 'modules/recovery-rbac.bicep' = {
+  name: 'recovery-roles'
+  scope: resourceGroup(recoveryResourceGroupName)
+  params: {
+    principalIds: [
+      functionApp.outputs.principalId
+      nodes.outputs.principalId
+    ]
+  }
+}
+
 module alerts 'modules/alerts.bicep' = {
   name: 'alerts'
   params: {
@@ -303,3 +375,5 @@ output dataAccountName string = data.outputs.name
 output repositoryUrl string = 'azure://${repositoryContainer}'
 output apiVaultName string = apiVaultName
 output nodesVaultName string = nodesVaultName
+output recoveryRoleDefinitionId string = recoveryRoles.outputs.roleDefinitionId
+output recoveryStagingUrl string = '${staging.outputs.blobEndpoint}${stagingContainer}'

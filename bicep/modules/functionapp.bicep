@@ -1,7 +1,8 @@
 // The control plane: a Linux Function App on the Flex Consumption plan (Python 3.11)
-// serving the REST API and the scheduler, with a system-assigned managed identity, VNet
-// integration, HTTPS only, FTP/basic publishing disabled, and settings that point the app at
-// the data account (identity-based) and the Key Vault reference of the JWT signing key.
+// serving the REST API, the scheduler and the recovery flow (Durable Functions), with a
+// system-assigned managed identity, VNet integration, HTTPS only, FTP/basic publishing
+// disabled, and settings that point the app at the data account (identity-based), the Key
+// Vault reference of the JWT signing key, and the recovery resource group and staging container.
 
 param location string
 param prefix string
@@ -17,6 +18,21 @@ param deploymentContainer string = 'deployments'
 param dataAccountName string
 param tableName string
 param queueName string
+
+@description('Queue (in the data account) the API puts recovery start requests on for the Durable Functions flow.')
+param flowQueueName string
+
+@description('Resource group recovered VMs, disks and NICs are created in.')
+param recoveryResourceGroupName string
+
+@description('Region of recovered VMs (and of the staging account).')
+param recoveryLocation string
+
+@description('URL of the blob container staging VHD page blobs for import as managed disks.')
+param recoveryStagingUrl string
+
+@description('Resource id of the staging storage account (storageAccountId of a disk import).')
+param recoveryStorageAccountId string
 
 @description('Secret URI of the JWT signing key (a Key Vault reference is built from it).')
 param jwtSecretUri string
@@ -87,6 +103,12 @@ resource site 'Microsoft.Web/sites@2023-12-01' = {
         { name: 'LIFEBOAT_TABLE', value: tableName }
         { name: 'LIFEBOAT_QUEUE', value: queueName }
         { name: 'LIFEBOAT_DEAD_LETTER_QUEUE', value: '${queueName}-dlq' }
+        { name: 'LIFEBOAT_FLOW_QUEUE', value: flowQueueName }
+        { name: 'AZURE_SUBSCRIPTION_ID', value: subscription().subscriptionId }
+        { name: 'LIFEBOAT_RECOVERY_RESOURCE_GROUP', value: recoveryResourceGroupName }
+        { name: 'LIFEBOAT_RECOVERY_LOCATION', value: recoveryLocation }
+        { name: 'LIFEBOAT_RECOVERY_STAGING_URL', value: recoveryStagingUrl }
+        { name: 'LIFEBOAT_RECOVERY_STORAGE_ACCOUNT_ID', value: recoveryStorageAccountId }
         { name: 'LIFEBOAT_JWT_SECRET', value: '@Microsoft.KeyVault(SecretUri=${jwtSecretUri})' }
         { name: 'LIFEBOAT_ENTRA_AUTH', value: entra ? 'true' : 'false' }
         { name: 'LIFEBOAT_ENTRA_ROLE_MAP', value: entraRoleMap }

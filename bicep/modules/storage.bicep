@@ -1,6 +1,7 @@
 // A hardened storage account with its blob containers, tables and queues.
-// Used twice by main.bicep: the data account (repository container, metadata table, job
-// queues) and the runtime account (the Functions host's state and deployment package).
+// Used three times by main.bicep: the data account (repository container, metadata table, job
+// and flow queues), the runtime account (the Functions host's state and deployment package)
+// and the recovery staging account (VHD page blobs imported as managed disks).
 
 param location string
 
@@ -32,6 +33,9 @@ param softDeleteDays int = 14
 @description('Geo-redundant replication (GZRS) for the repository; ZRS otherwise.')
 param geoRedundant bool = true
 
+@description('Locally redundant (Standard_LRS) instead of GZRS/ZRS: for VHD page blobs imported as managed disks (disk page blobs are not supported on ZRS/GZRS); geoRedundant is then ignored.')
+param locallyRedundant bool = false
+
 @description('Shared-key (connection string) access; off: Entra ID only.')
 param allowSharedKeyAccess bool = false
 
@@ -42,13 +46,13 @@ param tags object = {}
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   // checkov:skip=CKV_AZURE_59:The firewall denies by default and admits only the VNet subnets (service endpoints) and listed operator IPs; disabling public network access would also shut out service endpoints (private endpoints are not used)
-  // checkov:skip=CKV_AZURE_206:The SKU is Standard_GZRS or Standard_ZRS (a parameter-driven ternary checkov cannot evaluate): both replicate across zones
+  // checkov:skip=CKV_AZURE_206:The SKU is a parameter-driven ternary checkov cannot evaluate: Standard_GZRS or Standard_ZRS (both replicate across zones) for the data and runtime accounts; Standard_LRS only for the recovery staging account, whose VHDs are transient copies of repository data and must be on LRS to be imported as managed disks
   name: name
   location: location
   tags: tags
   kind: 'StorageV2'
   sku: {
-    name: geoRedundant ? 'Standard_GZRS' : 'Standard_ZRS'
+    name: locallyRedundant ? 'Standard_LRS' : (geoRedundant ? 'Standard_GZRS' : 'Standard_ZRS')
   }
   properties: {
     accessTier: 'Hot'

@@ -19,13 +19,12 @@ App settings (environment variables of the function app):
     identity may not read the vault) or a key shorter than 32 characters is refused:
     signing with it would make every session forgeable.
 ``LIFEBOAT_JOB_LEASE_SECONDS`` (default 300).
-``LIFEBOAT_DURABLE_RECOVERY`` (``true`` to enable) and ``LIFEBOAT_FLOW_QUEUE`` (default
-    ``lifeboat-flows``, in the same storage account)
-    Test and failover recoveries and test cleanups run as Durable orchestrations of this app
-    (functions/azure/durable_flow.py) instead of on a node: the API's WorkflowStarter
-    (:class:`~shared.adapters.azure.durable_starter.DurableQueueStarter`) puts start
-    requests on that queue, whose trigger starts them. Off by default: a site whose recovery
-    target needs a node (QEMU) keeps recovering there.
+``LIFEBOAT_FLOW_QUEUE`` (Bicep: ``lifeboat-flows``, in the same storage account)
+    When set, test and failover recoveries and test cleanups run as Durable orchestrations
+    of this app (functions/azure/durable_flow.py) instead of on a node, as
+    ``LIFEBOAT_RECOVERY_STATE_MACHINE`` sends them to Step Functions in AWS: the API's
+    WorkflowStarter (:class:`~shared.adapters.azure.durable_starter.DurableQueueStarter`)
+    puts start requests on that queue, whose trigger starts them. Unset: they go to nodes.
 
 Authentication settings (``LIFEBOAT_ENTRA_*``) are read by :mod:`functions.azure.entra`.
 Tables and queues are created by the deployment (Bicep), never here: the constructors do
@@ -51,6 +50,7 @@ if TYPE_CHECKING:  # the API's cold start does not import the recovery code
 KEY_VAULT_REFERENCE = "@Microsoft.KeyVault("
 MIN_SECRET_LENGTH = 32
 STORAGE = "LIFEBOAT_STORAGE"
+FLOW_QUEUE = "LIFEBOAT_FLOW_QUEUE"
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ def build_control(env: Mapping[str, str]) -> Control:
     tables, queues = _services(storage_settings(env))
     queue_name = env.get("LIFEBOAT_QUEUE", "lifeboat-jobs")
     workflows = None
-    if durable_recovery(env):
+    if env.get(FLOW_QUEUE):
         from shared.adapters.azure.durable_starter import DurableQueueStarter
 
         workflows = DurableQueueStarter(queues, flow_queue(env))
@@ -139,12 +139,9 @@ def build_control(env: Mapping[str, str]) -> Control:
     )
 
 
-def durable_recovery(env: Mapping[str, str]) -> bool:
-    return env.get("LIFEBOAT_DURABLE_RECOVERY", "").strip().lower() in ("1", "true", "yes")
-
-
 def flow_queue(env: Mapping[str, str]) -> str:
-    return env.get("LIFEBOAT_FLOW_QUEUE") or "lifeboat-flows"
+    """The queue of flow start requests (the trigger listens on the default when it is unset)."""
+    return env.get(FLOW_QUEUE) or "lifeboat-flows"
 
 
 @functools.cache

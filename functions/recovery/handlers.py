@@ -31,7 +31,7 @@ from functions.recovery.models import (
 )
 from functions.recovery.ports import RecoveryPorts
 from node_runtime.recovery.osprep import prepare
-from node_runtime.recovery.targets.base import Cleaner, Target
+from node_runtime.recovery.targets.base import Cleaner, MachineCheck, Target
 from shared.domain.recovery import (
     CleanupOutcome,
     DiskArtifact,
@@ -82,7 +82,7 @@ def _delete_all(cleaner: Cleaner, resources: list[Resource]) -> CleanupOutcome:
 
 # --- run level ---------------------------------------------------------------------------------
 def validate_run(event: dict[str, Any], ports: RecoveryPorts) -> dict[str, Any]:
-    """The target can be built and every chosen point is in the repository."""
+    """The target can be built, accepts every machine (its preflight) and every chosen point is in the repository."""
     started = ports.now()
     ports.checkpoint()
     state = RunState.model_validate(event)
@@ -94,9 +94,16 @@ def validate_run(event: dict[str, Any], ports: RecoveryPorts) -> dict[str, Any]:
             for disk in machine.disks:
                 repo.read_point(disk.disk_id, disk.point_id)  # NotFound/Corrupt name the object
                 count += 1
+    notes: list[str] = []
+    if target.preflight is not None:  # refuse what the platform would refuse before creating anything
+        machines = [m for g in state.groups for m in g.machines]
+        notes = target.preflight.check([
+            MachineCheck(machine_id=m.machine_id, instance_type=m.instance_type, nics=m.nics, disks=len(m.disks))
+            for m in machines
+        ])  # fmt: skip
     ports.notify(f"checked {count} recovery points; recovering to {target.kind}")
     return RunChecked(
-        started_at=started, finished_at=ports.now(), points=count, platform=target.kind
+        started_at=started, finished_at=ports.now(), points=count, platform=target.kind, notes=notes
     ).model_dump(mode="json")
 
 
@@ -300,6 +307,7 @@ def write_report(event: dict[str, Any], ports: RecoveryPorts) -> dict[str, Any]:
     notes = list(state.notes)
     if state.validated:
         notes.append(f"checked {state.validated.points} recovery point(s) before creating anything")
+        notes += state.validated.notes
     report = RecoveryReport(
         id=run.run_id, plan_id=run.plan_id, plan_name=run.plan_name, job_id=run.job_id, mode=run.mode,
         platform=run.target.platform, state=outcome, started_at=run.started_at, finished_at=ports.now(),

@@ -40,6 +40,7 @@ class StageResult(_Model):
 class RunChecked(StageResult):
     points: int = Field(ge=0, description="Recovery points found in the repository.")
     platform: str
+    notes: list[str] = Field(default_factory=list, description="What the target's preflight noted.")
 
 
 class DisksResult(StageResult):

@@ -10,6 +10,8 @@ from typing import Annotated, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
+#: a target network: a bridge, a subnet id (AWS), or a full ARM subnet id (Azure: ~150-400 characters)
+NetworkRef = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=512)]
 Slug = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from shared.domain.base import Name, Record, Slug
+from shared.domain.base import Name, NetworkRef, Record, Slug
 from shared.domain.vsphere import DISK_SOURCE_PREFIX, device_key
 from shared.policies.retention import RetentionPolicy
 
@@ -85,9 +85,12 @@ class ReplicationWindow(_Part):
 
 class NetworkMapping(_Part):
     source_network: Name
-    target_network: Name = Field(description="Target subnet / virtual network / bridge.")
+    target_network: NetworkRef = Field(description="Target subnet (an ARM subnet id on Azure) / bridge.")
     security_groups: list[str] = Field(default_factory=list, max_length=16)
-    test_network: Name | None = Field(default=None, description="Isolated network used by test recoveries.")
+    test_network: NetworkRef | None = Field(
+        default=None,
+        description="Isolated network used by test recoveries (none: the platform isolates them itself where it can).",
+    )
 
 
 class BootGroup(_Part):

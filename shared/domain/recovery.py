@@ -42,13 +42,33 @@ class AwsTargetConfig(_Model):
 
 
 class AzureTargetConfig(_Model):
+    """Where recovered machines go on Azure (the identity of the node or function needs the
+    recovery role of docs/deploy-azure.md on ``resource_group`` and blob access to the container)."""
+
     platform: Literal["azure"] = "azure"
+    subscription_id: str = Field(pattern=r"^[0-9a-fA-F-]{36}$", description="Subscription of the recovery.")
+    resource_group: str = Field(min_length=1, max_length=90, pattern=r"^[-\w._()]+$")
+    location: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9]+$")
     container_url: str = Field(
-        min_length=1, max_length=1024, description="Container for recovered VHD page blobs."
+        min_length=1, max_length=1024, pattern=r"^https?://",
+        description="Staging container for recovered VHD page blobs (a general-purpose v2 account in `location`).",
+    )  # fmt: skip
+    storage_account_id: str = Field(
+        pattern=r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Storage/storageAccounts/[^/]+$",
+        description="ARM id of the staging container's storage account (managed disks import from it).",
     )
-    resource_group: str = Field(min_length=1, max_length=90)
-    location: str = Field(min_length=1, max_length=64)
-    default_vm_size: str = Field(default="Standard_B2s", max_length=64)
+    default_vm_size: str = Field(
+        default="Standard_B2s", max_length=64, pattern=r"^(Standard|Basic)_[A-Za-z0-9_]+$"
+    )
+    os_type: Literal["Linux", "Windows"] = "Linux"
+    isolated_subnets: list[str] = Field(
+        default_factory=list, max_length=64,
+        description="When set, the only subnets a plan may map as test networks.",
+    )  # fmt: skip
+    arm_endpoint: str | None = Field(
+        default=None, pattern=r"^https://", max_length=256,
+        description="Azure Resource Manager endpoint (default: the public cloud's).",
+    )  # fmt: skip
 
 
 TargetConfig = Annotated[
@@ -99,6 +119,11 @@ class NicSpec(_Model):
     security_groups: list[str] = Field(default_factory=list)
     private_ip: str | None = None
     isolated: bool = Field(default=False, description="A test recovery's network: no route to production.")
+    isolate_on_target: bool = Field(
+        default=False,
+        description="A test NIC whose plan maps no test network: the target isolates it itself "
+        "(QEMU restricted networking; on Azure a virtual network of the run's own, mirroring `network`).",
+    )
 
 
 class Instance(_Model):

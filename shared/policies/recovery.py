@@ -20,7 +20,8 @@ and booting them last never breaks a dependency).
 Network mapping (:func:`map_nics`): a machine's NICs in order, each mapped through the
 plan's mapping. A test recovery uses the mapping's ``test_network``; without one it is
 refused unless the platform isolates test machines by itself (local QEMU's restricted
-user networking), because a test must never reach production. The first NIC keeps the
+user networking, a virtual network of the run's own on Azure: ``isolate_on_target``),
+because a test must never reach production. The first NIC keeps the
 machine's fixed ``private_ip`` (an isolated copy may reuse the production address).
 """
 
@@ -121,6 +122,7 @@ def map_nics(
                 security_groups=list(m.security_groups),
                 private_ip=machine.private_ip if i == 0 else None,
                 isolated=test,
+                isolate_on_target=test and m.test_network is None,
             )
         )
     return nics

@@ -37,8 +37,9 @@ from shared.services import jobs
 from shared.services.context import Control
 from shared.services.plans import replication_params, set_state
 
-#: platforms whose test networks are isolated by construction (QEMU restricted user networking)
-PLATFORMS_THAT_ISOLATE = frozenset({"qemu"})
+#: platforms that isolate a test NIC by themselves when the plan maps no test network (QEMU
+#: restricted user networking; on Azure a virtual network of the run's own, without peering)
+PLATFORMS_THAT_ISOLATE = frozenset({"qemu", "azure"})
 RECOVERY_KINDS = frozenset({JobKind.RECOVERY, JobKind.TEST_RECOVERY, JobKind.CLEANUP})
 
 

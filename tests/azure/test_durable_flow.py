@@ -412,9 +412,9 @@ def test_the_starter_enqueues_and_the_trigger_starts_one_instance(
     assert instances == {JOB: {"name": "recovery_flow", "input": payload}}
 
 
-def test_composition_wires_the_starter_only_when_asked() -> None:
+def test_composition_wires_the_starter_when_the_flow_queue_is_set() -> None:
     env = {"LIFEBOAT_STORAGE": "UseDevelopmentStorage=true", "LIFEBOAT_JWT_SECRET": "s" * 40}
-    assert composition.build_control(env).workflows is None
-    ctl = composition.build_control({**env, "LIFEBOAT_DURABLE_RECOVERY": "true", "LIFEBOAT_FLOW_QUEUE": "fq"})
+    assert composition.build_control(env).workflows is None  # recoveries go to nodes
+    ctl = composition.build_control({**env, "LIFEBOAT_FLOW_QUEUE": "fq"})
     assert isinstance(ctl.workflows, DurableQueueStarter) and ctl.workflows.queue_name == "fq"
     assert set(durable_flow.FLOWS) == {"recovery", "test-cleanup"}

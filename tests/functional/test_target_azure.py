@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from node_runtime.recovery.azure_vhd import FOOTER_SIZE, MiB, parse_vhd_footer, vhd_footer
-from node_runtime.recovery.targets.azure_compute import DISK, NIC, VM
-from node_runtime.recovery.targets.azure_target import AzureTarget, arm_name, azure_target
+from node_runtime.recovery.targets.azure import AzureCleaner, arm_name, azure_target
+from node_runtime.recovery.targets.azure.compute import DISK, NIC, VM
 from node_runtime.recovery.targets.base import (
     DiskArtifact,
     Instance,
@@ -137,7 +137,7 @@ class FakeClock:
 @dataclass
 class Env:
     compute: InMemoryAzureCompute
-    target: AzureTarget
+    cleaner: AzureCleaner
     bundle: Target
     container: Any
     clock: FakeClock
@@ -174,8 +174,8 @@ def env(service: Any, container: Any) -> Env:
         sleep=clock.sleep,
     )
     bundle = azure_target(container, compute, **options)
-    assert isinstance(bundle.disks, AzureTarget)
-    return Env(compute, bundle.disks, bundle, container, clock, subnet, subnet2, test_subnet, other, nsg)
+    assert isinstance(bundle.cleaner, AzureCleaner)
+    return Env(compute, bundle.cleaner, bundle, container, clock, subnet, subnet2, test_subnet, other, nsg)
 
 
 def spec_for(name: str = "web01", **kw: Any) -> InstanceSpec:
@@ -213,7 +213,9 @@ def test_write_disk_makes_a_fixed_vhd_page_blob_with_only_the_non_zero_ranges(
     point = source.points["boot"]
     spec = spec_for()
     seen: list[tuple[int, int]] = []
-    artifact = env.target.write_disk(source.repo, point, spec, progress=lambda d, t: seen.append((d, t)))
+    artifact = env.bundle.disks.write_disk(
+        source.repo, point, spec, progress=lambda d, t: seen.append((d, t))
+    )
 
     name = f"{spec.run_id}/{spec.machine_id}/{point.disk_id}.vhd"
     blob = env.container.get_blob_client(name)
@@ -248,20 +250,20 @@ def test_write_disk_makes_a_fixed_vhd_page_blob_with_only_the_non_zero_ranges(
     assert int(resource.detail["bytes_sent"]) == sum(b - a for a, b in expected) + FOOTER_SIZE
 
     # read_disk: ranged reads, short only at the disk's end (never the padding or footer).
-    assert env.target.read_disk(artifact, 0, 4096) == source.data["boot"][:4096]
-    assert env.target.read_disk(artifact, MiB - 10, 20) == source.data["boot"][MiB - 10 : MiB + 10]
-    assert env.target.read_disk(artifact, BOOT_SIZE - 100, 4096) == source.data["boot"][-100:]
-    assert env.target.read_disk(artifact, BOOT_SIZE, 10) == b""
+    assert env.bundle.disks.read_disk(artifact, 0, 4096) == source.data["boot"][:4096]
+    assert env.bundle.disks.read_disk(artifact, MiB - 10, 20) == source.data["boot"][MiB - 10 : MiB + 10]
+    assert env.bundle.disks.read_disk(artifact, BOOT_SIZE - 100, 4096) == source.data["boot"][-100:]
+    assert env.bundle.disks.read_disk(artifact, BOOT_SIZE, 10) == b""
 
-    assert [(r.type, r.id) for r in env.target.find_tagged(spec.run_id)] == [(resource.type, resource.id)]
+    assert [(r.type, r.id) for r in env.cleaner.find_tagged(spec.run_id)] == [(resource.type, resource.id)]
     assert cleanup(env.bundle, artifact.resources) == [True]
     assert cleanup(env.bundle, artifact.resources) == [False]
-    assert env.target.find_tagged(spec.run_id) == []
+    assert env.cleaner.find_tagged(spec.run_id) == []
 
 
 def test_patch_disk_changes_exactly_the_bytes_asked(env: Env, source: Source) -> None:
     point = source.points["boot"]
-    artifact = env.target.write_disk(source.repo, point, spec_for())
+    artifact = env.bundle.disks.write_disk(source.repo, point, spec_for())
     blob = env.container.get_blob_client(artifact.resources[0].detail["blob"])
     before = blob.download_blob().readall()
 
@@ -274,24 +276,24 @@ def test_patch_disk_changes_exactly_the_bytes_asked(env: Env, source: Source) ->
         (BOOT_SIZE - 3, b"end"),  # the disk's last bytes (in its last, partial sector)
         (1001, b"Z"),  # overlaps an earlier patch: applied in order
     ]
-    assert env.target.patch_disk(artifact, patches) == artifact
+    assert env.bundle.disks.patch_disk(artifact, patches) == artifact
     expected = bytearray(before)
     for offset, data in patches:
         expected[offset : offset + len(data)] = data
     after = blob.download_blob().readall()
     assert after == bytes(expected)
     assert after[BOOT_SIZE:] == before[BOOT_SIZE:]  # padding and footer untouched
-    assert env.target.read_disk(artifact, 1000, 3) == b"aZc"
+    assert env.bundle.disks.read_disk(artifact, 1000, 3) == b"aZc"
 
     with pytest.raises(InvalidInputError, match="outside the disk"):
-        env.target.patch_disk(artifact, [(0, b"ok"), (BOOT_SIZE - 1, b"no")])
+        env.bundle.disks.patch_disk(artifact, [(0, b"ok"), (BOOT_SIZE - 1, b"no")])
     assert blob.download_blob().readall() == bytes(expected)  # nothing applied
     cleanup(env.bundle, artifact.resources)
 
 
 # --- compute on the fake ---------------------------------------------------------------------------------
 def write_machine(env: Env, source: Source, spec: InstanceSpec) -> list[DiskArtifact]:
-    return [env.target.write_disk(source.repo, source.points[d], spec) for d in ("boot", "data")]
+    return [env.bundle.disks.write_disk(source.repo, source.points[d], spec) for d in ("boot", "data")]
 
 
 def test_full_flow_create_attach_power_on_validate(env: Env, source: Source) -> None:
@@ -345,7 +347,7 @@ def test_full_flow_create_attach_power_on_validate(env: Env, source: Source) -> 
         assert tags["lifeboat:run"] == spec.run_id and tags["lifeboat:machine"] == spec.machine_id
         assert tags["lifeboat:plan"] == "plan-1"
     everything = [r for d in disks for r in d.resources] + instance.resources
-    assert sorted((r.type, r.id) for r in env.target.find_tagged(spec.run_id)) == sorted(
+    assert sorted((r.type, r.id) for r in env.cleaner.find_tagged(spec.run_id)) == sorted(
         (r.type, r.id) for r in everything
     )
 
@@ -354,7 +356,7 @@ def test_full_flow_create_attach_power_on_validate(env: Env, source: Source) -> 
     assert [r.id for r in again.resources] == [r.id for r in instance.resources[:2]]
 
     assert cleanup(t, everything) == [True] * len(everything)
-    assert env.target.find_tagged(spec.run_id) == [] and env.compute.all_ids() == []
+    assert env.cleaner.find_tagged(spec.run_id) == [] and env.compute.all_ids() == []
     assert cleanup(t, everything) == [False] * len(everything)  # idempotent
 
 
@@ -385,12 +387,12 @@ def test_failed_create_vm_leaves_the_caller_able_to_clean_everything(env: Env, s
     leftovers = [Resource.model_validate(r) for r in named]
     assert [(r.type, r.id) for r in leftovers] == [("azure-vm", instance.instance_id)]
     assert env.compute.vms[instance.instance_id.lower()].provisioning_state == "failed"
-    assert len(env.target.find_tagged(spec.run_id)) == 2 + 1 + 1 + 1  # 2 blobs, disk, NIC, VM
+    assert len(env.cleaner.find_tagged(spec.run_id)) == 2 + 1 + 1 + 1  # 2 blobs, disk, NIC, VM
 
     # The caller cleans what the steps listed, in reverse creation order.
     everything = [r for d in disks for r in d.resources] + instance.resources + leftovers
     assert all(cleanup(t, everything))
-    assert env.target.find_tagged(spec.run_id) == []
+    assert env.cleaner.find_tagged(spec.run_id) == []
     assert not any(cleanup(t, everything))
 
 
@@ -416,7 +418,7 @@ def test_a_failing_step_deletes_what_it_created(env: Env, source: Source) -> Non
         )
     assert bad.value.fields["code"] == "InvalidResourceReference" and env.compute.nics == {}
     assert cleanup(t, [r for d in disks for r in d.resources] + instance.resources) == [True] * 4
-    assert env.target.find_tagged(spec.run_id) == []
+    assert env.cleaner.find_tagged(spec.run_id) == []
 
 
 @pytest.mark.parametrize(
@@ -434,9 +436,9 @@ def test_invalid_nics_are_refused_and_leave_nothing(
 ) -> None:
     spec = spec_for()
     disks = write_machine(env, source, spec)
-    instance = env.target.create_instance(spec, disks[:1])
+    instance = env.bundle.launcher.create_instance(spec, disks[:1])
     with pytest.raises(InvalidInputError, match=match):
-        env.target.attach_networks(
+        env.bundle.networks.attach_networks(
             instance, [NicSpec(**{"source_network": "lan", "network": env.subnet, **nic})]
         )
     assert env.compute.nics == {}
@@ -446,8 +448,8 @@ def test_invalid_nics_are_refused_and_leave_nothing(
 def test_isolated_nics_go_only_to_declared_subnets_and_are_tagged(env: Env, source: Source) -> None:
     spec = spec_for()
     disks = write_machine(env, source, spec)
-    instance = env.target.create_instance(spec, disks[:1])
-    instance = env.target.attach_networks(
+    instance = env.bundle.launcher.create_instance(spec, disks[:1])
+    instance = env.bundle.networks.attach_networks(
         instance,
         [NicSpec(source_network="lan", network=env.test_subnet, private_ip="10.9.0.20", isolated=True)],
     )
@@ -460,11 +462,10 @@ def test_isolated_nics_go_only_to_declared_subnets_and_are_tagged(env: Env, sour
 def test_vm_rules_arm_enforces(env: Env, source: Source) -> None:
     spec = spec_for(instance_type="Standard_Z99")
     disks = write_machine(env, source, spec)
-    t = env.target
-    instance = t.create_instance(spec, disks[:1])
+    instance = env.bundle.launcher.create_instance(spec, disks[:1])
     with pytest.raises(InvalidInputError, match="at least one NIC"):
-        t.power_on(instance)
-    instance = t.attach_networks(
+        env.bundle.launcher.power_on(instance)
+    instance = env.bundle.networks.attach_networks(
         instance,
         [
             NicSpec(source_network="a", network=env.subnet),
@@ -472,19 +473,19 @@ def test_vm_rules_arm_enforces(env: Env, source: Source) -> None:
         ],
     )
     with pytest.raises(InvalidInputError, match="not available"):
-        t.power_on(instance)  # unknown size
+        env.bundle.launcher.power_on(instance)  # unknown size
     ok_size = instance.model_copy(update={"detail": {**instance.detail, "vm_size": "Standard_B2s"}})
     with pytest.raises(InvalidInputError, match="same virtual network"):
-        t.power_on(ok_size)
+        env.bundle.launcher.power_on(ok_size)
     assert env.compute.vms == {}
     with pytest.raises(InvalidInputError, match="not an Azure VM size"):
-        t.create_instance(spec_for(instance_type="m5.large"), disks)
+        env.bundle.launcher.create_instance(spec_for(instance_type="m5.large"), disks)
     cleanup(env.bundle, [r for d in disks for r in d.resources] + instance.resources)
 
 
 def test_the_fake_checks_the_vhd_like_arm(env: Env, source: Source) -> None:
     spec = spec_for()
-    (disk,) = [env.target.write_disk(source.repo, source.points["data"], spec)]
+    (disk,) = [env.bundle.disks.write_disk(source.repo, source.points["data"], spec)]
     base = env.container.url + f"/{spec.run_id}"
 
     def artifact(name: str) -> DiskArtifact:
@@ -514,7 +515,7 @@ def test_the_fake_checks_the_vhd_like_arm(env: Env, source: Source) -> None:
         ("unaligned.vhd", "not a multiple of 1 MiB"),
     ]:
         with pytest.raises(InvalidInputError, match=match):
-            env.target.create_instance(spec, [artifact(name)])
+            env.bundle.launcher.create_instance(spec, [artifact(name)])
         assert env.compute.disks == {}
     for name in ("block.vhd", "nofooter.vhd", "odd.vhd", "unaligned.vhd"):
         env.container.delete_blob(f"{spec.run_id}/{name}")
@@ -525,27 +526,35 @@ def test_validate_reports_a_missing_marker_and_a_stopped_vm(env: Env, source: So
     env.compute.boot = lambda vm: "kernel panic - not syncing\n"
     spec = spec_for()
     disks = write_machine(env, source, spec)
-    t = env.target
-    instance = t.create_instance(spec, disks[:1])
-    instance = t.attach_networks(instance, [NicSpec(source_network="lan", network=env.subnet)])
-    instance = t.power_on(instance)
+    t = env.bundle
+    instance = t.launcher.create_instance(spec, disks[:1])
+    instance = t.networks.attach_networks(instance, [NicSpec(source_network="lan", network=env.subnet)])
+    instance = t.launcher.power_on(instance)
 
     env.compute.fail_next("serial_log")  # transient: retried within the timeout
     start = env.clock.now
-    evidence = t.validate(instance, ValidationSpec(marker=MARKER, timeout_seconds=30))
-    assert not evidence.ok and evidence.method == "serial-marker"
+    evidence = t.validator.validate(instance, ValidationSpec(marker=MARKER, timeout_seconds=30))
+    assert not evidence.ok and evidence.method == "serial-marker" and evidence.detail["timed_out"]
     assert "not on the serial console" in evidence.reason and "kernel panic" in evidence.excerpt
     assert 30 <= env.clock.now - start < 36
 
-    env.compute.append_serial(instance.instance_id, f"late boot\n{MARKER}\nmore\n")
-    assert t.validate(instance, ValidationSpec(marker=MARKER, timeout_seconds=30)).ok
+    env.compute.set_power_state(instance.instance_id, "stopped")  # stopped before the marker: failed at once
+    start = env.clock.now
+    evidence = t.validator.validate(instance, ValidationSpec(marker=MARKER, timeout_seconds=30))
+    assert not evidence.ok and "stopped" in evidence.reason and env.clock.now == start
 
-    env.compute.set_power_state(instance.instance_id, "stopped")
-    evidence = t.validate(instance, ValidationSpec(marker=MARKER, timeout_seconds=30))
-    assert not evidence.ok and evidence.method == "status-checks" and "stopped" in evidence.reason
+    env.compute.set_power_state(instance.instance_id, "running")
+    env.compute.append_serial(instance.instance_id, f"late boot\n{MARKER}\nmore\n")
+    evidence = t.validator.validate(instance, ValidationSpec(marker=MARKER, timeout_seconds=30))
+    assert evidence.ok and evidence.excerpt.endswith(MARKER) and "more" not in evidence.excerpt
+    assert set(evidence.detail["timings"]) >= {"disk_import_0", "nic_0", "vm_create", "boot"}
+
+    env.compute.append_serial(instance.instance_id, "Kernel panic - not syncing: VFS\n")  # a fail pattern
+    evidence = t.validator.validate(instance, ValidationSpec(timeout_seconds=30))
+    assert not evidence.ok and evidence.detail["failed_on"] == "Kernel panic - not syncing"
 
     everything = [r for d in disks for r in d.resources] + instance.resources
-    assert all(cleanup(env.bundle, everything)) and env.target.find_tagged(spec.run_id) == []
+    assert all(cleanup(env.bundle, everything)) and env.cleaner.find_tagged(spec.run_id) == []
 
 
 def test_delete_is_idempotent_per_type(env: Env, source: Source) -> None:
@@ -571,9 +580,11 @@ def test_instance_round_trips_through_json(env: Env, source: Source) -> None:
     """The flow passes instances between states as JSON."""
     spec = spec_for()
     disks = write_machine(env, source, spec)
-    instance = env.target.create_instance(spec, disks)
-    instance = env.target.attach_networks(instance, [NicSpec(source_network="lan", network=env.subnet)])
+    instance = env.bundle.launcher.create_instance(spec, disks)
+    instance = env.bundle.networks.attach_networks(
+        instance, [NicSpec(source_network="lan", network=env.subnet)]
+    )
     restored = Instance.model_validate_json(instance.model_dump_json())
-    instance = env.target.power_on(restored)
+    instance = env.bundle.launcher.power_on(restored)
     assert instance.state == "running"
     assert all(cleanup(env.bundle, [r for d in disks for r in d.resources] + instance.resources))

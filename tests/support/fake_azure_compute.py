@@ -18,6 +18,7 @@ afterwards; ``calls`` records every call in order.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import re
 import threading
 import urllib.parse
@@ -26,7 +27,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from node_runtime.recovery.azure_vhd import DISK_TYPE_FIXED, FOOTER_SIZE, MiB, parse_vhd_footer
-from node_runtime.recovery.targets.azure_compute import DISK, NIC, OS_TYPES, VM, NicInfo, VmView
+from node_runtime.recovery.targets.azure.compute import (
+    DISK,
+    HYPER_V_GENERATIONS,
+    NIC,
+    OS_TYPES,
+    VM,
+    VNET,
+    NicInfo,
+    SubnetInfo,
+    VmSize,
+    VmView,
+)
 from shared.errors import InvalidInputError, LifeboatError, TargetError
 
 GiB = 1 << 30
@@ -45,12 +57,16 @@ _NAME_RULES = {  # ARM naming rules (length, pattern) per resource type
     DISK: (80, re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")),
     NIC: (80, re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?$")),
     VM: (64, re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?$")),
+    VNET: (64, re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?$")),
 }
 _BAD_TAG_CHARS = set("<>%&\\?/")
 _OPERATIONS = (
     "create_disk_from_vhd",
     "create_nic",
     "create_vm",
+    "create_vnet",
+    "get_subnet",
+    "vm_sizes",
     "instance_view",
     "serial_log",
     "delete",
@@ -72,6 +88,7 @@ class FakeDisk:
     tags: dict[str, str]
     managed_by: str | None = None  # the VM it is attached to
     params: tuple[Any, ...] = ()
+    hyper_v_generation: str = "V1"
 
 
 @dataclass
@@ -101,6 +118,16 @@ class FakeVm:
     provisioning_state: str = "succeeded"
     power_state: str | None = "running"
     serial: str = ""
+    params: tuple[Any, ...] = ()
+
+
+@dataclass
+class FakeVnet:
+    id: str
+    name: str
+    location: str
+    tags: dict[str, str]
+    subnet_ids: list[str]
     params: tuple[Any, ...] = ()
 
 
@@ -143,6 +170,7 @@ class InMemoryAzureCompute:
         self.nics: dict[str, FakeNic] = {}
         self.vms: dict[str, FakeVm] = {}
         self.subnets: dict[str, Subnet] = {}
+        self.vnets: dict[str, FakeVnet] = {}  # created through the port (pre-existing ones: add_subnet)
         self.nsgs: dict[str, str] = {}  # lower id -> location
         self.calls: list[tuple[str, str]] = []  # (operation, resource id or name)
         self._faults: dict[str, list[_Fault]] = {}
@@ -218,8 +246,8 @@ class InMemoryAzureCompute:
                     return dict(r.tags)
         raise KeyError(resource_id)
 
-    def _all(self) -> list[FakeDisk | FakeNic | FakeVm]:
-        return [*self.disks.values(), *self.nics.values(), *self.vms.values()]
+    def _all(self) -> list[FakeDisk | FakeNic | FakeVm | FakeVnet]:
+        return [*self.disks.values(), *self.nics.values(), *self.vms.values(), *self.vnets.values()]
 
     # --- the port ------------------------------------------------------------------------------
     def resource_id(self, resource_type: str, resource_group: str, name: str) -> str:
@@ -237,16 +265,19 @@ class InMemoryAzureCompute:
         size_gib: int | None,
         os_type: str | None,
         tags: dict[str, str],
+        hyper_v_generation: str = "V1",
     ) -> str:
         with self._lock:
             fault = self._begin("create_disk_from_vhd", name)
+            if hyper_v_generation not in HYPER_V_GENERATIONS:
+                raise _invalid(f"hyperVGeneration {hyper_v_generation!r} is not V1 or V2", "InvalidParameter")
             self._check_placement(resource_group, location)
             self._check_name(DISK, name)
             self._check_tags(tags)
             if os_type is not None and os_type not in OS_TYPES:
                 raise _invalid(f"osType {os_type!r} is not one of {OS_TYPES}", "InvalidParameter")
             disk_id = self.resource_id(DISK, resource_group, name)
-            params = (blob_url, size_gib, os_type)
+            params = (blob_url, size_gib, os_type, hyper_v_generation)
             existing = self.disks.get(disk_id.lower())
             if existing is not None:
                 if existing.params != params:
@@ -267,6 +298,7 @@ class InMemoryAzureCompute:
                 os_type,
                 dict(tags),
                 params=params,
+                hyper_v_generation=hyper_v_generation,
             )
             self.disks.setdefault(disk_id.lower(), disk)
             return self._end(fault, disk_id)
@@ -412,6 +444,63 @@ class InMemoryAzureCompute:
             vm.serial += serial
         return vm_id
 
+    def create_vnet(
+        self, resource_group: str, name: str, *, location: str, subnets: dict[str, str], tags: dict[str, str]
+    ) -> dict[str, str]:
+        with self._lock:
+            fault = self._begin("create_vnet", name)
+            self._check_placement(resource_group, location)
+            self._check_name(VNET, name)
+            self._check_tags(tags)
+            if not subnets:
+                raise _invalid("a virtual network needs at least one subnet", "InvalidParameter")
+            prefixes = {}
+            for subnet_name, prefix in subnets.items():
+                try:
+                    prefixes[subnet_name] = ipaddress.IPv4Network(prefix)
+                except ValueError as exc:
+                    raise _invalid(f"{prefix!r} is not an IPv4 prefix", "InvalidAddressPrefix") from exc
+            networks = sorted(prefixes.values())
+            if any(a.overlaps(b) for a, b in itertools.pairwise(networks)):
+                raise _invalid(f"subnet prefixes overlap: {subnets}", "NetcfgInvalidSubnet")
+            vnet_id = self.resource_id(VNET, resource_group, name)
+            params = tuple(sorted(subnets.items()))
+            existing = self.vnets.get(vnet_id.lower())
+            if existing is not None:
+                if existing.params != params:
+                    raise _invalid(
+                        f"virtual network {name}: its subnets cannot change here",
+                        "InUseSubnetCannotBeUpdated",
+                    )
+                existing.tags = dict(tags)
+                return self._end(fault, {s.rsplit("/", 1)[1]: s for s in existing.subnet_ids})
+            ids = {n: f"{vnet_id}/subnets/{n}" for n in subnets}
+            for subnet_name, subnet_id in ids.items():
+                self.subnets[subnet_id.lower()] = Subnet(subnet_id, vnet_id, prefixes[subnet_name], location)
+            self.vnets[vnet_id.lower()] = FakeVnet(
+                vnet_id, name, location, dict(tags), list(ids.values()), params
+            )
+            return self._end(fault, ids)
+
+    def get_subnet(self, subnet_id: str) -> SubnetInfo:
+        with self._lock:
+            self._end(self._begin("get_subnet", subnet_id), None)
+            subnet = self.subnets.get(subnet_id.lower())
+            if subnet is None:
+                raise TargetError(f"subnet {subnet_id} not found", code="NotFound", transient=False)
+            nics = [n.id for n in self.nics.values() if n.subnet_id.lower() == subnet_id.lower()]
+            return SubnetInfo(subnet.id, str(subnet.prefix), subnet.location, nics)
+
+    def vm_sizes(self, location: str) -> list[VmSize]:
+        from shared.policies.sizing import AZURE_SIZES
+
+        with self._lock:
+            self._end(self._begin("vm_sizes", location), None)
+            if location != self.location:
+                raise _invalid(f"location {location} is not available", "LocationNotAvailableForResourceType")
+            table = {name: (cpus, memory) for name, cpus, memory in AZURE_SIZES}
+            return [VmSize(name, *table.get(name, (2, 4096)), 4) for name in self.sizes]
+
     def instance_view(self, vm_id: str) -> VmView:
         with self._lock:
             self._end(self._begin("instance_view", vm_id), None)
@@ -452,6 +541,23 @@ class InMemoryAzureCompute:
                 if subnet is not None:
                     subnet.used.discard(ipaddress.IPv4Address(nic.private_ip))
                 del self.nics[key]
+                return True
+            if key in self.vnets:
+                vnet = self.vnets[key]
+                users = [
+                    n.id
+                    for n in self.nics.values()
+                    if n.subnet_id.lower() in {s.lower() for s in vnet.subnet_ids}
+                ]
+                if users:
+                    raise TargetError(
+                        f"virtual network {resource_id} has NICs in its subnets: {users}",
+                        code="InUseSubnetCannotBeDeleted",
+                        transient=False,
+                    )
+                for subnet_id in vnet.subnet_ids:
+                    self.subnets.pop(subnet_id.lower(), None)
+                del self.vnets[key]
                 return True
             if key in self.disks:
                 disk = self.disks[key]

@@ -10,6 +10,8 @@ implement them with whatever it has (QEMU processes, EC2, Azure compute):
 * :class:`NetworkMapper` gives the machine its NICs from the plan's network mapping.
 * :class:`BootValidator` proves the guest booted, with evidence.
 * :class:`Cleaner` deletes one :class:`Resource`.
+* :class:`Preflight` (optional) refuses, before anything is created, what the platform
+  would refuse later (a VM size or subnet that does not exist).
 
 Contract shared by all of them:
 
@@ -48,7 +50,7 @@ Progress = Callable[[int, int], None]
 
 __all__ = [
     "BootValidator", "Cleaner", "DiskArtifact", "DiskTarget", "Evidence", "Instance", "InstanceLauncher",
-    "InstanceSpec", "NetworkMapper", "NicSpec", "Resource", "Target", "ValidationSpec",
+    "InstanceSpec", "MachineCheck", "NetworkMapper", "NicSpec", "Preflight", "Resource", "Target", "ValidationSpec",
 ]  # fmt: skip
 
 
@@ -86,6 +88,23 @@ class BootValidator(Protocol):
     def validate(self, instance: Instance, spec: ValidationSpec) -> Evidence: ...
 
 
+@dataclass(frozen=True)
+class MachineCheck:
+    """What a preflight looks at for one machine of a run."""
+
+    machine_id: str
+    instance_type: str | None
+    nics: list[NicSpec]
+    disks: int
+
+
+class Preflight(Protocol):
+    def check(self, machines: list[MachineCheck]) -> list[str]:
+        """Raise :class:`~shared.errors.InvalidInputError` naming every machine the platform would
+        refuse (no I/O that creates anything); notes for the report otherwise."""
+        ...
+
+
 class Cleaner(Protocol):
     def delete(self, resource: Resource) -> bool:
         """Delete ``resource``; ``False`` if it was already gone."""
@@ -102,3 +121,4 @@ class Target:
     networks: NetworkMapper
     validator: BootValidator
     cleaner: Cleaner
+    preflight: Preflight | None = None

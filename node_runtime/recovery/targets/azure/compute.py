@@ -1,15 +1,17 @@
 """The Azure compute port: the few Azure Resource Manager (ARM) operations a recovery needs.
 
-:class:`~node_runtime.recovery.targets.azure_target.AzureTarget` decides *what* to
-create; an adapter of this port only translates to ARM (``azure-mgmt-compute`` /
-``azure-mgmt-network``, or REST). Tests use the in-memory fake in
-``tests/support/fake_azure_compute.py``, which checks what ARM checks.
+:mod:`node_runtime.recovery.targets.azure` decides *what* to create; an adapter of this
+port only translates to ARM: :class:`~node_runtime.recovery.targets.azure.arm.ArmCompute`
+on ``azure-mgmt-compute`` / ``azure-mgmt-network``. Tests use the in-memory fake in
+``tests/support/fake_azure_compute.py``, which checks what ARM checks, and the project's
+ARM server (``tests/support/arm_server.py``), which serves that fake's rules over ARM's
+REST to the real SDKs.
 
 Contract (every adapter, the fake included):
 
 * **Addressing.** A resource is addressed by its ARM id,
   ``/subscriptions/{sub}/resourceGroups/{rg}/providers/{type}/{name}``, where ``type`` is
-  one of :data:`DISK`, :data:`NIC`, :data:`VM`. :meth:`AzureCompute.resource_id` computes
+  one of :data:`DISK`, :data:`NIC`, :data:`VM`, :data:`VNET`. :meth:`AzureCompute.resource_id` computes
   it without any I/O, so a caller can record a resource *before* creating it. Ids compare
   case-insensitively (as in ARM); adapters return them in ARM's casing.
 * **Creates are PUTs.** ``create_*`` is idempotent by name: calling it again with the
@@ -34,7 +36,9 @@ Contract (every adapter, the fake included):
   resource was already gone and never raises for "not found". Deleting a VM deletes
   neither its disks nor its NICs (ARM's ``deleteOption`` default, ``Detach``); deleting a
   NIC or disk still attached to a VM raises ``TargetError`` (``NicInUse``,
-  ``OperationNotAllowed``), so cleanup runs in reverse creation order.
+  ``OperationNotAllowed``), and deleting a virtual network whose subnets still hold NICs
+  raises ``TargetError`` (``InUseSubnetCannotBeDeleted``), so cleanup runs in reverse
+  creation order.
 * **Tags** are ARM tags: at most 50, names up to 512 characters without ``<>%&\\?/``,
   values up to 256 characters.
 
@@ -49,9 +53,11 @@ from typing import Protocol
 DISK = "Microsoft.Compute/disks"
 NIC = "Microsoft.Network/networkInterfaces"
 VM = "Microsoft.Compute/virtualMachines"
-RESOURCE_TYPES = (DISK, NIC, VM)
+VNET = "Microsoft.Network/virtualNetworks"
+RESOURCE_TYPES = (DISK, NIC, VM, VNET)
 
 OS_TYPES = ("Linux", "Windows")
+HYPER_V_GENERATIONS = ("V1", "V2")
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,26 @@ class NicInfo:
     private_ip: str
 
 
+@dataclass(frozen=True)
+class SubnetInfo:
+    """An existing subnet: its id, IPv4 prefix, location and the NICs' ids it holds."""
+
+    id: str
+    address_prefix: str
+    location: str
+    nic_ids: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class VmSize:
+    """A VM size offered in a location."""
+
+    name: str
+    cpus: int
+    memory_mb: int
+    max_data_disks: int
+
+
 class AzureCompute(Protocol):
     """Managed disks, NICs and VMs in one subscription (see the module docstring for the contract)."""
 
@@ -95,14 +121,16 @@ class AzureCompute(Protocol):
         size_gib: int | None,
         os_type: str | None,
         tags: dict[str, str],
+        hyper_v_generation: str = "V1",
     ) -> str:
         """Import the fixed-VHD page blob at ``blob_url`` as a managed disk; its id.
 
         ARM checks the blob: it must exist in the adapter's storage account, be a page
         blob, end with a valid fixed-VHD footer and have a virtual size that is a multiple
         of 1 MiB. ``size_gib`` ``None`` keeps the VHD's size; otherwise it must hold it.
-        ``os_type`` (``Linux``/``Windows``) marks an OS disk; ``None`` a data disk. The
-        blob may be deleted once this returns (the data was copied).
+        ``os_type`` (``Linux``/``Windows``) marks an OS disk; ``None`` a data disk.
+        ``hyper_v_generation`` is ``V1`` (BIOS) or ``V2`` (UEFI): the VM boots the OS disk
+        with that firmware. The blob may be deleted once this returns (the data was copied).
         """
         ...
 
@@ -147,6 +175,27 @@ class AzureCompute(Protocol):
         """
         ...
 
+    def create_vnet(
+        self,
+        resource_group: str,
+        name: str,
+        *,
+        location: str,
+        subnets: dict[str, str],
+        tags: dict[str, str],
+    ) -> dict[str, str]:
+        """Create a virtual network with ``subnets`` (name -> IPv4 prefix), no peering and no
+        gateway; its address space is the subnets' prefixes. Returns subnet name -> id."""
+        ...
+
+    def get_subnet(self, subnet_id: str) -> SubnetInfo:
+        """An existing subnet; ``TargetError`` ``NotFound`` when it (or its network) does not exist."""
+        ...
+
+    def vm_sizes(self, location: str) -> list[VmSize]:
+        """The VM sizes ``location`` offers to this subscription."""
+        ...
+
     def instance_view(self, vm_id: str) -> VmView:
         """The VM's current provisioning and power state."""
         ...
@@ -160,9 +209,9 @@ class AzureCompute(Protocol):
         ...
 
     def delete(self, resource_id: str) -> bool:
-        """Delete a disk, NIC or VM and wait for it to be gone; ``False`` if it already was."""
+        """Delete a disk, NIC, VM or virtual network and wait for it to be gone; ``False`` if it already was."""
         ...
 
     def list_tagged(self, resource_group: str, tags: dict[str, str]) -> list[str]:
-        """Ids of the disks, NICs and VMs in ``resource_group`` carrying all of ``tags``."""
+        """Ids of the disks, NICs, VMs and virtual networks in ``resource_group`` carrying all of ``tags``."""
         ...
