@@ -19,6 +19,12 @@ App settings (environment variables of the function app):
     identity may not read the vault) or a key shorter than 32 characters is refused:
     signing with it would make every session forgeable.
 ``LIFEBOAT_JOB_LEASE_SECONDS`` (default 300).
+``LIFEBOAT_FLOW_QUEUE`` (Bicep: ``lifeboat-flows``, in the same storage account)
+    When set, test and failover recoveries and test cleanups run as Durable orchestrations
+    of this app (functions/azure/durable_flow.py) instead of on a node, as
+    ``LIFEBOAT_RECOVERY_STATE_MACHINE`` sends them to Step Functions in AWS: the API's
+    WorkflowStarter (:class:`~shared.adapters.azure.durable_starter.DurableQueueStarter`)
+    puts start requests on that queue, whose trigger starts them. Unset: they go to nodes.
 
 Authentication settings (``LIFEBOAT_ENTRA_*``) are read by :mod:`functions.azure.entra`.
 Tables and queues are created by the deployment (Bicep), never here: the constructors do
@@ -29,17 +35,22 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.errors import ServiceUnavailableError
 from shared.services.context import Control
 
+if TYPE_CHECKING:  # the API's cold start does not import the recovery code
+    from functions.recovery.ports import RecoveryPorts
+
 KEY_VAULT_REFERENCE = "@Microsoft.KeyVault("
 MIN_SECRET_LENGTH = 32
 STORAGE = "LIFEBOAT_STORAGE"
+FLOW_QUEUE = "LIFEBOAT_FLOW_QUEUE"
 
 
 @dataclass(frozen=True)
@@ -109,7 +120,13 @@ def build_control(env: Mapping[str, str]) -> Control:
 
     tables, queues = _services(storage_settings(env))
     queue_name = env.get("LIFEBOAT_QUEUE", "lifeboat-jobs")
+    workflows = None
+    if env.get(FLOW_QUEUE):
+        from shared.adapters.azure.durable_starter import DurableQueueStarter
+
+        workflows = DurableQueueStarter(queues, flow_queue(env))
     return Control(
+        workflows=workflows,
         store=AzureTableMetadataStore(tables, env.get("LIFEBOAT_TABLE", "lifeboat")),
         queue=AzureStorageJobQueue(
             queues,
@@ -122,7 +139,50 @@ def build_control(env: Mapping[str, str]) -> Control:
     )
 
 
+def flow_queue(env: Mapping[str, str]) -> str:
+    """The queue of flow start requests (the trigger listens on the default when it is unset)."""
+    return env.get(FLOW_QUEUE) or "lifeboat-flows"
+
+
 @functools.cache
 def control() -> Control:
     """The process's Control, built once from ``os.environ`` (warm invocations reuse it)."""
     return build_control(os.environ)
+
+
+@functools.cache
+def recovery_ports() -> RecoveryPorts:
+    """The ports of the recovery-flow activities, as the Lambda tasks have them
+    (functions/recovery/lambda_handlers.py): each run's own ``recovery_target`` (built once
+    per configuration), and its repository opened, never created, from its URL with the
+    passphrase its credentials reference names (``env:`` an app setting, e.g. a Key Vault
+    reference; ``file:``). Imports only what recovering needs (not the node agent)."""
+    from functions.recovery.ports import RecoveryPorts
+    from functions.recovery.targets import build_target
+    from node_runtime.sources.secrets import resolve_node_secret
+    from shared.adapters.store_url import open_store
+    from shared.domain.recovery import TargetConfig
+    from shared.repo.object_cache import cache_from_env
+    from shared.repo.repository import Repository
+
+    targets: dict[str, Any] = {}
+    lock = threading.Lock()
+
+    def target_for(config: TargetConfig) -> Any:
+        key = config.model_dump_json()
+        with lock:
+            if key not in targets:
+                targets[key] = build_target(config)
+            return targets[key]
+
+    def open_repository(url: str, credentials_ref: str | None) -> Repository:
+        secret = (
+            os.environ.get("LIFEBOAT_PASSWORD")
+            if credentials_ref is None
+            else resolve_node_secret(credentials_ref)
+        )
+        repo = Repository.open(open_store(url), lambda: secret or "")
+        repo.cache = cache_from_env(os.environ)
+        return repo
+
+    return RecoveryPorts(target_for=target_for, open_repository=open_repository)

@@ -6,6 +6,13 @@
   The request becomes the API Gateway event that ``functions.api.app.resolve`` takes.
 * ``scheduler``: a timer trigger every minute running one scheduler tick (the same
   ``shared.services.scheduler.tick`` as the Lambda behind EventBridge).
+* The recovery flow on Durable Functions (:mod:`functions.azure.durable_flow`; task hub
+  ``lifeboat`` in host.json): orchestrators ``recovery_flow``, ``test_cleanup`` and
+  ``flow_branch`` (one parallel Map iteration), activities ``flow_task`` (one Task state's
+  handler) and ``flow_finished`` (ends the job), and ``flow_starter``, a queue trigger on
+  ``LIFEBOAT_FLOW_QUEUE`` (default ``lifeboat-flows``, connection ``LIFEBOAT_STORAGE``) with
+  the Durable client binding, which starts what the API's
+  :class:`~shared.adapters.azure.durable_starter.DurableQueueStarter` asked for.
 
 The deployment package puts a one-line ``function_app.py`` at its root that imports
 ``app`` from here (the host indexes the root module); see docs/deploy-azure.md.
@@ -17,15 +24,17 @@ import logging
 import os
 from typing import Any
 
+import azure.durable_functions as df
 import azure.functions as func
 
 from functions.api import app as api
-from functions.azure import composition, http_adapter
+from functions.azure import composition, durable_flow, http_adapter
+from shared.adapters.azure.durable_starter import decode_start
 from shared.services.scheduler import tick
 
 log = logging.getLogger("lifeboat.azure")
 
-app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+app = df.DFApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 
 #: every minute, at second 0 (NCRONTAB with seconds)
 SCHEDULE = "0 * * * * *"
@@ -62,3 +71,43 @@ def scheduler(timer: func.TimerRequest) -> None:
         log.error("%s job %s failed: its message was dead-lettered", DEAD_LETTER, job_id)
     for error in report.errors:
         log.warning("scheduling error: %s", error)
+
+
+# --- the recovery flow on Durable Functions -------------------------------------------------------
+recovery_flow = app.orchestration_trigger(context_name="context")(durable_flow.recovery_flow)
+test_cleanup = app.orchestration_trigger(context_name="context")(durable_flow.test_cleanup)
+flow_branch = app.orchestration_trigger(context_name="context")(durable_flow.flow_branch)
+
+
+@app.activity_trigger(input_name="request", activity=durable_flow.TASK)
+def flow_task(request: dict[str, Any]) -> dict[str, Any]:
+    return durable_flow.run_task(request, composition.recovery_ports())
+
+
+@app.activity_trigger(input_name="request", activity=durable_flow.FINISHED)
+def flow_finished(request: dict[str, Any]) -> dict[str, Any]:
+    outcome = durable_flow.finish(request, composition.control())
+    log.info("workflow ended", extra={**outcome, "status": request["status"]})
+    return outcome
+
+
+@app.function_name("flow_starter")
+@app.queue_trigger(
+    arg_name="message", queue_name=composition.flow_queue(os.environ), connection=composition.STORAGE
+)
+@app.durable_client_input(client_name="client")
+async def flow_starter(message: func.QueueMessage, client: df.DurableOrchestrationClient) -> None:
+    """Start the orchestration a start request names, once: an existing instance is left alone
+    (a redelivered message, or a second request for the same job)."""
+    flow, instance_id, payload = decode_start(message.get_body())
+    status = await client.get_status(instance_id)
+    if status is not None and status.runtime_status is not None:
+        log.info(
+            "flow %s already started",
+            instance_id,
+            extra={"job_id": instance_id, "status": str(status.runtime_status)},
+        )
+        return
+    orchestrator, _ = durable_flow.FLOWS[flow]
+    await client.start_new(orchestrator, instance_id, payload)
+    log.info("flow %s started", instance_id, extra={"job_id": instance_id, "flow": flow})

@@ -4,7 +4,8 @@ Layout of the zip (what the Python worker expects at the app root)::
 
     function_app.py                 one line: ``from functions.azure.function_app import app``
     host.json, requirements.txt
-    functions/{__init__,api,azure,embedded}/ and shared/   (the code the app imports)
+    functions/{__init__,api,azure,embedded,recovery}/ and shared/   (the code the app imports)
+    node_runtime/recovery/ (+ the package's __init__ and sources/secrets.py)   (the flow's activities)
     .python_packages/lib/site-packages/                     (dependencies, unless --no-deps)
 
 Dependencies are installed by ``pip --target`` as manylinux x86_64 wheels for the
@@ -23,7 +24,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-CODE = ["shared", "functions/__init__.py", "functions/api", "functions/azure", "functions/embedded"]
+CODE = [
+    "shared", "functions/__init__.py", "functions/api", "functions/azure", "functions/embedded",
+    "functions/recovery", "node_runtime/__init__.py", "node_runtime/recovery",
+    "node_runtime/sources/__init__.py", "node_runtime/sources/secrets.py",
+]  # fmt: skip
 SHIM = '"""Entry module indexed by the Functions host."""\n\nfrom functions.azure.function_app import app  # noqa: F401\n'
 PYTHON_VERSION = "3.11"
 

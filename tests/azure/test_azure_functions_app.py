@@ -35,6 +35,7 @@ from tests.servers import AzuriteServices, azurite_services  # noqa: F401  (fixt
 PASSWORD = "correct-horse-battery"
 SECRET = "azure-test-secret-" + "k" * 32
 BASE = "https://lifeboat-test.azurewebsites.net"
+DURABLE = {"recovery_flow", "test_cleanup", "flow_branch", "flow_task", "flow_finished", "flow_starter"}
 
 
 @dataclass
@@ -99,8 +100,19 @@ PLAN = {
 
 def test_functions_are_indexed_with_the_expected_bindings() -> None:
     functions = {f.get_function_name(): json.loads(f.get_function_json()) for f in fa.app.get_functions()}
-    assert set(functions) == {"api", "scheduler"}
+    assert set(functions) == {"api", "scheduler", *DURABLE}
     assert {f["scriptFile"] for f in functions.values()} == {"function_app.py"}
+    # the recovery flow on Durable Functions (tests/azure/test_durable_flow.py runs it)
+    for name in ("recovery_flow", "test_cleanup", "flow_branch"):
+        assert functions[name]["bindings"] == [
+            {"direction": "IN", "type": "orchestrationTrigger", "name": "context"}
+        ]
+    for name in ("flow_task", "flow_finished"):
+        assert functions[name]["bindings"][0] | {"name": "-"} == {
+            "direction": "IN", "type": "activityTrigger", "name": "-", "activity": name}  # fmt: skip
+    starter = {b["type"]: b for b in functions["flow_starter"]["bindings"]}
+    assert starter["queueTrigger"]["queueName"] == "lifeboat-flows"
+    assert starter["queueTrigger"]["connection"] == "LIFEBOAT_STORAGE" and "durableClient" in starter
     http = functions["api"]["bindings"][0]
     assert (http["type"], http["route"], http["authLevel"]) == ("httpTrigger", "{*path}", "ANONYMOUS")
     assert set(http["methods"]) >= {"GET", "POST", "PUT", "DELETE"}
@@ -108,6 +120,8 @@ def test_functions_are_indexed_with_the_expected_bindings() -> None:
     assert timer["type"] == "timerTrigger" and timer["schedule"] == "0 * * * * *"
     host = json.loads((Path(fa.__file__).parent / "host.json").read_text())
     assert host["extensions"]["http"]["routePrefix"] == ""  # /plans, not /api/plans
+    assert host["extensions"]["durableTask"]["hubName"] == "lifeboat"
+    assert host["extensions"]["queues"]["messageEncoding"] == "none"  # the starter writes plain JSON
 
 
 def test_login_create_and_list_through_the_function(app: App) -> None:
@@ -244,19 +258,30 @@ def test_deployment_package_layout_and_indexing(tmp_path: Path) -> None:
 
     names = set(zipfile.ZipFile(zipped).namelist())
     assert {"function_app.py", "host.json", "requirements.txt", "functions/azure/function_app.py",
-            "functions/api/app.py", "functions/embedded/http_server.py", "shared/services/scheduler.py"} <= names  # fmt: skip
+            "functions/api/app.py", "functions/embedded/http_server.py", "shared/services/scheduler.py",
+            "functions/recovery/recovery_flow.asl.json", "functions/recovery/handlers.py",
+            "node_runtime/recovery/osprep/__init__.py", "node_runtime/sources/secrets.py"} <= names  # fmt: skip
     assert not any(
-        n.startswith(("tests/", "cdk/", "node_runtime/", "cli/")) or "__pycache__" in n for n in names
+        n.startswith(("tests/", "cdk/", "cli/", "node_runtime/agent", "node_runtime/replication/"))
+        or "__pycache__" in n for n in names
+    )  # fmt: skip
+    requirements = (staged / "requirements.txt").read_text()
+    assert all(
+        p in requirements for p in ("azure-functions-durable", "azure-mgmt-compute", "azure-mgmt-network")
     )
     # the host imports the root module and finds `app` (with the staged code, not the repo's)
     probe = (
-        "import function_app, functions, shared; "
+        "import function_app, functions, shared; from functions.azure import composition, durable_flow; "
+        "composition.recovery_ports(); durable_flow.definition('recovery_flow.asl.json'); "
         "print(functions.__file__); print(sorted(f.get_function_name() for f in function_app.app.get_functions()))"
     )
     out = subprocess.run(
         [sys.executable, "-c", probe], cwd=staged, capture_output=True, text=True, check=True
     ).stdout
-    assert out.splitlines() == [str(staged / "functions/__init__.py"), "['api', 'scheduler']"]
+    assert out.splitlines() == [
+        str(staged / "functions/__init__.py"),
+        str(sorted({"api", "scheduler", *DURABLE})),
+    ]
 
 
 def test_bootstrap_creates_the_first_admin_once(app: App) -> None:
