@@ -177,6 +177,13 @@ def test_a_failover_puts_nics_in_the_mapped_subnet_despite_throttling(cloud: Clo
     assert all(n.subnet_id == cloud.prod_subnet for n in cloud.compute.nics.values())
     assert cloud.compute.vnets == {}
     assert len(cloud.compute.vms) == 2
+    assert cloud.server.count("GET", r"/virtualMachines/[^/]+$") + cloud.server.count("PUT", "/") > 0
+    machines = [{"machine_id": m.machine_id, "resources": [r.model_dump() for r in m.resources]}
+                for m in report.machines()]  # fmt: skip
+    outcome = run_cleanup(
+        {"target": cloud.config.model_dump(), "machines": machines}, cloud.ports, sleep=lambda s: None
+    )
+    assert outcome.failed == [] and cloud.leftovers() == []
 
 
 def test_a_failed_vm_operation_is_reported_and_leaves_nothing_behind(cloud: Cloud) -> None:

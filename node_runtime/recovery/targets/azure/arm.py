@@ -26,6 +26,8 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
+from azure.mgmt.compute import models as cm
+from azure.mgmt.network import models as nm
 
 from node_runtime.recovery.targets.azure.compute import (
     DISK,
@@ -120,11 +122,10 @@ class ArmCompute:
         from azure.mgmt.compute import ComputeManagementClient
         from azure.mgmt.network import NetworkManagementClient
 
-        endpoint = {"base_url": base_url} if base_url else {}
         self.subscription_id = subscription_id
         self.storage_account_id = storage_account_id
-        self.compute = ComputeManagementClient(credential, subscription_id, **endpoint, **client_options)
-        self.network = NetworkManagementClient(credential, subscription_id, **endpoint, **client_options)
+        self.compute = ComputeManagementClient(credential, subscription_id, base_url, **client_options)
+        self.network = NetworkManagementClient(credential, subscription_id, base_url, **client_options)
         verify = client_options.get("connection_verify", True)
         self.read_blob = read_blob or (lambda url: _download(url, verify))
 
@@ -165,7 +166,7 @@ class ArmCompute:
         body = {"location": location, "tags": tags, "sku": {"name": "Standard_LRS"}, "properties": properties}
         disk = self._call(
             f"importing {blob_url} as disk {name}",
-            lambda: self.compute.disks.begin_create_or_update(resource_group, name, body).result(),
+            lambda: self.compute.disks.begin_create_or_update(resource_group, name, cm.Disk(body)).result(),
         )
         return str(disk.id)
 
@@ -192,7 +193,7 @@ class ArmCompute:
         nic = self._call(
             f"creating NIC {name} in {subnet_id}",
             lambda: self.network.network_interfaces.begin_create_or_update(
-                resource_group, name, body
+                resource_group, name, nm.NetworkInterface(body)
             ).result(),
         )
         return NicInfo(str(nic.id), str(nic.ip_configurations[0].private_ip_address))
@@ -239,7 +240,9 @@ class ArmCompute:
         }
         vm = self._call(
             f"creating VM {name}",
-            lambda: self.compute.virtual_machines.begin_create_or_update(resource_group, name, body).result(),
+            lambda: self.compute.virtual_machines.begin_create_or_update(
+                resource_group, name, cm.VirtualMachine(body)
+            ).result(),
         )
         return str(vm.id)
 
@@ -256,7 +259,9 @@ class ArmCompute:
         }
         vnet = self._call(
             f"creating virtual network {name}",
-            lambda: self.network.virtual_networks.begin_create_or_update(resource_group, name, body).result(),
+            lambda: self.network.virtual_networks.begin_create_or_update(
+                resource_group, name, nm.VirtualNetwork(body)
+            ).result(),
         )
         return {str(s.name): str(s.id) for s in vnet.subnets or []}
 
@@ -324,9 +329,7 @@ class ArmCompute:
         ]
         found: list[str] = []
         for listing in listings:
-            resources = self._call(
-                f"listing resource group {resource_group}", lambda lst=listing: list(lst())
-            )
+            resources: list[Any] = self._call(f"listing resource group {resource_group}", _listed(listing))
             found += [
                 str(r.id) for r in resources if all((r.tags or {}).get(k) == v for k, v in tags.items())
             ]
@@ -376,6 +379,10 @@ class ArmCompute:
             return call()
         except AzureError as exc:
             raise arm_error(exc, doing) from exc
+
+
+def _listed(listing: Callable[[], Any]) -> Callable[[], list[Any]]:
+    return lambda: list(listing())
 
 
 def _parse(resource_id: str) -> re.Match[str]:

@@ -19,7 +19,7 @@ from azure.core.exceptions import AzureError
 
 from node_runtime.recovery.azure_vhd import MAX_PAGE_WRITE, SECTOR, AzurePageBlobVhdWriter
 from node_runtime.recovery.reconstruct import reconstruct
-from node_runtime.recovery.targets.azure.context import AzureContext, log
+from node_runtime.recovery.targets.azure.context import KIND, AzureContext, log
 from node_runtime.recovery.targets.base import DiskArtifact, InstanceSpec, Progress, Resource
 from shared.errors import InvalidInputError, TargetError
 from shared.repo.points import PointRecord
@@ -28,6 +28,8 @@ from shared.repo.repository import Repository
 
 class AzureDisks:
     """DiskTarget on a staging container of page blobs."""
+
+    kind = KIND
 
     def __init__(self, ctx: AzureContext) -> None:
         self.ctx = ctx
