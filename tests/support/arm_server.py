@@ -100,6 +100,7 @@ class ArmServer:
         self.operations: dict[str, Operation] = {}
         self.lro_failures: dict[str, list[dict[str, str]]] = {}
         self._throttled = 0
+        self.throttled_answers = 0  # 429s sent
         self._retry_after = 1
         self._sas = secrets.token_urlsafe(16)
         self._ids = itertools.count(1)
@@ -195,6 +196,7 @@ class ArmServer:
             if self._throttled <= 0:
                 return None
             self._throttled -= 1
+            self.throttled_answers += 1
             return self._retry_after
 
 
