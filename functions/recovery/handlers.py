@@ -63,6 +63,7 @@ def _spec(state: MachineState) -> InstanceSpec:
     m, run = state.machine, state.run
     return InstanceSpec(
         machine_id=m.machine_id, name=m.name, run_id=run.run_id, instance_type=m.instance_type, firmware=m.firmware,
+        os_family=state.os.os_family if state.os is not None else "unknown",
         tags={"lifeboat:run": run.run_id, "lifeboat:machine": m.machine_id, "lifeboat:plan": run.plan_id,
               "lifeboat:mode": str(run.mode)},
     )  # fmt: skip

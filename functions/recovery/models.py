@@ -22,6 +22,7 @@ from shared.domain.recovery import (
     Instance,
     MachineReport,
     MachineRun,
+    OsFamily,
     Resource,
     RunSpec,
     TargetConfig,
@@ -49,7 +50,7 @@ class DisksResult(StageResult):
 
 class OsResult(StageResult):
     artifacts: list[DiskArtifact] = Field(description="The disks after remediation (may be new artifacts).")
-    os_family: str = "unknown"
+    os_family: OsFamily = "unknown"
     bootable: bool = True
     patches_applied: int = 0
     findings: list[dict[str, Any]] = Field(default_factory=list)

@@ -100,6 +100,9 @@ class DiskArtifact(_Model):
     resources: list[Resource] = Field(default_factory=list)
 
 
+OsFamily = Literal["linux", "windows", "unknown"]
+
+
 class InstanceSpec(_Model):
     """The machine to create, from the plan."""
 
@@ -108,6 +111,9 @@ class InstanceSpec(_Model):
     run_id: str
     instance_type: str | None = None
     firmware: Firmware = Field(default=Firmware.BIOS, description="As captured with the point (BIOS or EFI).")
+    os_family: OsFamily = Field(
+        default="unknown", description="What OS preparation found on the disks (unknown before it ran)."
+    )
     tags: dict[str, str] = Field(default_factory=dict)
 
 

@@ -158,6 +158,8 @@ def test_a_two_vm_test_recovery_boots_in_isolated_networks_and_cleans_up(cloud: 
     assert sorted(n.private_ip for n in nics) == ["10.1.0.10", "10.1.0.11"]
     assert all(n.subnet_id.lower().startswith(vnets[0].id.lower()) for n in nics)
     assert not any(n.subnet_id.lower() == cloud.prod_subnet.lower() for n in nics)
+    os_disks = [d for d in cloud.compute.disks.values() if d.os_type]
+    assert [(d.os_type, d.hyper_v_generation) for d in os_disks] == [("Linux", "V1")] * 2  # found by OS preparation
     assert cloud.server.count("POST", "retrieveBootDiagnosticsData") >= 2
     assert cloud.server.count("GET", "/bootdiagnostics/") >= 2
 

@@ -2,7 +2,8 @@
 
 Azure has no "defined but never started" VM, so :meth:`AzureLauncher.create_instance`
 imports each blob as a managed disk (the first is the OS disk, with the Hyper-V
-generation the captured firmware needs: V1 for BIOS, V2 for UEFI) and returns an
+generation the captured firmware needs: V1 for BIOS, V2 for UEFI, and the OS type OS
+preparation found, else the site's ``os_type``) and returns an
 instance in state ``defined`` whose ``instance_id`` is the id the VM *will* have.
 :meth:`~AzureLauncher.power_on` creates the VM over the disks and the NICs that
 :mod:`.network` attached (the first NIC is primary), with boot diagnostics on, and waits
@@ -18,6 +19,9 @@ from node_runtime.recovery.targets.azure.context import VM_SIZE, AzureContext, a
 from node_runtime.recovery.targets.base import DiskArtifact, Instance, InstanceSpec, Resource
 from shared.domain.hardware import Firmware
 from shared.errors import InvalidInputError, TargetError
+
+#: the OS type an OS disk is imported with, from the OS family OS preparation found
+OS_TYPES = {"linux": "Linux", "windows": "Windows"}
 
 
 def hyper_v_generation(firmware: Firmware | str | None) -> str:
@@ -45,6 +49,7 @@ class AzureLauncher:
         tags = ctx.tags(spec)
         base = ctx.base_name(spec)
         generation = hyper_v_generation(spec.firmware)
+        os_type = OS_TYPES.get(spec.os_family, ctx.os_type)  # what OS preparation found wins
         created: list[Resource] = []
         disk_ids: list[str] = []
         timings: dict[str, float] = {}
@@ -58,7 +63,7 @@ class AzureLauncher:
             try:
                 disk_ids.append(ctx.compute.create_disk_from_vhd(
                     ctx.resource_group, name, location=ctx.location, blob_url=disk.location, size_gib=None,
-                    os_type=ctx.os_type if i == 0 else None, tags={**tags, "lifeboat:disk": disk.disk_id},
+                    os_type=os_type if i == 0 else None, tags={**tags, "lifeboat:disk": disk.disk_id},
                     hyper_v_generation=generation,
                 ))  # fmt: skip
             except Exception as exc:
@@ -72,6 +77,7 @@ class AzureLauncher:
             detail={
                 "vm_name": arm_name([base], 64), "base_name": base, "vm_size": size,
                 "resource_group": ctx.resource_group, "location": ctx.location, "hyper_v_generation": generation,
+                "os_type": os_type,
                 "os_disk_id": disk_ids[0], "data_disk_ids": disk_ids[1:], "nic_ids": [], "tags": tags,
                 "timings": timings,
             },
