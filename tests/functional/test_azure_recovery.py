@@ -159,7 +159,9 @@ def test_a_two_vm_test_recovery_boots_in_isolated_networks_and_cleans_up(cloud: 
     assert all(n.subnet_id.lower().startswith(vnets[0].id.lower()) for n in nics)
     assert not any(n.subnet_id.lower() == cloud.prod_subnet.lower() for n in nics)
     os_disks = [d for d in cloud.compute.disks.values() if d.os_type]
-    assert [(d.os_type, d.hyper_v_generation) for d in os_disks] == [("Linux", "V1")] * 2  # found by OS preparation
+    assert [(d.os_type, d.hyper_v_generation) for d in os_disks] == [
+        ("Linux", "V1")
+    ] * 2  # found by OS preparation
     assert cloud.server.count("POST", "retrieveBootDiagnosticsData") >= 2
     assert cloud.server.count("GET", "/bootdiagnostics/") >= 2
 
@@ -188,14 +190,24 @@ def test_a_failover_puts_nics_in_the_mapped_subnet_despite_throttling(cloud: Clo
     assert outcome.failed == [] and cloud.leftovers() == []
 
 
-def test_a_failed_vm_operation_is_reported_and_leaves_nothing_behind(cloud: Cloud) -> None:
-    cloud.server.fail_operation("virtualMachines", "AllocationFailed", "no capacity for Standard_B2s")
+@pytest.mark.parametrize(
+    ("kind", "stage"),
+    [("disks", "create-instance"), ("virtualNetworks", "attach-networks"),
+     ("networkInterfaces", "attach-networks"), ("virtualMachines", "power-on")],
+)  # fmt: skip
+def test_a_failure_at_each_create_step_is_compensated_and_leaves_nothing(
+    cloud: Cloud, kind: str, stage: str
+) -> None:
+    """ARM accepts the create, then the operation ends Failed (the resource is left in state Failed)."""
+    cloud.server.fail_operation(kind, "AllocationFailed", f"injected: no capacity for {kind}")
     report = cloud.run(cloud.flow(RecoveryMode.TEST))
     db = next(m for m in report.machines() if m.machine_id == "db")
-    assert db.status == "failed" and db.failed_stage == "power-on"
-    assert "AllocationFailed" in (db.error or "") or "no capacity" in (db.error or "")
+    assert db.status == "failed" and db.failed_stage == stage, (db.failed_stage, db.error)
+    assert "AllocationFailed" in (db.error or "") and "injected" in (db.error or "")
+    assert db.cleanup is not None and db.cleanup.failed == [] and db.resources == []
     assert report.state == "partial"  # the web machine still recovered
     web = next(m for m in report.machines() if m.machine_id == "web")
+    assert web.status == "recovered"
     machines = [{"machine_id": "web", "resources": [r.model_dump() for r in web.resources]}]
     run_cleanup(
         {"target": cloud.config.model_dump(), "machines": machines}, cloud.ports, sleep=lambda s: None

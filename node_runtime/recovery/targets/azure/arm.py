@@ -78,7 +78,7 @@ def arm_error(exc: Exception, doing: str) -> InvalidInputError | TargetError:
         or status in _TRANSIENT_STATUS
         or code in ("TooManyRequests", "InternalServerError", "RetryableError", "OperationTimedOut")
     )
-    message = f"{doing}: {_message(exc)}"
+    message = f"{doing}: {code}: {_message(exc)}" if code else f"{doing}: {_message(exc)}"
     if code not in IN_USE_CODES and (code in INVALID_CODES or (status == 400 and not transient)):
         return InvalidInputError(message, code=code or "BadRequest", transient=False, status=status)
     return TargetError(message, code=code or type(exc).__name__, transient=transient, status=status)
