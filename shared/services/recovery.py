@@ -86,7 +86,7 @@ def build_flow_input(
                 nics = map_nics(plan, m, mode, platform_isolates=isolates)
             except MappingRefused as exc:
                 raise InvalidInputError(str(exc), plan_id=plan.id) from exc
-            size = choose_size(site.recovery_target.platform, point.hardware, m.instance_type)
+            size = choose_size(site.recovery_target.platform, point.hardware, m.instance_type, nics=len(nics))
             runs.append(MachineRun(
                 machine_id=machine_id, name=m.name or machine_id, instance_type=size.instance_type,
                 firmware=point.hardware.firmware if point.hardware else Firmware.BIOS,

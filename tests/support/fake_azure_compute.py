@@ -498,7 +498,7 @@ class InMemoryAzureCompute:
             self._end(self._begin("vm_sizes", location), None)
             if location != self.location:
                 raise _invalid(f"location {location} is not available", "LocationNotAvailableForResourceType")
-            table = {name: (cpus, memory) for name, cpus, memory in AZURE_SIZES}
+            table = {name: (cpus, memory) for name, cpus, memory, _nics in AZURE_SIZES}
             return [VmSize(name, *table.get(name, (2, 4096)), 4) for name in self.sizes]
 
     def instance_view(self, vm_id: str) -> VmView:
