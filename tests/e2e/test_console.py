@@ -63,7 +63,9 @@ class ConsolePage:
         from playwright.sync_api import expect
 
         self.expect = expect
-        context = browser.new_context(viewport={"width": 1366, "height": 900}, accept_downloads=accept_downloads)
+        context = browser.new_context(
+            viewport={"width": 1366, "height": 900}, accept_downloads=accept_downloads
+        )
         self.page = page = context.new_page()
         page.set_default_timeout(15_000)
         self.base = base
@@ -185,8 +187,16 @@ def test_console_end_to_end(procs: Processes, tmp_path: Path) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     procs.start(
-        "up", "up", "--data-dir", str(tmp_path / "data"), "--port", str(port), "--scheduler-seconds", "1",
-        "--source-root", str(tmp_path)
+        "up",
+        "up",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--port",
+        str(port),
+        "--scheduler-seconds",
+        "1",
+        "--source-root",
+        str(tmp_path),
     )
     password = wait_for(
         "admin password", lambda: re.search(r"password '([^']+)'", procs.log("up")), 60
@@ -211,8 +221,8 @@ def test_console_end_to_end(procs: Processes, tmp_path: Path) -> None:
         menu.get_by_role("link", name="Inventory").click()
         expect(page.get_by_role("cell", name="local-node")).to_be_visible()
         form = page.locator("form", has=page.get_by_role("heading", name="Add a site"))
-        form.get_by_label("Id").fill("dr")
-        form.get_by_label("Name").fill("DR site")
+        form.get_by_label("Id", exact=True).fill("dr")
+        form.get_by_label("Name", exact=True).fill("DR site")
         form.get_by_label("Repository URL").fill(str(tmp_path / "dr-repo"))
         form.get_by_label("Credentials reference").fill("not a reference")
         form.get_by_role("button", name="Add site").click()
@@ -224,6 +234,29 @@ def test_console_end_to_end(procs: Processes, tmp_path: Path) -> None:
         form.get_by_role("button", name="Add site").click()
         expect(page.get_by_role("cell", name="DR site")).to_be_visible()
         expect(page.locator("#status")).to_contain_text("Site dr created")
+        # an Azure recovery target: its fields appear with the choice; a bad subscription id is a 422, inline
+        expect(form.get_by_label("Name", exact=True)).to_have_value("")  # the form was rendered again
+        form.get_by_label("Id", exact=True).fill("dr-azure")
+        form.get_by_label("Name", exact=True).fill("DR Azure")
+        form.get_by_label("Repository URL").fill(str(tmp_path / "dr-repo"))
+        expect(form.get_by_label("Subscription id")).to_be_hidden()
+        form.get_by_label("Recovery target").select_option("azure")
+        form.get_by_label("Target location").fill("westeurope")
+        form.get_by_label("Subscription id").fill("not-a-subscription")
+        form.get_by_label("Resource group").fill("lifeboat-recovery")
+        form.get_by_label("Staging container URL").fill(
+            "https://drstaging.blob.core.windows.net/recovery-staging"
+        )
+        form.get_by_label("Staging storage account id").fill(
+            "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/dr"
+            "/providers/Microsoft.Storage/storageAccounts/drstaging"
+        )
+        form.get_by_role("button", name="Add site").click()
+        expect(form.get_by_label("Subscription id")).to_have_attribute("aria-invalid", "true")
+        form.get_by_label("Subscription id").fill("00000000-0000-0000-0000-000000000000")
+        form.get_by_role("button", name="Add site").click()
+        expect(page.get_by_role("cell", name="DR Azure")).to_be_visible()
+        expect(page.locator("#status")).to_contain_text("Site dr-azure created")
         tokens = page.locator("form", has=page.get_by_role("heading", name="Register a node"))
         tokens.get_by_label("Node name").fill("node-rack2")
         tokens.get_by_role("button", name="Create node token").click()

@@ -52,8 +52,21 @@ function siteForm(refresh) {
   const repo = h("input", { name: "repository_url", "data-loc": "repository_url", required: true, placeholder: "/srv/lifeboat or s3://bucket/prefix" });
   const creds = h("input", { name: "credentials_ref", "data-loc": "credentials_ref", placeholder: "env:NAME (a reference, never a secret)" });
   const platform = h("select", { name: "platform", "data-loc": "recovery_target" },
-    h("option", { value: "" }, "none"), h("option", { value: "qemu" }, "QEMU (this machine)"), h("option", { value: "aws" }, "AWS"));
-  const workDir = h("input", { name: "work_dir", "data-loc": "recovery_target.qemu.work_dir", placeholder: "QEMU work dir, or AWS region" });
+    h("option", { value: "" }, "none"), h("option", { value: "qemu" }, "QEMU (this machine)"), h("option", { value: "aws" }, "AWS"),
+    h("option", { value: "azure" }, "Azure"));
+  const workDir = h("input", { name: "work_dir", "data-loc": "recovery_target.qemu.work_dir", placeholder: "QEMU work dir, AWS or Azure region" });
+  // Azure needs more than a location: the recovery resource group and the staging container (docs/deploy-azure.md)
+  const az = (name, placeholder) => h("input", { name, "data-loc": `recovery_target.azure.${name}`, placeholder });
+  const azure = {
+    subscription_id: az("subscription_id", "00000000-0000-0000-0000-000000000000"),
+    resource_group: az("resource_group", "lifeboat-recovery"),
+    container_url: az("container_url", "https://<account>.blob.core.windows.net/recovery-staging"),
+    storage_account_id: az("storage_account_id", "/subscriptions/…/providers/Microsoft.Storage/storageAccounts/<account>"),
+  };
+  const azureRow = h("div.row", { hidden: true },
+    field("Subscription id", azure.subscription_id), field("Resource group", azure.resource_group),
+    field("Staging container URL", azure.container_url), field("Staging storage account id", azure.storage_account_id));
+  platform.addEventListener("change", () => { azureRow.hidden = platform.value !== "azure"; });
   const form = h("form.card.inner", {
     onsubmit: async (ev) => {
       ev.preventDefault();
@@ -63,6 +76,10 @@ function siteForm(refresh) {
       if (creds.value) body.credentials_ref = creds.value;
       if (platform.value === "qemu") body.recovery_target = { platform: "qemu", work_dir: workDir.value };
       if (platform.value === "aws") body.recovery_target = { platform: "aws", region: workDir.value };
+      if (platform.value === "azure") {
+        body.recovery_target = { platform: "azure", location: workDir.value };
+        for (const [key, input] of Object.entries(azure)) body.recovery_target[key] = input.value;
+      }
       await submit(form, () => post("/sites", body), async (site) => {
         announce(`Site ${site.id} created.`);
         await refresh();
@@ -74,6 +91,7 @@ function siteForm(refresh) {
   h("div.row", field("Id", id), field("Name", name), field("Kind", kind), field("Region", region)),
   h("div.row", field("Repository URL", repo), field("Credentials reference", creds)),
   h("div.row", field("Recovery target", platform), field("Target location", workDir)),
+  azureRow,
   h("button.action", { type: "submit" }, "Add site"));
   return form;
 }
