@@ -43,7 +43,7 @@ from shared.domain.recovery import (
     Resource,
     StageTiming,
 )
-from shared.errors import TargetError
+from shared.errors import ServiceUnavailableError, TargetError
 
 log = logging.getLogger("lifeboat.recovery")
 Handler = Callable[[dict[str, Any], RecoveryPorts], dict[str, Any]]
@@ -338,19 +338,40 @@ def summarise_cleanup(event: dict[str, Any], ports: RecoveryPorts) -> dict[str, 
     return {"cleanup": total.model_dump(mode="json")}
 
 
+def retry_transient(handler: Handler) -> Handler:
+    """``handler`` whose transient platform errors (``TargetError`` with ``transient`` and nothing
+    left behind) are raised as :class:`ServiceUnavailableError`, which every Task's Retry names:
+    the flow retries the state instead of compensating the machine. Resources a failed call
+    could not delete make the error final, so a retry never piles up leftovers."""
+
+    @functools.wraps(handler)
+    def wrapped(event: dict[str, Any], ports: RecoveryPorts) -> dict[str, Any]:
+        try:
+            return handler(event, ports)
+        except TargetError as exc:
+            if exc.fields.get("transient") and not exc.fields.get("resources"):
+                raise ServiceUnavailableError(str(exc), **exc.fields) from exc
+            raise
+
+    return wrapped
+
+
 HANDLERS: dict[str, Handler] = {
-    "ValidateRun": validate_run,
-    "ReconstructDisks": reconstruct_disks,
-    "PrepareOS": prepare_os,
-    "CreateInstance": create_instance,
-    "AttachNetworks": attach_networks,
-    "PowerOn": power_on,
-    "ValidateBoot": validate_boot,
-    "CleanupMachine": cleanup_machine,
-    "RecordMachine": record_machine,
-    "WriteReport": write_report,
-    "DeleteResources": delete_resources,
-    "SummariseCleanup": summarise_cleanup,
+    name: retry_transient(h)
+    for name, h in {
+        "ValidateRun": validate_run,
+        "ReconstructDisks": reconstruct_disks,
+        "PrepareOS": prepare_os,
+        "CreateInstance": create_instance,
+        "AttachNetworks": attach_networks,
+        "PowerOn": power_on,
+        "ValidateBoot": validate_boot,
+        "CleanupMachine": cleanup_machine,
+        "RecordMachine": record_machine,
+        "WriteReport": write_report,
+        "DeleteResources": delete_resources,
+        "SummariseCleanup": summarise_cleanup,
+    }.items()
 }
 
 

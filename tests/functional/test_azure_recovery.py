@@ -215,6 +215,21 @@ def test_a_failure_at_each_create_step_is_compensated_and_leaves_nothing(
     assert cloud.leftovers() == []
 
 
+def test_a_transient_failed_operation_is_retried_by_the_flow(cloud: Cloud) -> None:
+    """ARM's operation ends Failed with a retryable code: the VM is deleted and the PowerOn state retried."""
+    cloud.server.fail_operation("virtualMachines", "InternalServerError", "injected: transient fabric error")
+    report = cloud.run(cloud.flow(RecoveryMode.FAILOVER))
+    assert report.state == "succeeded", report.errors
+    assert cloud.server.count("PUT", "/virtualMachines/") == 3  # db twice (failed, retried), web once
+    assert cloud.server.count("DELETE", "/virtualMachines/") == 1  # the failed VM, before the retry
+    machines = [{"machine_id": m.machine_id, "resources": [r.model_dump() for r in m.resources]}
+                for m in report.machines()]  # fmt: skip
+    run_cleanup(
+        {"target": cloud.config.model_dump(), "machines": machines}, cloud.ports, sleep=lambda s: None
+    )
+    assert cloud.leftovers() == []
+
+
 def test_wrong_size_or_subnet_is_refused_before_anything_is_created(cloud: Cloud) -> None:
     plan = cloud.plan()
     plan.machines[0].instance_type = "Standard_Z99"
