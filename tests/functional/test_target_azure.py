@@ -34,6 +34,7 @@ from node_runtime.recovery.targets.base import (
 from node_runtime.replication.pipeline import ReplicationOptions, replicate
 from node_runtime.sources.files import FileSource
 from shared.adapters.local.folder_store import FolderStore
+from shared.domain.hardware import Firmware
 from shared.errors import InvalidInputError, TargetError
 from shared.repo.keys import ZERO_ID, KdfParams
 from shared.repo.points import PointRecord
@@ -588,3 +589,21 @@ def test_instance_round_trips_through_json(env: Env, source: Source) -> None:
     instance = env.bundle.launcher.power_on(restored)
     assert instance.state == "running"
     assert all(cleanup(env.bundle, [r for d in disks for r in d.resources] + instance.resources))
+
+
+def test_firmware_and_detected_os_choose_generation_and_os_type(env: Env, source: Source) -> None:
+    """UEFI machines import as Hyper-V generation V2; the OS type OS preparation found wins."""
+    spec = spec_for(firmware=Firmware.EFI, os_family="windows")
+    disks = write_machine(env, source, spec)
+    instance = env.bundle.launcher.create_instance(spec, disks)
+    os_disk = env.compute.disks[instance.detail["os_disk_id"].lower()]
+    assert (os_disk.hyper_v_generation, os_disk.os_type) == ("V2", "Windows")
+    data_disk = env.compute.disks[instance.detail["data_disk_ids"][0].lower()]
+    assert data_disk.os_type is None
+    bios = spec_for(name="legacy")  # BIOS, OS not inspected: the site's os_type (Linux)
+    legacy_disks = write_machine(env, source, bios)
+    legacy = env.bundle.launcher.create_instance(bios, legacy_disks)
+    legacy_disk = env.compute.disks[legacy.detail["os_disk_id"].lower()]
+    assert (legacy_disk.hyper_v_generation, legacy_disk.os_type) == ("V1", "Linux")
+    for inst, ds in ((instance, disks), (legacy, legacy_disks)):
+        assert all(cleanup(env.bundle, [r for d in ds for r in d.resources] + inst.resources))
