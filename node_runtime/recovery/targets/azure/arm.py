@@ -19,16 +19,11 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from azure.core.exceptions import (
-    AzureError,
-    HttpResponseError,
-    ResourceNotFoundError,
-    ServiceRequestError,
-    ServiceResponseError,
-)
+from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.mgmt.compute import models as cm
 from azure.mgmt.network import models as nm
 
+from node_runtime.recovery.targets.azure.arm_errors import arm_error
 from node_runtime.recovery.targets.azure.compute import (
     DISK,
     NIC,
@@ -40,22 +35,10 @@ from node_runtime.recovery.targets.azure.compute import (
     VmSize,
     VmView,
 )
-from shared.errors import InvalidInputError, TargetError
+from shared.errors import InvalidInputError
 
 T = TypeVar("T")
 
-#: ARM codes of a request that is wrong as sent (retrying the same call cannot help)
-INVALID_CODES = frozenset({
-    "InvalidParameter", "InvalidResourceName", "InvalidResourceReference", "InvalidTag",
-    "LinkedInvalidPropertyId", "ResourceGroupNotFound", "LocationNotAvailableForResourceType",
-    "PropertyChangeNotAllowed", "PrivateIPAddressNotInSubnet", "PrivateIPAddressIsReserved",
-    "PrivateIPAddressInUse", "SubnetIsFull", "InvalidRequestFormat", "BadRequest",
-    "InvalidResourceType", "BootDiagnosticsDisabled", "SkuNotAvailable", "InvalidApiVersionParameter",
-    "MissingApiVersionParameter", "NetcfgInvalidSubnet", "InvalidAddressPrefix",
-})  # fmt: skip
-#: ARM codes of a resource still in use (the port's contract: TargetError, as cleanup order matters)
-IN_USE_CODES = frozenset({"NicInUse", "OperationNotAllowed", "InUseSubnetCannotBeDeleted"})
-_TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _ID = re.compile(
     r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/"
     r"(?P<type>[^/]+/[^/]+)/(?P<name>[^/]+)(?:/subnets/(?P<subnet>[^/]+))?$",
@@ -68,35 +51,6 @@ def default_credential(**options: Any) -> Any:
     from azure.identity import DefaultAzureCredential
 
     return DefaultAzureCredential(**options)
-
-
-def arm_error(exc: Exception, doing: str) -> InvalidInputError | TargetError:
-    """The port's error for an SDK error (``code`` = ARM's error code, ``transient``)."""
-    code, status = _code_and_status(exc)
-    transient = (
-        isinstance(exc, ServiceRequestError | ServiceResponseError)
-        or status in _TRANSIENT_STATUS
-        or code in ("TooManyRequests", "InternalServerError", "RetryableError", "OperationTimedOut")
-    )
-    message = f"{doing}: {code}: {_message(exc)}" if code else f"{doing}: {_message(exc)}"
-    if code not in IN_USE_CODES and (code in INVALID_CODES or (status == 400 and not transient)):
-        return InvalidInputError(message, code=code or "BadRequest", transient=False, status=status)
-    return TargetError(message, code=code or type(exc).__name__, transient=transient, status=status)
-
-
-def _code_and_status(exc: Exception) -> tuple[str | None, int | None]:
-    if not isinstance(exc, HttpResponseError):
-        return None, None
-    status = exc.status_code
-    code = getattr(exc.error, "code", None) if exc.error is not None else None
-    if isinstance(exc, ResourceNotFoundError) and not code:
-        code = "NotFound"
-    return code, status
-
-
-def _message(exc: Exception) -> str:
-    error = getattr(exc, "error", None)
-    return str(getattr(error, "message", None) or getattr(exc, "message", None) or exc).splitlines()[0]
 
 
 class ArmCompute:
