@@ -68,7 +68,7 @@ def test_console_kvm_host_panel_and_plan_from_a_kvm_vm(procs: Processes, tmp_pat
         # --- a kvm site; its KVM host panel says it has no sockets yet
         menu.get_by_role("link", name="Inventory").click()
         form = page.locator("form", has=page.get_by_role("heading", name="Add a site"))
-        form.get_by_label("Id").fill("kvm")
+        form.get_by_label("Id", exact=True).fill("kvm")
         form.get_by_label("Name").fill("Lab KVM")
         form.get_by_label("Kind").select_option("kvm")
         form.get_by_label("Repository URL").fill(str(tmp_path / "unused-repo"))

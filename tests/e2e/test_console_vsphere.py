@@ -103,7 +103,7 @@ def test_console_vcenter_inventory_and_plan_from_a_vm(
         # --- a vmware site; its vCenter panel says it is not connected yet
         menu.get_by_role("link", name="Inventory").click()
         form = page.locator("form", has=page.get_by_role("heading", name="Add a site"))
-        form.get_by_label("Id").fill("vc")
+        form.get_by_label("Id", exact=True).fill("vc")
         form.get_by_label("Name").fill("Prod vSphere")
         form.get_by_label("Kind").select_option("vmware")
         form.get_by_label("Repository URL").fill(str(tmp_path / "unused-repo"))
