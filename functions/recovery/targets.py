@@ -1,10 +1,10 @@
 """Composition: a site's recovery-target configuration -> the platform's capabilities.
 
 Platform SDKs are imported only for the platform asked for. Azure: the staging container
-with ``AZURE_STORAGE_CONNECTION_STRING`` when set, else with the ambient identity
+with ``AZURE_STORAGE_CONNECTION_STRING`` when that names the staging account (a node's may
+name the repository's account instead), else with the ambient identity
 (``DefaultAzureCredential``: managed identity, service principal, CLI login), and ARM
-through :class:`~node_runtime.recovery.targets.azure.arm.ArmCompute` with the same
-identity. ``azure_credential`` / ``azure_options`` replace the identity and pass client
+through :class:`~node_runtime.recovery.targets.azure.arm.ArmCompute` with the same identity. ``azure_credential`` / ``azure_options`` replace the identity and pass client
 options (``connection_verify``, ``polling_interval`` ...) to every Azure SDK client.
 """
 
@@ -62,6 +62,8 @@ def _container(url: str, credential: Any, options: dict[str, Any]) -> Any:
         raise InvalidInputError(f"{url!r} names no container", container_url=url)
     blob_options = {k: v for k, v in options.items() if k == "connection_verify"}
     connection = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
-    if connection:
-        return BlobServiceClient.from_connection_string(connection, **blob_options).get_container_client(name)
+    if connection:  # the repository's account on a node: use it only if it is the staging account too
+        service = BlobServiceClient.from_connection_string(connection, **blob_options)
+        if url.rstrip("/") == f"{str(service.url).rstrip('/')}/{name}":
+            return service.get_container_client(name)
     return ContainerClient.from_container_url(url, credential=credential, **blob_options)
