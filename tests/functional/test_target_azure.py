@@ -607,3 +607,20 @@ def test_firmware_and_detected_os_choose_generation_and_os_type(env: Env, source
     assert (legacy_disk.hyper_v_generation, legacy_disk.os_type) == ("V1", "Linux")
     for inst, ds in ((instance, disks), (legacy, legacy_disks)):
         assert all(cleanup(env.bundle, [r for d in ds for r in d.resources] + inst.resources))
+
+
+def test_two_nics_on_one_production_subnet_share_one_isolated_network(env: Env, source: Source) -> None:
+    spec = spec_for(name="dual")
+    disks = write_machine(env, source, spec)
+    instance = env.bundle.launcher.create_instance(spec, disks[:1])
+    isolated = [
+        NicSpec(source_network=n, network=env.subnet, isolated=True, isolate_on_target=True)
+        for n in ("a", "b")
+    ]
+    instance = env.bundle.networks.attach_networks(instance, isolated)
+    vnets = [r for r in instance.resources if r.type == "azure-vnet"]
+    assert len(vnets) == 1 and len(env.compute.vnets) == 1  # listed once, created once
+    nics = [env.compute.nics[i.lower()] for i in instance.detail["nic_ids"]]
+    assert {n.subnet_id.rsplit("/subnets/", 1)[0].lower() for n in nics} == {vnets[0].id.lower()}
+    assert all(cleanup(env.bundle, [r for d in disks for r in d.resources] + instance.resources))
+    assert env.compute.vnets == {} and env.cleaner.find_tagged(spec.run_id) == []

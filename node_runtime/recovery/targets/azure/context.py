@@ -52,9 +52,15 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def merge(resources: list[Resource], *new: Resource) -> list[Resource]:
-    """``resources`` plus ``new`` not already listed (a retried step lists a resource once)."""
+    """``resources`` plus each of ``new`` not listed yet (a retried step, or a machine's two NICs in
+    one isolated test network, lists a resource once)."""
+    out = list(resources)
     seen = {(r.type, r.id.lower()) for r in resources}
-    return [*resources, *(r for r in new if (r.type, r.id.lower()) not in seen)]
+    for r in new:
+        if (r.type, r.id.lower()) not in seen:
+            seen.add((r.type, r.id.lower()))
+            out.append(r)
+    return out
 
 
 @dataclass
