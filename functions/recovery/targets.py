@@ -50,7 +50,7 @@ def _azure(config: AzureTargetConfig, credential: Any, options: dict[str, Any]) 
     return azure_target(
         _container(config.container_url, credential, options), compute, location=config.location,
         resource_group=config.resource_group, default_vm_size=config.default_vm_size, os_type=config.os_type,
-        isolated_subnets=config.isolated_subnets,
+        isolated_subnets=config.isolated_subnets, poll_interval=config.poll_seconds,
     )  # fmt: skip
 
 

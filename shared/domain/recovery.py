@@ -65,6 +65,11 @@ class AzureTargetConfig(_Model):
         default_factory=list, max_length=64,
         description="When set, the only subnets a plan may map as test networks.",
     )  # fmt: skip
+    poll_seconds: float = Field(
+        default=10.0, ge=0.1, le=300,
+        description="How often VM state and the boot-diagnostics log are read while waiting (Azure "
+        "refreshes the log every few minutes).",
+    )  # fmt: skip
     arm_endpoint: str | None = Field(
         default=None, pattern=r"^https://", max_length=256,
         description="Azure Resource Manager endpoint (default: the public cloud's).",

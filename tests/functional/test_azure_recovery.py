@@ -86,7 +86,7 @@ class Cloud:
         self.config = AzureTargetConfig(
             subscription_id=self.compute.subscription_id, resource_group=RG, location=LOCATION,
             container_url=f"{azurite.blob_endpoint}/{STAGING}", storage_account_id=ACCOUNT_ID,
-            arm_endpoint=self.server.url,
+            arm_endpoint=self.server.url, poll_seconds=1.0,
         )  # fmt: skip
         options = {
             "connection_verify": str(self.server.ca_file),
