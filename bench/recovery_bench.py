@@ -354,7 +354,7 @@ class Throughput:
         }
 
     def _qemu(self, fmt: str, i: int) -> dict:
-        target = QemuTarget(self.out / f"qemu-{fmt}", image_format=fmt)  # type: ignore[arg-type]
+        target = QemuTarget(self.out / f"qemu-{fmt}", image_format=fmt)
         spec = InstanceSpec(machine_id="vm1", name="vm1", run_id=f"bench-{i}")
         converts: list[float] = []
         real_convert = qemu_disks.convert_image

@@ -94,7 +94,7 @@ class Run:
 
     def __init__(self, work_dir: Path, **options: object) -> None:
         self.work_dir = work_dir
-        self.target = QemuTarget(work_dir, settle_seconds=1.0, **options)  # type: ignore[arg-type]
+        self.target = QemuTarget(work_dir, settle_seconds=1.0, **options)
         self.created: list[Resource] = []
 
     def track(self, resources: list[Resource]) -> None:
@@ -459,7 +459,7 @@ def test_the_bundle_is_one_object_per_capability_over_one_context(tmp_path: Path
     assert len({id(c) for c in caps}) == 5 and len({id(c.context) for c in caps}) == 1  # type: ignore[attr-defined]
     assert isinstance(bundle.disks, QemuDisks) and bundle.disks.context.image_format == "qcow2"
     with pytest.raises(InvalidInputError):
-        QemuTarget(tmp_path / "w", image_format="vmdk")  # type: ignore[arg-type]
+        QemuTarget(tmp_path / "w", image_format="vmdk")
 
 
 def test_an_efi_machine_starts_under_ovmf_with_its_own_variable_store(source: Source, run: Run) -> None:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from shared.domain.recovery import (
     DiskArtifact,
@@ -49,7 +49,7 @@ from shared.repo.repository import Repository
 Progress = Callable[[int, int], None]
 
 __all__ = [
-    "BootValidator", "Cleaner", "DiskArtifact", "DiskTarget", "Evidence", "Instance", "InstanceLauncher",
+    "BootValidator", "CapabilitySet", "Cleaner", "DiskArtifact", "DiskTarget", "Evidence", "Instance", "InstanceLauncher",
     "InstanceSpec", "MachineCheck", "NetworkMapper", "NicSpec", "Preflight", "Resource", "Target", "ValidationSpec",
 ]  # fmt: skip
 
@@ -122,3 +122,26 @@ class Target:
     validator: BootValidator
     cleaner: Cleaner
     preflight: Preflight | None = None
+
+
+class CapabilitySet:
+    """A platform's five capability objects, also reachable as one object (tests and tools call
+    ``write_disk``, ``power_on``, ``delete`` ... on it); :meth:`target` is the :class:`Target`."""
+
+    kind: str
+    disks: DiskTarget
+    launcher: InstanceLauncher
+    networks: NetworkMapper
+    validator: BootValidator
+    cleaner: Cleaner
+
+    def __getattr__(self, name: str) -> Any:
+        for capability in ("disks", "launcher", "networks", "validator", "cleaner"):
+            found = getattr(self.__dict__.get(capability), name, None)
+            if found is not None and not name.startswith("_"):
+                return found
+        raise AttributeError(f"{type(self).__name__} has no {name!r}")
+
+    def target(self) -> Target:
+        return Target(kind=self.kind, disks=self.disks, launcher=self.launcher, networks=self.networks,
+                      validator=self.validator, cleaner=self.cleaner)  # fmt: skip

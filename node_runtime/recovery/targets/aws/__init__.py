@@ -18,7 +18,7 @@ from node_runtime.recovery.targets.aws.disks import AwsDisks
 from node_runtime.recovery.targets.aws.launch import DEVICE_NAMES, AwsLauncher
 from node_runtime.recovery.targets.aws.network import AwsNetworks
 from node_runtime.recovery.targets.aws.validation import AwsValidator
-from node_runtime.recovery.targets.base import Target
+from node_runtime.recovery.targets.base import CapabilitySet, Target
 
 __all__ = [
     "DEVICE_NAMES", "KIND", "AwsCleaner", "AwsContext", "AwsDisks", "AwsLauncher", "AwsNetworks", "AwsTarget",
@@ -26,7 +26,7 @@ __all__ = [
 ]  # fmt: skip
 
 
-class AwsTarget:
+class AwsTarget(CapabilitySet):
     """The five AWS capabilities over one :class:`AwsContext` (same arguments), callable as one.
 
     :meth:`target` is the :class:`Target` bundle; the capabilities' methods are also
@@ -35,58 +35,14 @@ class AwsTarget:
 
     kind = KIND
 
-    def __init__(
-        self,
-        ec2: Any,
-        ebs: Any,
-        *,
-        kms_key_arn: str | None = None,
-        threads: int = 8,
-        architecture: str = "x86_64",
-        default_instance_type: str = "t3.small",
-        poll: Poll | None = None,
-        boot_mode: str | None = None,
-        volume_type: str = "gp3",
-        restore_threads: int = 4,
-        cache_blocks: int = 64,
-    ) -> None:
-        self.context = AwsContext(
-            ec2,
-            ebs,
-            kms_key_arn=kms_key_arn,
-            threads=threads,
-            architecture=architecture,
-            default_instance_type=default_instance_type,
-            poll=poll,
-            boot_mode=boot_mode,
-            volume_type=volume_type,
-            restore_threads=restore_threads,
-            cache_blocks=cache_blocks,
-        )
+    def __init__(self, ec2: Any, ebs: Any, **options: Any) -> None:
+        """``options``: :class:`AwsContext`'s keyword arguments."""
+        self.context = AwsContext(ec2, ebs, **options)
         self.cleaner = AwsCleaner(self.context)
         self.disks = AwsDisks(self.context, self.cleaner)
         self.launcher = AwsLauncher(self.context, self.cleaner)
         self.networks = AwsNetworks(self.context, self.cleaner)
         self.validator = AwsValidator(self.context)
-        self.write_disk = self.disks.write_disk
-        self.read_disk = self.disks.read_disk
-        self.patch_disk = self.disks.patch_disk
-        self.create_instance = self.launcher.create_instance
-        self.power_on = self.launcher.power_on
-        self.attach_networks = self.networks.attach_networks
-        self.validate = self.validator.validate
-        self.delete = self.cleaner.delete
-        self.find_tagged = self.cleaner.find_tagged
-
-    def target(self) -> Target:
-        return Target(
-            kind=KIND,
-            disks=self.disks,
-            launcher=self.launcher,
-            networks=self.networks,
-            validator=self.validator,
-            cleaner=self.cleaner,
-        )
 
 
 def aws_target(

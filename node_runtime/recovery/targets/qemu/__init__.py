@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from node_runtime.recovery.targets.base import Target
+from node_runtime.recovery.targets.base import CapabilitySet, Target
 from node_runtime.recovery.targets.qemu.cleanup import QemuCleaner
 from node_runtime.recovery.targets.qemu.common import KIND, QemuContext
 from node_runtime.recovery.targets.qemu.disks import QemuDisks
@@ -38,7 +38,7 @@ __all__ = [
 ]  # fmt: skip
 
 
-class QemuTarget:
+class QemuTarget(CapabilitySet):
     """The five QEMU capabilities over one :class:`QemuContext` (same arguments), callable as one.
 
     :meth:`target` is the :class:`Target` bundle; the capabilities' methods are also
@@ -47,56 +47,15 @@ class QemuTarget:
 
     kind = KIND
 
-    def __init__(
-        self,
-        work_dir: Path | str,
-        *,
-        image_format: Literal["raw", "qcow2"] = "raw",
-        accel: str = "tcg",
-        cache: str | None = None,
-        threads: int = 4,
-        no_reboot: bool = True,
-        settle_seconds: float = 3.0,
-        start_timeout: float = 60.0,
-        stop_grace: float = 5.0,
-        tool_timeout: float = 600.0,
-    ) -> None:
-        self.context = QemuContext(
-            work_dir,
-            image_format=image_format,
-            accel=accel,
-            cache=cache,
-            threads=threads,
-            no_reboot=no_reboot,
-            settle_seconds=settle_seconds,
-            start_timeout=start_timeout,
-            stop_grace=stop_grace,
-            tool_timeout=tool_timeout,
-        )
+    def __init__(self, work_dir: Path | str, **options: Any) -> None:
+        """``options``: :class:`QemuContext`'s keyword arguments."""
+        self.context = QemuContext(work_dir, **options)
         self.work_dir = self.context.work_dir
         self.disks = QemuDisks(self.context)
         self.launcher = QemuLauncher(self.context)
         self.networks = QemuNetworks(self.context)
         self.validator = QemuValidator(self.context)
         self.cleaner = QemuCleaner(self.context)
-        self.write_disk = self.disks.write_disk
-        self.read_disk = self.disks.read_disk
-        self.patch_disk = self.disks.patch_disk
-        self.create_instance = self.launcher.create_instance
-        self.power_on = self.launcher.power_on
-        self.attach_networks = self.networks.attach_networks
-        self.validate = self.validator.validate
-        self.delete = self.cleaner.delete
-
-    def target(self) -> Target:
-        return Target(
-            kind=KIND,
-            disks=self.disks,
-            launcher=self.launcher,
-            networks=self.networks,
-            validator=self.validator,
-            cleaner=self.cleaner,
-        )
 
 
 def qemu_target(
