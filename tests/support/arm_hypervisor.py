@@ -12,7 +12,7 @@ import contextlib
 import shutil
 import subprocess
 import threading
-import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +25,10 @@ _COPY_CHUNK = 4 << 20
 class QemuHypervisor:
     """Disks as raw files under ``workdir``; one QEMU process per running VM."""
 
-    def __init__(self, workdir: Path, blob_service: Any, *, memory_mib: int = 256) -> None:
+    def __init__(self, workdir: Path, blob_client: Callable[[str], Any], *, memory_mib: int = 256) -> None:
+        """``blob_client``: the blob a VHD URL names (the fake's :meth:`blob_client`)."""
         self.workdir = workdir
-        self.blob_service = blob_service
+        self.blob_client = blob_client
         self.memory_mib = memory_mib
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._lock = threading.Lock()
@@ -40,11 +41,7 @@ class QemuHypervisor:
 
     def import_vhd(self, name: str, blob_url: str) -> None:
         """Copy the VHD's data (not its footer) from the page blob into the disk's file."""
-        base = str(self.blob_service.url).rstrip("/") + "/"
-        container, _, blob_name = blob_url[len(base) :].partition("/")
-        blob = self.blob_service.get_blob_client(
-            urllib.parse.unquote(container), urllib.parse.unquote(blob_name)
-        )
+        blob = self.blob_client(blob_url)
         size = int(blob.get_blob_properties().size) - FOOTER_SIZE
         partial = self.disk_path(name).with_suffix(".part")
         with open(partial, "wb") as out:

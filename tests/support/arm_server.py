@@ -91,7 +91,7 @@ class ArmServer:
 
     def __init__(self, compute: InMemoryAzureCompute, workdir: Path, *, min_polls: int = 1) -> None:
         self.compute = compute
-        self.hypervisor = QemuHypervisor(workdir / "hypervisor", compute.blob_service)
+        self.hypervisor = QemuHypervisor(workdir / "hypervisor", compute.blob_client)
         self.min_polls = min_polls
         self.tls = ca_and_server_cert(workdir / "tls", ca_name="Lifeboat ARM test CA")
         self.ca_file = workdir / "tls" / "ca.pem"

@@ -663,17 +663,21 @@ class InMemoryAzureCompute:
                 return address
         raise _invalid(f"subnet {subnet.id} is full", "SubnetIsFull")
 
-    def _check_vhd(self, blob_url: str) -> int:
-        """What ARM checks before importing a VHD; its virtual size."""
-        from azure.core.exceptions import ResourceNotFoundError
-
+    def blob_client(self, blob_url: str) -> Any:
+        """The blob ``blob_url`` names in this subscription's storage account (``InvalidParameter`` if another's)."""
         base = str(self.blob_service.url).rstrip("/") + "/"
         if not blob_url.startswith(base):
             raise _invalid(f"{blob_url} is not in storage account {base}", "InvalidParameter")
         container, _, blob_name = blob_url[len(base) :].partition("/")
-        blob = self.blob_service.get_blob_client(
+        return self.blob_service.get_blob_client(
             urllib.parse.unquote(container), urllib.parse.unquote(blob_name)
         )
+
+    def _check_vhd(self, blob_url: str) -> int:
+        """What ARM checks before importing a VHD; its virtual size."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        blob = self.blob_client(blob_url)
         try:
             props = blob.get_blob_properties()
         except ResourceNotFoundError as exc:

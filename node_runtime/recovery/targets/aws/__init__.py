@@ -10,6 +10,7 @@ settings, waits); :mod:`.common` also maps botocore errors to ours.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from node_runtime.recovery.targets.aws.cleanup import AwsCleaner
@@ -45,21 +46,12 @@ class AwsTarget(CapabilitySet):
         self.validator = AwsValidator(self.context)
 
 
-def aws_target(
-    session_or_region: Any,
-    *,
-    kms_key_arn: str | None = None,
-    threads: int = 8,
-    architecture: str = "x86_64",
-    default_instance_type: str = "t3.small",
-    poll: Poll | None = None,
-    boot_mode: str | None = None,
-    max_attempts: int = 10,
-) -> Target:
+def aws_target(session_or_region: Any, *, threads: int = 8, max_attempts: int = 10, **options: Any) -> Target:
     """The AWS :class:`Target` from a boto3 ``Session`` or a region name.
 
     The clients retry in botocore's ``standard`` mode (``max_attempts``) and pool enough
-    connections for ``threads`` concurrent block writes.
+    connections for ``threads`` concurrent block writes; ``options`` are
+    :class:`AwsContext`'s other keyword arguments.
     """
     import boto3
     from botocore.config import Config
@@ -73,13 +65,5 @@ def aws_target(
         retries={"mode": "standard", "max_attempts": max_attempts},
         max_pool_connections=max(10, 2 * threads + 2),
     )
-    return AwsTarget(
-        session.client("ec2", config=config),
-        session.client("ebs", config=config),
-        kms_key_arn=kms_key_arn,
-        threads=threads,
-        architecture=architecture,
-        default_instance_type=default_instance_type,
-        poll=poll,
-        boot_mode=boot_mode,
-    ).target()
+    client = functools.partial(session.client, config=config)
+    return AwsTarget(client("ec2"), client("ebs"), threads=threads, **options).target()

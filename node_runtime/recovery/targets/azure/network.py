@@ -21,6 +21,7 @@ Every NIC is tagged ``lifeboat:source-network`` and, for tests, ``lifeboat:isola
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 
 from node_runtime.recovery.targets.azure.compute import NIC, VNET
 from node_runtime.recovery.targets.azure.context import AzureContext, arm_name, merge, short_hash
@@ -115,8 +116,10 @@ class AzureNetworks:
         return subnets[subnet_name]
 
 
-def check_nic(nic: NicSpec, isolated_subnets: frozenset[str] | object) -> None:
-    """Refuse a NIC ARM would refuse, or a test NIC that could reach production."""
+def check_nic(nic: NicSpec, isolated_subnets: Collection[str]) -> None:
+    """Refuse a NIC ARM would refuse, or a test NIC that could reach production.
+
+    ``isolated_subnets``: lower-cased subnet ids a mapped test network must be one of (none: any)."""
     if not _SUBNET_ID.match(nic.network):
         raise InvalidInputError(f"{nic.network!r} is not an Azure subnet id", network=nic.network)
     if len(nic.security_groups) > 1:
@@ -129,8 +132,12 @@ def check_nic(nic: NicSpec, isolated_subnets: frozenset[str] | object) -> None:
             raise InvalidInputError(f"{nsg!r} is not a network security group id", nsg=nsg)
     if nic.private_ip is not None and not _IPV4.match(nic.private_ip):
         raise InvalidInputError(f"{nic.private_ip!r} is not an IPv4 address", private_ip=nic.private_ip)
-    declared = isolated_subnets if isinstance(isolated_subnets, frozenset) else frozenset()
-    if nic.isolated and not nic.isolate_on_target and declared and nic.network.lower() not in declared:
+    if (
+        nic.isolated
+        and not nic.isolate_on_target
+        and isolated_subnets
+        and nic.network.lower() not in isolated_subnets
+    ):
         raise InvalidInputError(
             f"a test recovery's NIC may only go to a subnet declared isolated; {nic.network} is not",
             network=nic.network,
