@@ -120,6 +120,10 @@ class TargetError(LifeboatError):
     """The restore target could not be written (e.g. disk full)."""
 
 
+class GuestPrepError(LifeboatError):
+    """A guest's disks could not be opened, inspected or changed (libguestfs failed)."""
+
+
 #: error class -> (CLI exit code, HTTP status). Most specific class wins.
 ERROR_TABLE: dict[type[LifeboatError], tuple[int, int]] = {
     InvalidInputError: (2, 400),
@@ -144,6 +148,7 @@ ERROR_TABLE: dict[type[LifeboatError], tuple[int, int]] = {
     TransientStoreError: (11, 503),
     SourceError: (12, 400),
     TargetError: (13, 500),
+    GuestPrepError: (14, 500),
     StoreError: (11, 502),
     RepositoryError: (1, 500),
     LifeboatError: (1, 500),

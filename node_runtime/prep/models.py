@@ -1,0 +1,174 @@
+"""What guest preparation reports: facts read from a guest, findings, and the changes it makes.
+
+A :class:`Change` is decided before anything is written (status ``planned``), listed in the
+recovery report, then applied (``applied`` or ``failed``). Decisions are pure functions of
+:class:`GuestFacts` and the target, so applying the same changes twice changes nothing the
+second time: the second inspection sees the desired state and decides nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PrepTarget = Literal["qemu", "aws", "azure"]
+PREP_TARGETS: tuple[str, ...] = ("qemu", "aws", "azure")
+Severity = Literal["info", "warning", "error"]
+ChangeKind = Literal["write_file", "remove_file", "command", "registry_set", "registry_delete"]
+ChangeStatus = Literal["planned", "applied", "failed", "skipped"]
+RegistryType = Literal["dword", "sz", "expand_sz", "multi_sz"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PrepFinding(_Model):
+    """One observation. ``error`` means the machine will not boot (or must not be touched) as it is."""
+
+    severity: Severity
+    code: str
+    message: str
+    #: the guest must not be changed at all (BitLocker, hibernated or dirty volume…)
+    refuses: bool = False
+
+
+class Change(_Model):
+    """One modification of the guest, decided from facts, with what it replaces.
+
+    ``code`` is stable for UIs (``linux.initramfs_drivers``, ``windows.san_policy``…); ``where``
+    names the file (``/etc/fstab``) or registry value (``HKLM\\SYSTEM\\…\\Start``). The payload
+    fields the kind needs are set: ``content`` (write_file), ``argv`` (command, run in the guest),
+    ``hive``/``key``/``name``/``value_type``/``value`` (registry_*).
+    """
+
+    code: str
+    kind: ChangeKind
+    where: str
+    reason: str
+    before: str | None = None
+    after: str | None = None
+    content: str | None = None
+    argv: list[str] | None = None
+    hive: Literal["SYSTEM", "SOFTWARE"] | None = None
+    key: str | None = None
+    name: str | None = None
+    value_type: RegistryType | None = None
+    value: int | str | list[str] | None = None
+    status: ChangeStatus = "planned"
+    error: str | None = None
+
+
+class FstabEntry(_Model):
+    spec: str
+    mountpoint: str
+    fstype: str
+    #: UUID of the file system the spec names now (resolved through the guest's devices), if known
+    uuid: str | None = None
+
+
+class KernelFacts(_Model):
+    version: str
+    initramfs: str | None = None
+    #: module names (``virtio_blk``) in the initramfs; None when it could not be listed
+    initramfs_modules: list[str] | None = None
+    #: modules compiled into the kernel (``modules.builtin``)
+    builtin: list[str] = Field(default_factory=list)
+    #: modules the kernel ships as files under /lib/modules/<version>
+    available: list[str] = Field(default_factory=list)
+
+
+class BootEntryFile(_Model):
+    """A file holding kernel command lines (grub.cfg, /etc/default/grub, extlinux.conf, BLS entries)."""
+
+    path: str
+    text: str
+
+
+class LinuxFacts(_Model):
+    distro: str
+    #: debian (update-initramfs), rhel (dracut), suse (dracut/mkinitrd), other
+    family: Literal["debian", "rhel", "suse", "other"]
+    version: str
+    product: str
+    root_device: str
+    root_uuid: str | None = None
+    initramfs_tool: Literal["update-initramfs", "dracut", "mkinitrd"] | None = None
+    #: ``MODULES=`` of initramfs-tools (most, dep, netboot, list), Debian family only
+    initramfs_modules_policy: str | None = None
+    #: extra modules already requested (/etc/initramfs-tools/modules or dracut add_drivers)
+    requested_modules: list[str] = Field(default_factory=list)
+    kernels: list[KernelFacts] = Field(default_factory=list)
+    fstab: list[FstabEntry] = Field(default_factory=list)
+    #: device (``/dev/sda1``) -> file-system UUID, for the block devices of the disks
+    device_uuids: dict[str, str] = Field(default_factory=dict)
+    boot_files: list[BootEntryFile] = Field(default_factory=list)
+    #: network configuration files by path, with their text
+    network_files: dict[str, str] = Field(default_factory=dict)
+    network_stack: list[Literal["netplan", "ifupdown", "networkmanager", "network-scripts", "systemd-networkd"]] = (
+        Field(default_factory=list)
+    )
+    #: cloud-init, waagent, amazon-ssm-agent, open-vm-tools, vmware-tools… -> where it was seen
+    agents: dict[str, str] = Field(default_factory=dict)
+    #: enabled systemd units' symlinks (``/etc/systemd/system/multi-user.target.wants/x.service``)
+    enabled_units: list[str] = Field(default_factory=list)
+
+
+class WindowsService(_Model):
+    name: str
+    start: int | None = None
+    image_path: str | None = None
+    #: whether the driver or program file the service names exists on the volume
+    file_present: bool = False
+
+
+class WindowsFacts(_Model):
+    product: str
+    edition: str | None = None
+    major: int
+    minor: int
+    build: str | None = None
+    systemroot: str
+    control_set: str
+    services: dict[str, WindowsService] = Field(default_factory=dict)
+    #: CriticalDeviceDatabase key names present (lower case), e.g. ``pci#ven_1af4&dev_1001``
+    critical_devices: dict[str, str] = Field(default_factory=dict)
+    san_policy: int | None = None
+    rdp_denied: int | None = None
+    hiberboot_enabled: int | None = None
+    hibernated: bool = False
+    dirty: bool = False
+    pending_reboot: list[str] = Field(default_factory=list)
+    #: interfaces with a static address: interface GUID -> address
+    static_addresses: dict[str, str] = Field(default_factory=dict)
+    first_boot_present: bool = False
+
+
+class OsFacts(_Model):
+    """What libguestfs inspection found on the machine's disks (one operating system)."""
+
+    type: Literal["linux", "windows", "unknown"]
+    root: str | None = None
+    arch: str | None = None
+    hostname: str | None = None
+    #: file systems that could not be read (BitLocker, corrupt, hibernated…) -> why
+    unreadable: dict[str, str] = Field(default_factory=dict)
+    linux: LinuxFacts | None = None
+    windows: WindowsFacts | None = None
+
+
+class GuestPrep(_Model):
+    """One machine's preparation: facts, findings and changes, before or after applying them.
+
+    ``refused`` is True when a finding of severity ``error`` forbids changing the guest
+    (BitLocker, an unreadable root, a dirty or hibernated volume); nothing is written then.
+    """
+
+    target: PrepTarget
+    facts: OsFacts
+    findings: list[PrepFinding] = Field(default_factory=list)
+    changes: list[Change] = Field(default_factory=list)
+    refused: bool = False
+    applied: bool = False
+    seconds: dict[str, float] = Field(default_factory=dict)
