@@ -83,6 +83,20 @@ class Guest:
                 found[part] = UNREADABLE_TYPES[kind]
         return found
 
+    def unmountable(self) -> dict[str, str]:
+        """File systems that fail to mount read-only (corrupt, or a type the appliance lacks), device -> why."""
+        found: dict[str, str] = {}
+        for device, kind in self.call("listing file systems", "list_filesystems").items():
+            if kind in ("swap", "unknown", "") or kind in UNREADABLE_TYPES:
+                continue
+            try:
+                self.g.mount_ro(device, "/")
+            except RuntimeError as exc:
+                found[device] = f"a {kind} file system that does not mount (corrupt?): {str(exc)[-300:]}"
+                continue
+            self.g.umount_all()
+        return found
+
     def mount_root(self, root: str, *, writable: bool) -> None:
         """Mount ``root``'s file systems as its fstab (or drive letters) says, shortest path first."""
         if writable and self.readonly:

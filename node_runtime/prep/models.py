@@ -18,6 +18,7 @@ Severity = Literal["info", "warning", "error"]
 ChangeKind = Literal["write_file", "remove_file", "command", "registry_set", "registry_delete"]
 ChangeStatus = Literal["planned", "applied", "failed", "skipped"]
 RegistryType = Literal["dword", "sz", "expand_sz", "multi_sz"]
+NetworkStack = Literal["netplan", "ifupdown", "networkmanager", "network-scripts", "systemd-networkd"]
 
 
 class _Model(BaseModel):
@@ -101,14 +102,13 @@ class LinuxFacts(_Model):
     requested_modules: list[str] = Field(default_factory=list)
     kernels: list[KernelFacts] = Field(default_factory=list)
     fstab: list[FstabEntry] = Field(default_factory=list)
+    fstab_text: str | None = None
     #: device (``/dev/sda1``) -> file-system UUID, for the block devices of the disks
     device_uuids: dict[str, str] = Field(default_factory=dict)
     boot_files: list[BootEntryFile] = Field(default_factory=list)
     #: network configuration files by path, with their text
     network_files: dict[str, str] = Field(default_factory=dict)
-    network_stack: list[Literal["netplan", "ifupdown", "networkmanager", "network-scripts", "systemd-networkd"]] = (
-        Field(default_factory=list)
-    )
+    network_stack: list[NetworkStack] = Field(default_factory=list)
     #: cloud-init, waagent, amazon-ssm-agent, open-vm-tools, vmware-tools… -> where it was seen
     agents: dict[str, str] = Field(default_factory=dict)
     #: enabled systemd units' symlinks (``/etc/systemd/system/multi-user.target.wants/x.service``)

@@ -62,15 +62,24 @@ def prepare_disks(
 def _inspect(guest: Guest, target: str, *, writable: bool) -> GuestPrep:
     unreadable = guest.unreadable()
     roots = guest.roots()
+    # an encrypted volume refuses preparation when no OS could be read (it is the system volume);
+    # an encrypted data volume beside a readable OS is reported and left alone
     findings = [
-        PrepFinding(severity="error", code="volume_encrypted", refuses=True,
+        PrepFinding(severity="error" if not roots else "warning", code="volume_encrypted", refuses=not roots,
                     message=f"{device} is {why}: it cannot be read or prepared; decrypt it (suspend or turn off "
                             "BitLocker / LUKS) on the source and replicate again")
         for device, why in sorted(unreadable.items())
     ]  # fmt: skip
     if not roots:
+        broken = guest.unmountable()
+        unreadable |= broken
+        findings += [
+            PrepFinding(severity="error", code="filesystem_unreadable", refuses=True,
+                        message=f"{device} is {why}; repair it on the source (fsck / chkdsk) and replicate again")
+            for device, why in sorted(broken.items())
+        ]  # fmt: skip
         findings.append(PrepFinding(
-            severity="error" if unreadable else "warning", code="os_not_found",
+            severity="error" if unreadable else "warning", code="os_not_found", refuses=bool(unreadable),
             message="no operating system was found on the disks; nothing was checked or changed"))  # fmt: skip
         facts = OsFacts(type="unknown", unreadable=unreadable)
         return GuestPrep(target=target, facts=facts, findings=findings, refused=bool(unreadable))  # type: ignore[arg-type]
