@@ -18,6 +18,7 @@ Severity = Literal["info", "warning", "error"]
 ChangeKind = Literal["write_file", "remove_file", "command", "registry_set", "registry_delete"]
 ChangeStatus = Literal["planned", "applied", "failed", "skipped"]
 RegistryType = Literal["dword", "sz", "expand_sz", "multi_sz"]
+InitramfsTool = Literal["update-initramfs", "dracut", "mkinitrd"]
 NetworkStack = Literal["netplan", "ifupdown", "networkmanager", "network-scripts", "systemd-networkd"]
 
 
@@ -95,7 +96,7 @@ class LinuxFacts(_Model):
     product: str
     root_device: str
     root_uuid: str | None = None
-    initramfs_tool: Literal["update-initramfs", "dracut", "mkinitrd"] | None = None
+    initramfs_tool: InitramfsTool | None = None
     #: ``MODULES=`` of initramfs-tools (most, dep, netboot, list), Debian family only
     initramfs_modules_policy: str | None = None
     #: extra modules already requested (/etc/initramfs-tools/modules or dracut add_drivers)

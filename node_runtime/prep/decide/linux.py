@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import re
 
-from node_runtime.prep.decide.cmdline import BUS_ROOT, add_serial_console, cmdlines, edit_cmdlines, replace_root
+from node_runtime.prep.decide.cmdline import (
+    BUS_ROOT,
+    add_serial_console,
+    cmdlines,
+    edit_cmdlines,
+    replace_root,
+)
 from node_runtime.prep.models import Change, KernelFacts, LinuxFacts, PrepFinding
 from node_runtime.prep.targets import VMWARE_LINUX_UNITS, TargetNeeds, needs
 

@@ -10,7 +10,14 @@ from __future__ import annotations
 import re
 
 from node_runtime.prep.guest import Guest
-from node_runtime.prep.models import BootEntryFile, FstabEntry, KernelFacts, LinuxFacts, NetworkStack
+from node_runtime.prep.models import (
+    BootEntryFile,
+    FstabEntry,
+    InitramfsTool,
+    KernelFacts,
+    LinuxFacts,
+    NetworkStack,
+)
 from shared.errors import GuestPrepError
 
 FAMILIES = {
@@ -71,7 +78,9 @@ def gather_linux(guest: Guest, root: str) -> LinuxFacts:
     facts.fstab = _fstab(guest, root, facts.fstab_text or "")
     facts.device_uuids = {dev: u for dev in guest.call("listing file systems", "list_filesystems")
                           if (u := _uuid(guest, dev))}  # fmt: skip
-    facts.boot_files = [BootEntryFile(path=p, text=t) for p in _boot_paths(guest) if (t := guest.read_optional(p))]
+    facts.boot_files = [
+        BootEntryFile(path=p, text=t) for p in _boot_paths(guest) if (t := guest.read_optional(p))
+    ]
     facts.network_files = {p: t for pattern in NETWORK_GLOBS for p in guest.glob(pattern)
                            if (t := guest.read_optional(p)) is not None}  # fmt: skip
     facts.network_stack = _network_stack(guest, facts.network_files)
@@ -88,13 +97,17 @@ def _uuid(guest: Guest, device: str) -> str | None:
         return None
 
 
-def _initramfs_tool(guest: Guest, family: str) -> str | None:
-    candidates = {
+def _initramfs_tool(guest: Guest, family: str) -> InitramfsTool | None:
+    candidates: dict[InitramfsTool, tuple[str, ...]] = {
         "update-initramfs": ("/usr/sbin/update-initramfs", "/sbin/update-initramfs"),
         "dracut": ("/usr/bin/dracut", "/usr/sbin/dracut", "/sbin/dracut"),
         "mkinitrd": ("/sbin/mkinitrd", "/usr/sbin/mkinitrd"),
     }
-    order = ["update-initramfs", "dracut", "mkinitrd"] if family == "debian" else ["dracut", "mkinitrd", "update-initramfs"]
+    order: list[InitramfsTool] = (
+        ["update-initramfs", "dracut", "mkinitrd"]
+        if family == "debian"
+        else ["dracut", "mkinitrd", "update-initramfs"]
+    )
     return next((tool for tool in order if any(guest.exists(p) for p in candidates[tool])), None)
 
 
@@ -109,14 +122,20 @@ def _initramfs_config(guest: Guest, facts: LinuxFacts) -> None:
                                    if line.strip() and not line.lstrip().startswith("#")]  # fmt: skip
     elif facts.initramfs_tool == "dracut":
         for path in ["/etc/dracut.conf", *guest.glob("/etc/dracut.conf.d/*.conf")]:
-            for m in re.finditer(r"(?:add_drivers|force_drivers)\+?=\s*['\"]([^'\"]*)", guest.read_optional(path) or ""):
+            for m in re.finditer(
+                r"(?:add_drivers|force_drivers)\+?=\s*['\"]([^'\"]*)", guest.read_optional(path) or ""
+            ):
                 facts.requested_modules += [n.replace("-", "_") for n in m.group(1).split()]
 
 
 def _kernel_versions(guest: Guest) -> list[str]:
     found: set[str] = set()
     for base in ("/lib/modules", "/usr/lib/modules"):
-        found |= {v for v in guest.ls(base) if guest.exists(f"{base}/{v}/modules.dep") or guest.exists(f"/boot/vmlinuz-{v}")}
+        found |= {
+            v
+            for v in guest.ls(base)
+            if guest.exists(f"{base}/{v}/modules.dep") or guest.exists(f"/boot/vmlinuz-{v}")
+        }
     return sorted(found)
 
 
@@ -200,6 +219,8 @@ def _network_stack(guest: Guest, files: dict[str, str]) -> list[NetworkStack]:
         stack.append("networkmanager")
     if any(p.startswith("/etc/sysconfig/network-scripts/ifcfg-") for p in files):
         stack.append("network-scripts")
-    if guest.exists("/lib/systemd/systemd-networkd") and any(p.startswith("/etc/systemd/network/") for p in files):
+    if guest.exists("/lib/systemd/systemd-networkd") and any(
+        p.startswith("/etc/systemd/network/") for p in files
+    ):
         stack.append("systemd-networkd")
     return stack
