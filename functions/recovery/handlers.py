@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
 
+from functions.recovery.compensate import delete_all as _delete_all
 from functions.recovery.models import (
     CleanupMachineInput,
     CleanupMachineOutput,
@@ -23,15 +24,14 @@ from functions.recovery.models import (
     DisksResult,
     InstanceResult,
     MachineState,
-    OsResult,
     RunChecked,
     RunState,
     StageResult,
     ValidationResult,
 )
 from functions.recovery.ports import RecoveryPorts
-from node_runtime.recovery.osprep import prepare
-from node_runtime.recovery.targets.base import Cleaner, MachineCheck, Target
+from functions.recovery.prepare_os import prepare_os
+from node_runtime.recovery.targets.base import MachineCheck, Target
 from shared.domain.recovery import (
     CleanupOutcome,
     DiskArtifact,
@@ -40,7 +40,6 @@ from shared.domain.recovery import (
     InstanceSpec,
     MachineReport,
     RecoveryReport,
-    Resource,
     StageTiming,
 )
 from shared.errors import ServiceUnavailableError, TargetError
@@ -67,18 +66,6 @@ def _spec(state: MachineState) -> InstanceSpec:
         tags={"lifeboat:run": run.run_id, "lifeboat:machine": m.machine_id, "lifeboat:plan": run.plan_id,
               "lifeboat:mode": str(run.mode)},
     )  # fmt: skip
-
-
-def _delete_all(cleaner: Cleaner, resources: list[Resource]) -> CleanupOutcome:
-    """Delete newest first; never raises: failures are listed with their reason."""
-    outcome = CleanupOutcome()
-    for r in reversed(resources):
-        try:
-            (outcome.deleted if cleaner.delete(r) else outcome.already_gone).append(r)
-        except Exception as exc:  # one stuck resource must not keep the others
-            log.warning("cleanup of %s %s failed: %s", r.type, r.id, exc)
-            outcome.failed.append(f"{r.type} {r.id}: {exc}")
-    return outcome
 
 
 # --- run level ---------------------------------------------------------------------------------
@@ -130,43 +117,6 @@ def reconstruct_disks(event: dict[str, Any], ports: RecoveryPorts) -> dict[str, 
         _delete_all(target.cleaner, [r for a in made for r in a.resources])
         raise
     return DisksResult(started_at=started, finished_at=ports.now(), artifacts=made).model_dump(mode="json")
-
-
-def prepare_os(event: dict[str, Any], ports: RecoveryPorts) -> dict[str, Any]:
-    """Inspect partitions, file systems and boot configuration; apply boot remediation."""
-    started = ports.now()
-    ports.checkpoint()
-    state = MachineState.model_validate(event)
-    target = ports.target_for(state.run.target)
-    artifacts = list(state.artifacts())
-    readers: list[tuple[Callable[[int, int], bytes], int]] = [
-        (functools.partial(target.disks.read_disk, a), a.disk_size) for a in artifacts
-    ]
-    prep = prepare(readers, platform=target.kind)
-    by_disk: dict[int, list[tuple[int, bytes]]] = {}
-    findings = [f.model_dump(mode="json") for f in prep.findings]
-    for patch in prep.patches:
-        artifact = artifacts[patch.disk_index]
-        if target.disks.read_disk(artifact, patch.offset, len(patch.original)) != patch.original:
-            findings.append({"severity": "warning", "code": "patch_skipped",
-                             "message": f"not applied (the disk changed since inspection): {patch.reason}"})  # fmt: skip
-            continue
-        by_disk.setdefault(patch.disk_index, []).append((patch.offset, patch.data))
-        findings.append({"severity": "info", "code": "patch_applied", "message": patch.reason})
-    new: list[Resource] = []
-    try:
-        for index, patches in sorted(by_disk.items()):
-            before = {(r.type, r.id) for r in artifacts[index].resources}
-            artifacts[index] = target.disks.patch_disk(artifacts[index], patches)
-            new += [r for r in artifacts[index].resources if (r.type, r.id) not in before]
-    except BaseException:
-        _delete_all(target.cleaner, new)
-        raise
-    ports.notify(f"{state.machine.machine_id}: {prep.os_family} OS, {len(by_disk)} disk(s) remediated")
-    return OsResult(
-        started_at=started, finished_at=ports.now(), artifacts=artifacts, os_family=prep.os_family,
-        bootable=prep.bootable, patches_applied=sum(len(p) for p in by_disk.values()), findings=findings,
-    ).model_dump(mode="json")  # fmt: skip
 
 
 def _instance_stage(

@@ -54,6 +54,10 @@ class OsResult(StageResult):
     bootable: bool = True
     patches_applied: int = 0
     findings: list[dict[str, Any]] = Field(default_factory=list)
+    guest: dict[str, Any] | None = Field(
+        default=None, description="Guest preparation: OS, findings and changes with their status (node only)."
+    )
+    guest_bytes_patched: int = Field(default=0, ge=0, description="Bytes the guest preparation wrote.")
 
 
 class InstanceResult(StageResult):

@@ -19,6 +19,8 @@ from functions.recovery.failback_job import failback_job
 from functions.recovery.local_runner import RecoveryFlowError, run_cleanup, run_recovery
 from functions.recovery.ports import RecoveryPorts, RunCancelled
 from node_runtime.agent import JobContext, JobOutcome, JobRunner, resolve_secret
+from node_runtime.prep.models import GuestPrep
+from node_runtime.prep.remote import prepare_readable_disks
 from node_runtime.recovery.targets.base import Target
 from shared.adapters.store_url import open_store
 from shared.domain.points import DiskPoint
@@ -72,8 +74,17 @@ def _ports(ctx: JobContext, targets: TargetFactory) -> RecoveryPorts:
 
     return RecoveryPorts(
         target_for=CachedTargets(targets), open_repository=repository, checkpoint=checkpoint,
-        progress=ctx.progress, notify=ctx.message,
+        progress=ctx.progress, notify=ctx.message, guest_prep=guest_prep,
     )  # fmt: skip
+
+
+def guest_prep(
+    disks: list[tuple[Callable[[int, int], bytes], int]], platform: str, planned: Callable[[GuestPrep], None]
+) -> tuple[GuestPrep, dict[int, list[tuple[int, bytes]]]]:
+    """Guest preparation on this node (libguestfs; scratch space in ``LIFEBOAT_PREP_DIR`` or /tmp)."""
+    return prepare_readable_disks(
+        disks, target=platform, before_apply=planned, workdir=os.environ.get("LIFEBOAT_PREP_DIR")
+    )
 
 
 def with_final_points(flow: FlowInput, replication: dict[str, Any], job_id: str) -> FlowInput:

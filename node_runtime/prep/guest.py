@@ -108,7 +108,9 @@ class Guest:
                 mount(device, mountpoint)
             except RuntimeError as exc:
                 if mountpoint == "/":
-                    raise GuestPrepError(f"mounting the root file system {device}: {exc}", device=device) from exc
+                    raise GuestPrepError(
+                        f"mounting the root file system {device}: {exc}", device=device
+                    ) from exc
                 # a data volume that does not mount (swap-like, missing) is not the guest's boot
         self.mounted = root
 

@@ -173,3 +173,21 @@ class GuestPrep(_Model):
     refused: bool = False
     applied: bool = False
     seconds: dict[str, float] = Field(default_factory=dict)
+
+    def summary(self) -> dict[str, object]:
+        """What a recovery report keeps: the OS, findings and changes (without file contents or
+        the facts' bulky lists), small enough for a flow state."""
+        facts = self.facts
+        os: dict[str, object] = {"type": facts.type, "hostname": facts.hostname, "arch": facts.arch}
+        if facts.linux is not None:
+            os |= {"distro": facts.linux.distro, "product": facts.linux.product, "version": facts.linux.version,
+                   "kernels": [k.version for k in facts.linux.kernels]}  # fmt: skip
+        if facts.windows is not None:
+            os |= {"product": facts.windows.product, "edition": facts.windows.edition,
+                   "version": f"{facts.windows.major}.{facts.windows.minor}", "build": facts.windows.build}  # fmt: skip
+        return {
+            "target": self.target, "os": os, "refused": self.refused, "applied": self.applied,
+            "findings": [f.model_dump(mode="json") for f in self.findings],
+            "changes": [c.model_dump(mode="json", exclude={"content"}, exclude_none=True) for c in self.changes],
+            "seconds": self.seconds,
+        }  # fmt: skip

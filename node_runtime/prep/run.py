@@ -97,7 +97,9 @@ def _inspect(guest: Guest, target: str, *, writable: bool) -> GuestPrep:
     try:
         guest.mount_root(root, writable=writable and not refused)
     except GuestPrepError as exc:
-        findings.append(PrepFinding(severity="error", code="root_unmountable", refuses=True, message=str(exc)))
+        findings.append(
+            PrepFinding(severity="error", code="root_unmountable", refuses=True, message=str(exc))
+        )
         return GuestPrep(target=target, facts=facts, findings=findings, refused=True)  # type: ignore[arg-type]
     changes: list[Change] = []
     if facts.type == "linux":

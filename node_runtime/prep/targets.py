@@ -43,8 +43,12 @@ NEEDS: dict[str, TargetNeeds] = {
         linux_storage=((VIRTIO_PCI,), ("virtio_blk", "virtio_scsi")),
         linux_network=("virtio_net",),
         windows_storage=(
-            WindowsDriver("viostor", "viostor.sys", ("pci#ven_1af4&dev_1001", "pci#ven_1af4&dev_1042"), group="virtio"),
-            WindowsDriver("vioscsi", "vioscsi.sys", ("pci#ven_1af4&dev_1004", "pci#ven_1af4&dev_1048"), group="virtio"),
+            WindowsDriver(
+                "viostor", "viostor.sys", ("pci#ven_1af4&dev_1001", "pci#ven_1af4&dev_1042"), group="virtio"
+            ),
+            WindowsDriver(
+                "vioscsi", "vioscsi.sys", ("pci#ven_1af4&dev_1004", "pci#ven_1af4&dev_1048"), group="virtio"
+            ),
         ),
         windows_network=("netkvm",),
     ),
@@ -54,7 +58,9 @@ NEEDS: dict[str, TargetNeeds] = {
         linux_network=("ena",),
         windows_storage=(
             WindowsDriver("stornvme", "stornvme.sys", ("pci#cc_010802",), group="nvme"),
-            WindowsDriver("AWSNVMe", "AWSNVMe.sys", ("pci#ven_1d0f&dev_8061", "pci#ven_1d0f&dev_0061"), group="nvme"),
+            WindowsDriver(
+                "AWSNVMe", "AWSNVMe.sys", ("pci#ven_1d0f&dev_8061", "pci#ven_1d0f&dev_0061"), group="nvme"
+            ),
         ),
         windows_network=("ena",),
         linux_agents=("cloud-init", "amazon-ssm-agent"),
@@ -64,7 +70,9 @@ NEEDS: dict[str, TargetNeeds] = {
         linux_storage=(("hv_vmbus",), ("hv_storvsc",)),
         linux_network=("hv_netvsc",),
         windows_storage=(
-            WindowsDriver("storvsc", "storvsc.sys", ("vmbus#{ba6163d9-04a1-4d29-b605-72e2ffb1dc7f}",), group="vmbus"),
+            WindowsDriver(
+                "storvsc", "storvsc.sys", ("vmbus#{ba6163d9-04a1-4d29-b605-72e2ffb1dc7f}",), group="vmbus"
+            ),
         ),
         windows_network=("netvsc",),
         linux_agents=("cloud-init", "waagent"),
