@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
-from cli import control
+from cli import control, prep
 from node_runtime.recovery.restore import restore as restore_point
 from node_runtime.replication.pipeline import ReplicationOptions
 from node_runtime.replication.pipeline import replicate as replicate_disk
@@ -395,6 +395,7 @@ def check(
 
 
 control.register(app)
+prep.register(app)
 
 
 def main() -> None:

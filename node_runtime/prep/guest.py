@@ -114,6 +114,14 @@ class Guest:
                 # a data volume that does not mount (swap-like, missing) is not the guest's boot
         self.mounted = root
 
+    def remount_writable(self) -> None:
+        """Mount the inspected root again, read-write (the disks must not be read-only)."""
+        if self.mounted is None:
+            raise GuestPrepError("no guest root is mounted")
+        root = self.mounted
+        self.call("unmounting the guest", "umount_all")
+        self.mount_root(root, writable=True)
+
     # --- files --------------------------------------------------------------------------
     def exists(self, path: str) -> bool:
         return bool(self.call(f"checking {path}", "exists", path))

@@ -45,13 +45,14 @@ def prepare_disks(
     with open_guest(disks, readonly=not apply) as guest:
         seconds["launch"] = round(time.monotonic() - started, 2)
         mark = time.monotonic()
-        result = _inspect(guest, target, writable=apply)
+        result = _inspect(guest, target)
         seconds["inspect"] = round(time.monotonic() - mark, 2)
         result.seconds = seconds
         if not apply or result.refused or not result.changes:
             return result
         before_apply(result.model_copy(deep=True))
         mark = time.monotonic()
+        guest.remount_writable()  # inspection mounted read-only: a guest with nothing to change is never touched
         act = apply_linux if result.facts.type == "linux" else apply_windows
         result.changes = act(guest, result.changes)
         result.applied = True
@@ -59,7 +60,7 @@ def prepare_disks(
     return result
 
 
-def _inspect(guest: Guest, target: str, *, writable: bool) -> GuestPrep:
+def _inspect(guest: Guest, target: str) -> GuestPrep:
     unreadable = guest.unreadable()
     roots = guest.roots()
     # an encrypted volume refuses preparation when no OS could be read (it is the system volume);
@@ -93,9 +94,8 @@ def _inspect(guest: Guest, target: str, *, writable: bool) -> GuestPrep:
                     unreadable=unreadable)  # fmt: skip
     if facts.type == "windows":
         findings += windows_refusals(guest, root)
-    refused = any(f.refuses for f in findings)
     try:
-        guest.mount_root(root, writable=writable and not refused)
+        guest.mount_root(root, writable=False)
     except GuestPrepError as exc:
         findings.append(
             PrepFinding(severity="error", code="root_unmountable", refuses=True, message=str(exc))

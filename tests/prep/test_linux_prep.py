@@ -10,6 +10,7 @@ image work on their own copy. The real initramfs rebuild and boot are in test_bo
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -68,19 +69,25 @@ def test_debian_dry_run_lists_every_change_and_writes_nothing(images: dict[str, 
     assert config.where == "/etc/initramfs-tools/modules" and "virtio_blk" in (config.content or "")
     assert rebuild.argv == ["update-initramfs", "-u", "-k", "6.1.0-18-amd64"]
     (fstab,) = changes["linux.fstab_by_uuid"]
-    assert "/dev/sda1" not in (fstab.content or "") and f"UUID={facts.root_uuid} / ext4" in (fstab.content or "")
+    assert "/dev/sda1" not in (fstab.content or "") and f"UUID={facts.root_uuid} / ext4" in (
+        fstab.content or ""
+    )
     assert fstab.before == "/dev/sda1, /dev/sda2"  # swap too
     (root,) = changes["linux.boot_root_by_uuid"]
     assert root.where == "/boot/grub/grub.cfg" and f"root=UUID={facts.root_uuid} ro" in (root.content or "")
     consoles = {c.where: c.content for c in changes["linux.serial_console"]}
-    assert 'GRUB_CMDLINE_LINUX=" console=tty0 console=ttyS0,115200"' not in consoles["/etc/default/grub"]  # no stray space
+    assert (
+        'GRUB_CMDLINE_LINUX=" console=tty0 console=ttyS0,115200"' not in consoles["/etc/default/grub"]
+    )  # no stray space
     assert 'GRUB_CMDLINE_LINUX="console=tty0 console=ttyS0,115200"' in consoles["/etc/default/grub"]
     assert 'GRUB_CMDLINE_LINUX_DEFAULT="quiet"' in consoles["/etc/default/grub"]
     assert "console=ttyS0,115200" in consoles["/boot/grub/grub.cfg"] and f"root=UUID={facts.root_uuid}" in consoles[
         "/boot/grub/grub.cfg"]  # fmt: skip
     (dhcp,) = changes["linux.network_dhcp"]
     assert dhcp.where == "/etc/network/interfaces.d/lifeboat" and "inet dhcp" in (dhcp.content or "")
-    assert [c.where for c in changes["linux.network_mac_unpinned"]] == ["/etc/udev/rules.d/70-persistent-net.rules"]
+    assert [c.where for c in changes["linux.network_mac_unpinned"]] == [
+        "/etc/udev/rules.d/70-persistent-net.rules"
+    ]
     assert [c.where for c in changes["linux.vmware_tools_disabled"]] == [
         "/etc/systemd/system/multi-user.target.wants/open-vm-tools.service"]  # fmt: skip
 
@@ -97,7 +104,9 @@ def test_rhel_on_xfs_uses_dracut_bls_and_grubenv(images: dict[str, Path]) -> Non
     assert rebuild.argv[:2] == ["dracut", "-f"]
     grubenv = next(c for c in changes["linux.serial_console"] if c.where == "/boot/grub2/grubenv")
     assert len((grubenv.content or "").encode()) == 1024  # the environment block keeps its size
-    assert f"kernelopts=root=UUID={facts.root_uuid} ro crashkernel=auto console=tty0" in (grubenv.content or "")
+    assert f"kernelopts=root=UUID={facts.root_uuid} ro crashkernel=auto console=tty0" in (
+        grubenv.content or ""
+    )
     bls = next(c for c in changes["linux.boot_root_by_uuid"] if "/loader/entries/" in c.where)
     assert bls.where.startswith("/boot/loader/entries/")
     pinned = {c.where: c for c in changes["linux.network_mac_unpinned"]}
@@ -143,7 +152,9 @@ def test_a_failed_rebuild_is_reported_and_the_other_changes_still_apply(copy: Ca
     assert statuses[("linux.initramfs_drivers", "write_file")].status == "applied"
 
 
-def test_corrupt_root_file_system_is_refused_and_left_unchanged(images: dict[str, Path], tmp_path: Path) -> None:
+def test_corrupt_root_file_system_is_refused_and_left_unchanged(
+    images: dict[str, Path], tmp_path: Path
+) -> None:
     image = Path(shutil.copy(images["debian"], tmp_path / "corrupt.img"))
     with open(image, "r+b") as f:  # damage the ext4 group descriptors, keep the superblock
         f.seek(1024 * 1024 + 4096)
@@ -154,3 +165,31 @@ def test_corrupt_root_file_system_is_refused_and_left_unchanged(images: dict[str
     codes = {f.code for f in result.findings}
     assert "filesystem_unreadable" in codes and "os_not_found" in codes
     assert _sha(image) == digest
+
+
+def test_cli_inspect_and_apply_are_dry_runs_unless_write(
+    images: dict[str, Path], copy: Callable[[str], Path]
+) -> None:
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    runner = CliRunner()
+    image = copy("debian-virtio")
+    digest = _sha(image)
+    dry = runner.invoke(app, ["prep", "apply", str(image), "--target", "qemu", "--json"])
+    assert dry.exit_code == 0, dry.output
+    planned = json.loads(dry.output)
+    assert {c["status"] for c in planned["changes"]} == {"planned"} and not planned["applied"]
+    assert _sha(image) == digest  # a dry run writes nothing
+    wrote = runner.invoke(app, ["prep", "apply", str(image), "-t", "qemu", "--write"])
+    assert wrote.exit_code == 0, wrote.output
+    assert "linux.fstab_by_uuid" in wrote.output and "applied" in wrote.output
+    again = runner.invoke(app, ["prep", "inspect", str(image), "-t", "qemu"])
+    assert again.exit_code == 0 and "nothing to change" in again.output
+    bad = runner.invoke(app, ["prep", "inspect", str(image), "-t", "vmware"])
+    assert bad.exit_code != 0 and "--target must be one of qemu, aws, azure" in str(
+        bad.exception or bad.output
+    )
+    missing = runner.invoke(app, ["prep", "inspect", str(image.with_name("nope.img")), "-t", "qemu"])
+    assert missing.exit_code != 0 and "no such disk" in str(missing.exception or missing.output)
