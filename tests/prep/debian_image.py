@@ -23,7 +23,7 @@ then powers the machine off, so QEMU (``-no-reboot``) exits.
 Needs Debian ``mmdebstrap`` (and network access to the Debian mirror apt uses here),
 ``e2fsprogs`` (``mkfs.ext4 -d``), ``fdisk`` (sfdisk), ``syslinux-common`` (mbr.bin),
 ``extlinux`` + ``libguestfs-tools`` (guestfish installs extlinux into the image) and
-``qemu-system-x86``. Timings on a 2-core CI machine: root ~40 s, image ~20 s, a boot to
+``qemu-system-x86``. Timings on a 2-core machine: root 25-80 s (mirror speed), image 20-35 s, a boot to
 the marker 1-2 min under TCG.
 """
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.prep.debian_image import BOOT_MARKER, END_MARKER, FAILURE, OLD_ROOT, boot
+from tests.prep.debian_image import BOOT_MARKER, END_MARKER, FAILURE, OLD_ROOT, boot, initramfs_modules
 
 pytestmark = [pytest.mark.prep, pytest.mark.prep_boot, pytest.mark.timeout(1200)]
 
@@ -45,7 +45,13 @@ def _report(text: str, key: str) -> list[list[str]]:
     return [line.split()[1:] for line in re.findall(rf"LIFEBOAT-{key} [^\r\n]*", text)]
 
 
-def test_unprepared_guest_boots_on_ide_and_fails_on_virtio(debian_image: Path, tmp_path: Path) -> None:
+def test_unprepared_guest_boots_on_ide_and_fails_on_virtio(
+    debian_root: Path, debian_image: Path, tmp_path: Path
+) -> None:
+    modules = initramfs_modules(debian_root)  # lsinitramfs
+    assert "ata_piix" in modules and "ext4" in modules
+    assert not {m for m in modules if m.startswith("virtio")}, sorted(modules)
+
     with ThreadPoolExecutor(2) as pool:
         ide = pool.submit(boot, debian_image, disk_bus="ide", nic="e1000", timeout=BOOT_TIMEOUT_S,
                           log=tmp_path / "ide.log")  # fmt: skip
