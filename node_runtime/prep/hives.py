@@ -25,7 +25,9 @@ def _hivex() -> Any:
     try:
         import hivex
     except ImportError as exc:  # Debian-only binding (python3-hivex), linked in by tools/debian_modules.py
-        raise GuestPrepError("reading Windows registry hives needs hivex' Python binding (python3-hivex)") from exc
+        raise GuestPrepError(
+            "reading Windows registry hives needs hivex' Python binding (python3-hivex)"
+        ) from exc
     return hivex
 
 

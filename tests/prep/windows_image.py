@@ -107,14 +107,18 @@ def read_hive_value(path: Path, key: str, name: str) -> Any:
         node = h.node_get_child(node, part)
         if not node:
             return None
-    value = h.node_get_value(node, name)
+    try:
+        value = h.node_get_value(node, name)
+    except RuntimeError:  # hivex reports an absent value as an error ("Success", errno 0)
+        return None
     if not value:
         return None
     type_code = h.value_type(value)[0]
     if type_code == REG_DWORD:
         return h.value_dword(value)
-    if type_code == REG_MULTI_SZ:
-        return h.value_multiple_strings(value)
+    if type_code == REG_MULTI_SZ:  # hivex' binding adds a '' for the list's terminating NUL
+        strings = h.value_multiple_strings(value)
+        return strings[:-1] if strings and strings[-1] == "" else strings
     return h.value_string(value)
 
 

@@ -132,7 +132,9 @@ def _boot_driver(facts: WindowsFacts, driver: WindowsDriver) -> list[Change]:
     return changes
 
 
-def _dword(cs: str, key: str, name: str, current: int | None, wanted: int, code: str, reason: str) -> list[Change]:
+def _dword(
+    cs: str, key: str, name: str, current: int | None, wanted: int, code: str, reason: str
+) -> list[Change]:
     if current == wanted:
         return []
     return [_set("SYSTEM", f"{cs}\\{key}", name, "dword", wanted, current, code, reason)]

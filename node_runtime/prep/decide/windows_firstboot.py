@@ -37,7 +37,10 @@ SERVICE_VALUES: dict[str, tuple[RegistryType, int | str]] = {
     "ImagePath": ("expand_sz", IMAGE_PATH),
     "ObjectName": ("sz", "LocalSystem"),
     "DisplayName": ("sz", "Lifeboat first boot"),
-    "Description": ("sz", "Runs once after recovery: DHCP on every adapter, disks online; then removes itself."),
+    "Description": (
+        "sz",
+        "Runs once after recovery: DHCP on every adapter, disks online; then removes itself.",
+    ),
 }
 
 SCRIPT = "\r\n".join([

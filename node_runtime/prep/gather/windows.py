@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import struct
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from node_runtime.prep.decide.windows_firstboot import SCRIPT_PATH, SERVICE
@@ -58,7 +59,9 @@ def windows_refusals(guest: Guest, root: str) -> list[PrepFinding]:
         if status:
             code, what = PROBE_REFUSALS.get(status, ("windows.volume_unusable", f"cannot be written (ntfs-3g "
                                                      f"status {status}): check it with chkdsk on the source"))  # fmt: skip
-            findings.append(PrepFinding(severity="error", code=code, refuses=True, message=f"{device} {what}"))
+            findings.append(
+                PrepFinding(severity="error", code=code, refuses=True, message=f"{device} {what}")
+            )
         elif ntfs_dirty(guest, device):
             findings.append(PrepFinding(
                 severity="error", code="windows.dirty_volume", refuses=True,
@@ -113,7 +116,9 @@ def gather_windows(guest: Guest, root: str) -> WindowsFacts:
     pending += [f"SOFTWARE\\{key}" for key in PENDING_KEYS if software.node(key) is not None]
     script_path = guest.case_path(SCRIPT_PATH)
     script = guest.read_optional(script_path) if script_path else None
-    first_boot = {k: v for k, v in system.values(f"{cs}\\Services\\{SERVICE}").items() if not isinstance(v, bytes)}
+    first_boot = {
+        k: v for k, v in system.values(f"{cs}\\Services\\{SERVICE}").items() if not isinstance(v, bytes)
+    }
     return WindowsFacts(
         product=str(cv.get("ProductName") or guest.root_info(root, "product_name")),
         edition=_str(cv.get("EditionID")), major=major, minor=minor,
@@ -138,7 +143,7 @@ def _hive(guest: Guest, path: str, local: Path) -> Hive:
     return Hive(str(local), label=real)
 
 
-def _version(cv: dict[str, object]) -> tuple[int, int]:
+def _version(cv: Mapping[str, object]) -> tuple[int, int]:
     major = cv.get("CurrentMajorVersionNumber")
     if isinstance(major, int):
         return major, _int(cv.get("CurrentMinorVersionNumber")) or 0
@@ -154,7 +159,11 @@ def _service(guest: Guest, system: Hive, systemroot: str, cs: str, name: str) ->
     key = f"{cs}\\Services\\{name}"
     values = system.values(key)
     image = _str(values.get("ImagePath"))
-    file = f"{systemroot}/System32/drivers/{DRIVER_FILES[name]}" if name in DRIVER_FILES else _guest_path(image, systemroot)
+    file = (
+        f"{systemroot}/System32/drivers/{DRIVER_FILES[name]}"
+        if name in DRIVER_FILES
+        else _guest_path(image, systemroot)
+    )
     return WindowsService(
         name=name, key_present=system.node(key) is not None, start=_int(values.get("Start")),
         type=_int(values.get("Type")), error_control=_int(values.get("ErrorControl")),
