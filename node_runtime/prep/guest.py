@@ -103,9 +103,11 @@ class Guest:
             raise GuestPrepError("the disks were opened read-only")
         points = self.call("reading the guest's mount points", "inspect_get_mountpoints", root)
         for mountpoint, device in sorted(points.items(), key=lambda kv: len(kv[0])):
-            mount = self.g.mount if writable else self.g.mount_ro
             try:
-                mount(device, mountpoint)
+                if writable:  # noatime: reading the guest (inspection) must not change its bytes
+                    self.g.mount_options("noatime", device, mountpoint)
+                else:
+                    self.g.mount_ro(device, mountpoint)
             except RuntimeError as exc:
                 if mountpoint == "/":
                     raise GuestPrepError(

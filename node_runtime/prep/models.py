@@ -118,10 +118,23 @@ class LinuxFacts(_Model):
 
 class WindowsService(_Model):
     name: str
+    #: the service's key exists under ``<ControlSet>\Services``
+    key_present: bool = False
     start: int | None = None
+    #: ``Type`` (1 kernel driver, 0x10 own process…), ``ErrorControl``, load order ``Group``
+    type: int | None = None
+    error_control: int | None = None
+    group: str | None = None
     image_path: str | None = None
     #: whether the driver or program file the service names exists on the volume
     file_present: bool = False
+
+
+class CriticalDevice(_Model):
+    """A CriticalDeviceDatabase entry: which service a boot device id binds to, in which class."""
+
+    service: str | None = None
+    class_guid: str | None = None
 
 
 class WindowsFacts(_Model):
@@ -133,8 +146,9 @@ class WindowsFacts(_Model):
     systemroot: str
     control_set: str
     services: dict[str, WindowsService] = Field(default_factory=dict)
-    #: CriticalDeviceDatabase key names present (lower case), e.g. ``pci#ven_1af4&dev_1001``
-    critical_devices: dict[str, str] = Field(default_factory=dict)
+    #: CriticalDeviceDatabase entries of the targets' boot device ids (key names lower case,
+    #: e.g. ``pci#ven_1af4&dev_1001``); ids without an entry are absent
+    critical_devices: dict[str, CriticalDevice] = Field(default_factory=dict)
     san_policy: int | None = None
     rdp_denied: int | None = None
     hiberboot_enabled: int | None = None
@@ -143,7 +157,12 @@ class WindowsFacts(_Model):
     pending_reboot: list[str] = Field(default_factory=list)
     #: interfaces with a static address: interface GUID -> address
     static_addresses: dict[str, str] = Field(default_factory=dict)
+    #: the Lifeboat first-boot service and script are both installed
     first_boot_present: bool = False
+    #: values of the first-boot service's key (empty when it is absent)
+    first_boot_service: dict[str, int | str | list[str]] = Field(default_factory=dict)
+    #: the first-boot script's text, None when it is absent
+    first_boot_script: str | None = None
 
 
 class OsFacts(_Model):
