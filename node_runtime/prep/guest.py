@@ -92,7 +92,9 @@ class Guest:
             try:
                 self.g.mount_ro(device, "/")
             except RuntimeError as exc:
-                found[device] = f"a {kind} file system that does not mount (corrupt?): {str(exc)[-300:]}"
+                found[device] = (
+                    f"an {kind} file system that does not mount (corrupt?): {' '.join(str(exc).split())[-300:]}"
+                )
                 continue
             self.g.umount_all()
         return found

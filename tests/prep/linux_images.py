@@ -19,7 +19,11 @@ import guestfs
 
 DEBIAN_KERNEL = "6.1.0-18-amd64"
 RHEL_KERNEL = "5.14.0-362.8.1.el9_3.x86_64"
-ATA_ONLY = ("kernel/drivers/ata/ata_piix.ko", "kernel/drivers/ata/ata_generic.ko", "kernel/drivers/scsi/sd_mod.ko")
+ATA_ONLY = (
+    "kernel/drivers/ata/ata_piix.ko",
+    "kernel/drivers/ata/ata_generic.ko",
+    "kernel/drivers/scsi/sd_mod.ko",
+)
 KERNEL_MODULES = (
     *ATA_ONLY,
     "kernel/drivers/block/virtio_blk.ko", "kernel/drivers/scsi/virtio_scsi.ko", "kernel/drivers/net/virtio_net.ko",
@@ -50,7 +54,9 @@ def _modules(kernel: str, suffix: str) -> dict[str, bytes]:
 
 
 def _initrd(kernel: str, suffix: str, modules: tuple[str, ...] = ATA_ONLY) -> bytes:
-    return newc_cpio({f"usr/lib/modules/{kernel}/{m}{suffix}": b"\x7fELF" for m in modules} | {"init": b"#!/bin/sh\n"})
+    return newc_cpio(
+        {f"usr/lib/modules/{kernel}/{m}{suffix}": b"\x7fELF" for m in modules} | {"init": b"#!/bin/sh\n"}
+    )
 
 
 def debian_tree(root_on: str = "/dev/sda1", initrd: tuple[str, ...] = ATA_ONLY) -> dict[str, bytes | str]:
@@ -85,7 +91,9 @@ def rhel_tree() -> dict[str, bytes | str]:
     """A Rocky Linux 9 root on XFS with /boot on ext4: dracut, BLS entries, grubenv, NetworkManager
     with ifcfg and keyfile connections pinned to a MAC."""
     k = RHEL_KERNEL
-    grubenv = f"# GRUB Environment Block\nsaved_entry=abc-{k}\nkernelopts=root=/dev/sda2 ro crashkernel=auto\n"
+    grubenv = (
+        f"# GRUB Environment Block\nsaved_entry=abc-{k}\nkernelopts=root=/dev/sda2 ro crashkernel=auto\n"
+    )
     return {
         "etc/os-release": 'NAME="Rocky Linux"\nVERSION="9.3 (Blue Onyx)"\nID="rocky"\nID_LIKE="rhel centos fedora"\n'
                           'VERSION_ID="9.3"\nPRETTY_NAME="Rocky Linux 9.3 (Blue Onyx)"\n',
@@ -111,7 +119,7 @@ def _tar(tree: dict[str, bytes | str], prefix: str) -> bytes:
         for name, data in sorted(tree.items()):
             if not name.startswith(prefix):
                 continue
-            rel = name[len(prefix):]
+            rel = name[len(prefix) :]
             info = tarfile.TarInfo(rel)
             if isinstance(data, str) and data.startswith("->"):
                 info.type, info.linkname = tarfile.SYMTYPE, data[2:]
@@ -179,3 +187,26 @@ def debian_image(path: Path, initrd: tuple[str, ...] = ATA_ONLY) -> Path:
 def rhel_image(path: Path) -> Path:
     """/boot (ext4, sda1) holds the tree's boot/ files at its top; / is XFS (sda2)."""
     return build_image(path, rhel_tree(), [("ext4", "boot/", 64), ("xfs", "", 320)])
+
+
+def _crc32c(data: bytes, crc: int = 0xFFFFFFFF) -> int:
+    """CRC-32C without the final inversion, as ext4 stores its superblock checksum."""
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+    return crc
+
+
+def set_unknown_ext4_feature(image: Path, partition_offset: int = 1 << 20) -> None:
+    """Damage an ext4 file system the way the kernel refuses to mount (an incompatible feature
+    it does not know) while blkid still names it ext4: the superblock checksum stays valid."""
+    at = partition_offset + 1024
+    with open(image, "r+b") as f:
+        f.seek(at)
+        sb = bytearray(f.read(1024))
+        incompat = int.from_bytes(sb[0x60:0x64], "little") | 0x10000000
+        sb[0x60:0x64] = incompat.to_bytes(4, "little")
+        sb[0x3FC:0x400] = _crc32c(bytes(sb[:0x3FC])).to_bytes(4, "little")
+        f.seek(at)
+        f.write(sb)

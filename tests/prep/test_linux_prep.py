@@ -19,7 +19,7 @@ import pytest
 
 from node_runtime.prep.guest import DiskSource, open_guest
 from node_runtime.prep.run import prepare_disks
-from tests.prep.linux_images import ATA_ONLY, debian_image, rhel_image
+from tests.prep.linux_images import ATA_ONLY, debian_image, rhel_image, set_unknown_ext4_feature
 
 pytestmark = pytest.mark.prep
 VIRTIO_INITRD = (*ATA_ONLY, "kernel/drivers/block/virtio_blk.ko")
@@ -156,14 +156,13 @@ def test_corrupt_root_file_system_is_refused_and_left_unchanged(
     images: dict[str, Path], tmp_path: Path
 ) -> None:
     image = Path(shutil.copy(images["debian"], tmp_path / "corrupt.img"))
-    with open(image, "r+b") as f:  # damage the ext4 group descriptors, keep the superblock
-        f.seek(1024 * 1024 + 4096)
-        f.write(b"\xff" * 8192)
+    set_unknown_ext4_feature(image)  # still ext4 to blkid, refused by the kernel
     digest = _sha(image)
     result = prepare_disks([DiskSource(path=str(image))], target="qemu", apply=True)
     assert result.refused and not result.applied and result.changes == []
-    codes = {f.code for f in result.findings}
+    codes = {f.code: f for f in result.findings}
     assert "filesystem_unreadable" in codes and "os_not_found" in codes
+    assert "/dev/sda1 is an ext4 file system that does not mount" in codes["filesystem_unreadable"].message
     assert _sha(image) == digest
 
 
