@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import html
 from datetime import datetime
+from typing import TypeVar
 
 from shared.domain.recovery import MachineReport, RecoveryReport
+
+T = TypeVar("T", dict, list)
 
 _STYLE = (
     "body{font:14px system-ui,sans-serif;margin:2em;color:#222}h1{font-size:1.4em}"
@@ -59,6 +62,7 @@ def _machine(report: RecoveryReport, m: MachineReport) -> str:
             + "".join(f"<li>{_e(f.get('severity'))}: {_e(f.get('message'))}</li>" for f in findings)
             + "</ul>"
         )
+    parts.append(_guest(m.os.get("guest")))
     if m.evidence:
         verdict = "passed" if m.evidence.ok else f"failed: {m.evidence.reason}"
         parts.append(
@@ -66,6 +70,39 @@ def _machine(report: RecoveryReport, m: MachineReport) -> str:
             f"<pre>{_e(m.evidence.excerpt)}</pre>"
         )
     return "".join(parts)
+
+
+def _as(value: object, kind: type[T]) -> T:
+    return value if isinstance(value, kind) else kind()
+
+
+def _guest(guest: dict[str, object] | None) -> str:
+    """The Prep Node's part: the OS it found, its findings, and every change with its status."""
+    if not guest:
+        return ""
+    os = _as(guest.get("os"), dict)
+    name = " ".join(str(os[k]) for k in ("product", "edition") if os.get(k) not in (None, "unknown"))
+    verdict = "refused: nothing was changed" if guest.get("refused") else (
+        "changes applied" if guest.get("applied") else "nothing to change")  # fmt: skip
+    out = [
+        f"<p>Guest preparation for {_e(guest.get('target'))}: {_e(os.get('type'))} {_e(name)}; {_e(verdict)}.</p>"
+    ]
+    findings = _as(guest.get("findings"), list)
+    if findings:
+        out.append("<ul>" + "".join(f"<li>{_e(f.get('severity'))}: {_e(f.get('message'))}</li>" for f in findings)
+                   + "</ul>")  # fmt: skip
+    changes = _as(guest.get("changes"), list)
+    if changes:
+        rows = "".join(
+            f"<tr><td class={'bad' if c.get('status') == 'failed' else 'ok'}>{_e(c.get('status'))}</td>"
+            f"<td>{_e(c.get('code'))}</td><td>{_e(c.get('where'))}</td>"
+            f"<td>{_e(c.get('before'))} &rarr; {_e(c.get('after'))}</td>"
+            f"<td>{_e(c.get('reason'))}{'<br>' + _e(c.get('error')) if c.get('error') else ''}</td></tr>"
+            for c in changes
+        )
+        out.append("<table><tr><th>status</th><th>change</th><th>where</th><th>before &rarr; after</th>"
+                   f"<th>why</th></tr>{rows}</table>")  # fmt: skip
+    return "".join(out)
 
 
 def render_report_html(report: RecoveryReport) -> str:

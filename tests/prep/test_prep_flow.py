@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from functions.api.report_html import render_report_html
 from functions.recovery.local_runner import run_recovery
 from functions.recovery.node_jobs import guest_prep
 from functions.recovery.ports import RecoveryPorts
@@ -89,6 +90,11 @@ def test_node_flow_prepares_the_guest_and_the_target_disk_holds_the_changes(
     assert any(
         "preparing the guest for qemu" in n and "linux.fstab_by_uuid" in n for n in notes
     )  # before the changes
+    page = render_report_html(report)
+    assert (
+        "Guest preparation for qemu: linux" in page
+        and "<td>linux.fstab_by_uuid</td><td>/etc/fstab</td>" in page
+    )
     (disk,) = fake.disks.values()
     image = protected["root"] / "recovered.img"
     image.write_bytes(bytes(disk))
