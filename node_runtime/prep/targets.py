@@ -32,6 +32,9 @@ class TargetNeeds:
     #: Windows boot storage drivers: at least one must be present and boot-start
     windows_storage: tuple[WindowsDriver, ...]
     windows_network: tuple[str, ...]
+    #: the names Linux gives the platform's NICs (predictable names by slot, or eth* for
+    #: VMBus/net.ifnames=0), for network configurations that need names (ifupdown)
+    linux_nic_names: tuple[str, ...] = ("eth0", "eth1")
     #: agents the platform expects in a guest (reported, never installed)
     linux_agents: tuple[str, ...] = field(default_factory=tuple)
 
@@ -51,6 +54,20 @@ NEEDS: dict[str, TargetNeeds] = {
             ),
         ),
         windows_network=("netkvm",),
+        # i440fx: ens3, ens4… (slot); q35: enp1s0… (PCIe root ports)
+        linux_nic_names=(
+            "ens3",
+            "ens4",
+            "ens5",
+            "ens6",
+            "enp0s3",
+            "enp0s4",
+            "enp1s0",
+            "enp2s0",
+            "enp3s0",
+            "eth0",
+            "eth1",
+        ),
     ),
     "aws": TargetNeeds(
         name="AWS Nitro (NVMe, ENA)",
@@ -63,6 +80,7 @@ NEEDS: dict[str, TargetNeeds] = {
             ),
         ),
         windows_network=("ena",),
+        linux_nic_names=("ens5", "ens6", "ens7", "ens8", "eth0", "eth1"),  # Nitro: ENA in slots 5+
         linux_agents=("cloud-init", "amazon-ssm-agent"),
     ),
     "azure": TargetNeeds(

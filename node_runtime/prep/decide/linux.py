@@ -23,14 +23,10 @@ from node_runtime.prep.targets import VMWARE_LINUX_UNITS, TargetNeeds, needs
 
 BUS_DEVICE = re.compile(r"^/dev/(?:[shv]d[a-z]+\d*|xvd[a-z]+\d*|nvme\d+n\d+(?:p\d+)?)$")
 IFUPDOWN_FILE = "/etc/network/interfaces.d/lifeboat"
-IFUPDOWN_DHCP = (
-    "# Lifeboat: DHCP on whichever Ethernet NIC the recovery target presents\n"
-    "auto /e*=lifeboat\niface lifeboat inet dhcp\n"
-)
 NETPLAN_FILE = "/etc/netplan/90-lifeboat.yaml"
 NETPLAN_DHCP = (
     "# Lifeboat: DHCP on whichever Ethernet NIC the recovery target presents\n"
-    "network:\n  version: 2\n  ethernets:\n    lifeboat:\n      match:\n        name: \"e*\"\n      dhcp4: true\n"
+    'network:\n  version: 2\n  ethernets:\n    lifeboat:\n      match:\n        name: "e*"\n      dhcp4: true\n'
 )
 UDEV_NET_RULES = "/etc/udev/rules.d/70-persistent-net.rules"
 MAC_LINE = re.compile(r"^\s*(HWADDR|MACADDR)=.*$|^\s*mac-address=.*$", re.MULTILINE)
@@ -43,7 +39,7 @@ def decide_linux(facts: LinuxFacts, target: str) -> tuple[list[PrepFinding], lis
     _initramfs(facts, need, findings, changes)
     _fstab(facts, changes, findings)
     _cmdlines(facts, changes, findings)
-    _network(facts, findings, changes)
+    _network(facts, need, findings, changes)
     _vmware(facts, changes)
     _agents(facts, need, findings)
     return findings, changes
@@ -67,9 +63,13 @@ def _missing(kernel: KernelFacts, need: TargetNeeds) -> tuple[list[str], list[st
     return add, absent
 
 
-def _initramfs(facts: LinuxFacts, need: TargetNeeds, findings: list[PrepFinding], changes: list[Change]) -> None:
+def _initramfs(
+    facts: LinuxFacts, need: TargetNeeds, findings: list[PrepFinding], changes: list[Change]
+) -> None:
     if not facts.kernels:
-        findings.append(_finding("error", "no_kernel", "no kernel was found under /lib/modules: nothing can boot"))
+        findings.append(
+            _finding("error", "no_kernel", "no kernel was found under /lib/modules: nothing can boot")
+        )
         return
     to_add: set[str] = set()
     rebuild: list[KernelFacts] = []
@@ -104,9 +104,11 @@ def _initramfs(facts: LinuxFacts, need: TargetNeeds, findings: list[PrepFinding]
     if new:
         changes.append(_driver_config(facts, new))
     for kernel in rebuild:
-        argv = {"update-initramfs": ["update-initramfs", "-u", "-k", kernel.version],
-                "dracut": ["dracut", "-f", str(kernel.initramfs), kernel.version],
-                "mkinitrd": ["mkinitrd", "-k", f"/boot/vmlinuz-{kernel.version}", "-i", str(kernel.initramfs)]}
+        argv = {
+            "update-initramfs": ["update-initramfs", "-u", "-k", kernel.version],
+            "dracut": ["dracut", "-f", str(kernel.initramfs), kernel.version],
+            "mkinitrd": ["mkinitrd", "-k", f"/boot/vmlinuz-{kernel.version}", "-i", str(kernel.initramfs)],
+        }
         changes.append(Change(
             code="linux.initramfs_drivers", kind="command", where=str(kernel.initramfs),
             argv=argv[facts.initramfs_tool], before=f"without {', '.join(sorted(to_add))}",
@@ -184,19 +186,30 @@ def _cmdlines(facts: LinuxFacts, changes: list[Change], findings: list[PrepFindi
 
 
 # --- network ------------------------------------------------------------------------------
-def _network(facts: LinuxFacts, findings: list[PrepFinding], changes: list[Change]) -> None:
+def ifupdown_dhcp(need: TargetNeeds) -> str:
+    """DHCP stanzas for every name the target gives its NICs. ``allow-hotplug``: udev brings
+    each up when its driver registers it (the target's NIC driver is not in the initramfs, so
+    it may appear after networking.service ran); a name the machine does not have is inert."""
+    stanzas = "".join(f"\nallow-hotplug {n}\niface {n} inet dhcp\n" for n in need.linux_nic_names)
+    return f"# Lifeboat: DHCP on the NIC names of {need.name}\n{stanzas}"
+
+
+def _network(
+    facts: LinuxFacts, need: TargetNeeds, findings: list[PrepFinding], changes: list[Change]
+) -> None:
     files = facts.network_files
     if "netplan" in facts.network_stack:
         if files.get(NETPLAN_FILE) != NETPLAN_DHCP:
-            changes.append(_dhcp_change(NETPLAN_FILE, NETPLAN_DHCP, "netplan"))
+            changes.append(_dhcp_change(NETPLAN_FILE, NETPLAN_DHCP, "netplan", "e* (any Ethernet NIC)"))
         for path, text in files.items():
             if path.startswith("/etc/netplan/") and path != NETPLAN_FILE and "macaddress" in text:
                 findings.append(_finding("info", "netplan_mac_match",
                                          f"{path} matches a NIC by MAC address; it will not apply on the target "
                                          f"(the Lifeboat DHCP configuration does)"))  # fmt: skip
     elif "ifupdown" in facts.network_stack:
-        if files.get(IFUPDOWN_FILE) != IFUPDOWN_DHCP:
-            changes.append(_dhcp_change(IFUPDOWN_FILE, IFUPDOWN_DHCP, "ifupdown"))
+        wanted = ifupdown_dhcp(need)
+        if files.get(IFUPDOWN_FILE) != wanted:
+            changes.append(_dhcp_change(IFUPDOWN_FILE, wanted, "ifupdown", ", ".join(need.linux_nic_names)))
             main = files.get("/etc/network/interfaces", "")
             if not re.search(r"^\s*source(?:-directory)?\s+/etc/network/interfaces\.d", main, re.MULTILINE):
                 changes.append(Change(
@@ -213,9 +226,9 @@ def _network(facts: LinuxFacts, findings: list[PrepFinding], changes: list[Chang
             changes.append(Change(
                 code="linux.network_mac_unpinned", kind="remove_file", where=path, before=text.strip()[:200],
                 after="(removed)", reason="persistent-net rules bind interface names to the source's MAC addresses"))  # fmt: skip
-        elif (path.startswith("/etc/sysconfig/network-scripts/") or path.startswith("/etc/NetworkManager/")) and (
-            MAC_LINE.search(text)
-        ):
+        elif (
+            path.startswith("/etc/sysconfig/network-scripts/") or path.startswith("/etc/NetworkManager/")
+        ) and (MAC_LINE.search(text)):
             pinned = [m.group(0).strip() for m in MAC_LINE.finditer(text)]
             changes.append(Change(
                 code="linux.network_mac_unpinned", kind="write_file", where=path,
@@ -224,9 +237,9 @@ def _network(facts: LinuxFacts, findings: list[PrepFinding], changes: list[Chang
                 reason="a connection pinned to the source NIC's MAC address never matches the target's NIC"))  # fmt: skip
 
 
-def _dhcp_change(path: str, content: str, stack: str) -> Change:
+def _dhcp_change(path: str, content: str, stack: str, names: str) -> Change:
     return Change(code="linux.network_dhcp", kind="write_file", where=path, content=content,
-                  before="no configuration for the target's NIC names", after="DHCP on e* (eth0, ens5, enp0s3…)",
+                  before="no configuration for the target's NIC names", after=f"DHCP on {names}",
                   reason=f"{stack} brings up only the interfaces it is configured for; the target's NIC has "
                          "another name than the source's")  # fmt: skip
 
@@ -243,7 +256,9 @@ def _vmware(facts: LinuxFacts, changes: list[Change]) -> None:
 def _agents(facts: LinuxFacts, need: TargetNeeds, findings: list[PrepFinding]) -> None:
     for agent in need.linux_agents:
         if agent in facts.agents:
-            findings.append(_finding("info", "agent_present", f"{agent} is installed ({facts.agents[agent]})"))
+            findings.append(
+                _finding("info", "agent_present", f"{agent} is installed ({facts.agents[agent]})")
+            )
         else:
             findings.append(_finding("warning", "agent_missing",
                                      f"{agent} is not installed: {need.name} features that rely on it (host name, "
