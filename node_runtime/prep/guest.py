@@ -1,9 +1,9 @@
 """One libguestfs appliance over a machine's disks: inspect, mount, read, change.
 
 Every libguestfs failure becomes :class:`~shared.errors.GuestPrepError` naming what was
-being done. Disks are raw or qcow2 files, or NBD exports on a Unix socket (a repository
-point served by :mod:`node_runtime.prep.nbd_export`), so nothing is copied before
-inspection. The appliance runs with the ``direct`` backend unless ``LIBGUESTFS_BACKEND``
+being done. Disks are raw or qcow2 images or block devices; a disk that lives elsewhere is
+opened as a qcow2 overlay backed by an NBD export of it (:mod:`node_runtime.prep.remote`),
+so nothing is copied before inspection. The appliance runs with the ``direct`` backend unless ``LIBGUESTFS_BACKEND``
 says otherwise; ``LIBGUESTFS_BACKEND_SETTINGS=force_tcg`` runs it without KVM.
 """
 
@@ -23,15 +23,10 @@ UNREADABLE_TYPES = {"BitLocker": "BitLocker-encrypted", "crypto_LUKS": "LUKS-enc
 
 @dataclass(frozen=True)
 class DiskSource:
-    """A disk for the appliance: ``path`` (a file) or ``nbd_socket`` (an NBD export)."""
+    """A disk for the appliance: an image file or block device and its format (raw, qcow2)."""
 
-    path: str | None = None
+    path: str
     format: str = "raw"
-    nbd_socket: str | None = None
-
-    def __post_init__(self) -> None:
-        if (self.path is None) == (self.nbd_socket is None):
-            raise ValueError("a DiskSource is a path or an NBD socket, not both or neither")
 
 
 def _guestfs() -> Any:
@@ -190,13 +185,9 @@ def open_guest(disks: list[DiskSource], *, readonly: bool) -> Iterator[Guest]:
     try:
         for disk in disks:
             try:
-                if disk.path is not None:
-                    g.add_drive_opts(disk.path, format=disk.format, readonly=readonly)
-                else:
-                    g.add_drive_opts("", protocol="nbd", server=[f"unix:{disk.nbd_socket}"], format=disk.format,
-                                     readonly=readonly)  # fmt: skip
+                g.add_drive_opts(disk.path, format=disk.format, readonly=readonly)
             except RuntimeError as exc:
-                raise GuestPrepError(f"adding disk {disk.path or disk.nbd_socket}: {exc}") from exc
+                raise GuestPrepError(f"adding disk {disk.path}: {exc}") from exc
         try:
             g.launch()
         except RuntimeError as exc:
