@@ -52,7 +52,10 @@ def prepare_os(event: dict[str, Any], ports: RecoveryPorts) -> dict[str, Any]:
     os_family = prep.os_family
     guest_summary: dict[str, Any] | None = None
     guest_bytes = 0
-    if ports.guest_prep is None:
+    if not state.run.target.prepare_guest:
+        findings.append({"severity": "info", "code": "guest_prep_off",
+                         "message": "guest preparation is turned off for this site (recovery_target.prepare_guest)"})  # fmt: skip
+    elif ports.guest_prep is None:
         findings.append({"severity": "info", "code": "guest_prep_not_run",
                          "message": "guest preparation (drivers, fstab, network, registry) runs on a replication "
                                     "node with libguestfs; this flow ran without one, so only boot-sector checks ran"})  # fmt: skip

@@ -28,20 +28,28 @@ class RecoveryMode(StrEnum):
 
 
 # --- where a site recovers to ----------------------------------------------------------------
-class QemuTargetConfig(_Model):
+class _TargetBase(_Model):
+    prepare_guest: bool = Field(
+        default=True,
+        description="Prepare each recovered guest for this platform (drivers, fstab, network, registry: "
+        "the Prep Node, docs/prep.md) when a node runs the recovery.",
+    )
+
+
+class QemuTargetConfig(_TargetBase):
     platform: Literal["qemu"] = "qemu"
     work_dir: str = Field(min_length=1, max_length=1024, description="Where recovered images and VMs live.")
     image_format: Literal["raw", "qcow2"] = "raw"
 
 
-class AwsTargetConfig(_Model):
+class AwsTargetConfig(_TargetBase):
     platform: Literal["aws"] = "aws"
     region: str = Field(min_length=1, max_length=64)
     kms_key_arn: str | None = Field(default=None, max_length=2048)
     default_instance_type: str = Field(default="t3.small", max_length=64)
 
 
-class AzureTargetConfig(_Model):
+class AzureTargetConfig(_TargetBase):
     """Where recovered machines go on Azure (the identity of the node or function needs the
     recovery role of docs/deploy-azure.md on ``resource_group`` and blob access to the container)."""
 

@@ -122,3 +122,12 @@ def test_guest_preparation_failure_is_a_finding_and_the_machine_still_recovers(
     assert report.state == "succeeded" and machine.status == "recovered"
     (failure,) = [f for f in machine.os["findings"] if f["code"] == "guest_prep_failed"]
     assert failure["severity"] == "error" and "libguestfs appliance" in failure["message"]
+
+
+def test_a_site_can_turn_guest_preparation_off(protected: dict[str, Any]) -> None:
+    site = protected["site"].model_copy(deep=True)
+    site.recovery_target.prepare_guest = False
+    report, _ = _run({**protected, "site": site}, FakeTarget(), guest_prep=guest_prep)
+    (machine,) = report.machines()
+    assert report.state == "succeeded" and machine.os["guest"] is None
+    assert "guest_prep_off" in {f["code"] for f in machine.os["findings"]}
