@@ -16,6 +16,7 @@ Servers start only when a test selects their backend (``-k folder`` starts none)
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,6 +31,11 @@ from tests.servers import (  # noqa: F401  (fixtures are found by name)
     fault_server,
     seaweedfs,
 )
+
+# libguestfs appliances (the Prep Node, in every flow a node runs) with the direct backend and
+# TCG: qemu aborts on these machines' /dev/kvm. Set before any test starts a node process.
+os.environ.setdefault("LIBGUESTFS_BACKEND", "direct")
+os.environ.setdefault("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")
 
 STORE_BACKENDS = ("folder", "moto", "seaweedfs", "azurite")
 

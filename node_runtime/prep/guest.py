@@ -9,6 +9,7 @@ says otherwise; ``LIBGUESTFS_BACKEND_SETTINGS=force_tcg`` runs it without KVM.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.errors import GuestPrepError
+
+log = logging.getLogger("lifeboat.prep")
 
 # file systems libguestfs sees on a partition but cannot mount
 UNREADABLE_TYPES = {"BitLocker": "BitLocker-encrypted", "crypto_LUKS": "LUKS-encrypted"}
@@ -171,18 +174,11 @@ class Guest:
         self.mounted = None
 
 
-@contextmanager
-def open_guest(disks: list[DiskSource], *, readonly: bool) -> Iterator[Guest]:
-    """Launch one appliance over ``disks`` (boot disk first); shut it down on exit.
-
-    ``readonly`` opens every disk read-only (writes then land in a throw-away overlay).
-    """
-    if not disks:
-        raise GuestPrepError("guest preparation needs at least the boot disk")
-    guestfs = _guestfs()
-    os.environ.setdefault("LIBGUESTFS_BACKEND", "direct")
-    g = guestfs.GuestFS(python_return_dict=True)
+def _launch(disks: list[DiskSource], readonly: bool, settings: list[str] | None) -> Any:
+    g = _guestfs().GuestFS(python_return_dict=True)
     try:
+        if settings is not None:
+            g.set_backend_settings(settings)
         for disk in disks:
             try:
                 g.add_drive_opts(disk.path, format=disk.format, readonly=readonly)
@@ -192,6 +188,35 @@ def open_guest(disks: list[DiskSource], *, readonly: bool) -> Iterator[Guest]:
             g.launch()
         except RuntimeError as exc:
             raise GuestPrepError(f"starting the libguestfs appliance: {exc}") from exc
+    except BaseException:
+        g.close()
+        raise
+    return g
+
+
+def _started(disks: list[DiskSource], readonly: bool) -> Any:
+    """A launched handle. When KVM is present but unusable (nested virtualisation that aborts
+    QEMU) and no backend settings were given, the launch is retried once without KVM (TCG)."""
+    os.environ.setdefault("LIBGUESTFS_BACKEND", "direct")
+    try:
+        return _launch(disks, readonly, None)
+    except GuestPrepError as exc:
+        if "LIBGUESTFS_BACKEND_SETTINGS" in os.environ or "starting the libguestfs appliance" not in str(exc):
+            raise
+        log.warning("the libguestfs appliance did not start with KVM; retrying without it (force_tcg)")
+        return _launch(disks, readonly, ["force_tcg"])
+
+
+@contextmanager
+def open_guest(disks: list[DiskSource], *, readonly: bool) -> Iterator[Guest]:
+    """Launch one appliance over ``disks`` (boot disk first); shut it down on exit.
+
+    ``readonly`` opens every disk read-only (writes then land in a throw-away overlay).
+    """
+    if not disks:
+        raise GuestPrepError("guest preparation needs at least the boot disk")
+    g = _started(disks, readonly)
+    try:
         guest = Guest(g, disks, readonly)
         yield guest
         if not readonly:

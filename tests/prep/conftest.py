@@ -1,7 +1,7 @@
 """Fixtures for the Prep Node tests: libguestfs settings and a real Debian guest on a disk.
 
 libguestfs runs its appliance with the ``direct`` backend under TCG here (KVM aborts on
-these machines), unless the environment says otherwise. ``debian_root`` builds a Debian
+these machines; tests/conftest.py sets it unless the environment says otherwise). ``debian_root`` builds a Debian
 bookworm root with mmdebstrap once per session (25-80 s; needs root and the Debian mirror),
 ``debian_base_image`` puts it on a bootable disk once per session (20-35 s), and
 ``debian_image`` gives each test its own sparse copy, so no test sees another's changes.
@@ -20,9 +20,6 @@ import pytest
 
 from tests.prep import debian_image as image_kit
 from tests.servers import in_ci
-
-for _name, _value in image_kit.GUESTFS_ENV.items():
-    os.environ.setdefault(_name, _value)
 
 
 def _unavailable(message: str) -> None:
