@@ -19,7 +19,7 @@ from functions.recovery.compensate import delete_all
 from functions.recovery.models import MachineState, OsResult
 from functions.recovery.ports import RecoveryPorts
 from node_runtime.prep.models import GuestPrep
-from node_runtime.recovery.osprep import prepare
+from node_runtime.recovery.osprep import DiskInspection, prepare
 from node_runtime.recovery.targets.base import Target
 from shared.domain.recovery import DiskArtifact, Resource
 from shared.errors import GuestPrepError
@@ -55,6 +55,11 @@ def prepare_os(event: dict[str, Any], ports: RecoveryPorts) -> dict[str, Any]:
     if not state.run.target.prepare_guest:
         findings.append({"severity": "info", "code": "guest_prep_off",
                          "message": "guest preparation is turned off for this site (recovery_target.prepare_guest)"})  # fmt: skip
+    elif not _may_hold_os(prep.disks):
+        findings.append({"severity": "info", "code": "guest_prep_no_os_filesystem",
+                         "message": "no disk holds a file system an operating system lives on (only "
+                                    f"{', '.join(sorted(_filesystems(prep.disks))) or 'none'}): guest preparation "
+                                    "was not needed"})  # fmt: skip
     elif ports.guest_prep is None:
         findings.append({"severity": "info", "code": "guest_prep_not_run",
                          "message": "guest preparation (drivers, fstab, network, registry) runs on a replication "
@@ -87,6 +92,22 @@ def prepare_os(event: dict[str, Any], ports: RecoveryPorts) -> dict[str, Any]:
         bootable=bootable, patches_applied=sum(len(p) for p in by_disk.values()), findings=findings,
         guest=guest_summary, guest_bytes_patched=guest_bytes,
     ).model_dump(mode="json")  # fmt: skip
+
+
+#: file systems a guest OS may live on (or that hide one); an unrecognised one counts too
+OS_FILESYSTEMS = {"ext2", "ext3", "ext4", "xfs", "ntfs", "btrfs", "lvm2_pv", "bitlocker"}
+
+
+def _filesystems(disks: list[DiskInspection]) -> set[str]:
+    found = {d.whole_disk_filesystem.type for d in disks if d.whole_disk_filesystem}
+    return found | {p.filesystem.type for d in disks for p in d.partitions if p.filesystem}
+
+
+def _may_hold_os(disks: list[DiskInspection]) -> bool:
+    """Whether an appliance could find an OS: a Linux/Windows file system, or a partition the
+    byte-level inspection could not name (LUKS, ZFS…). Skipping the rest saves a launch."""
+    unnamed = any(p.filesystem is None and p.size > 0 for d in disks for p in d.partitions)
+    return unnamed or bool(_filesystems(disks) & OS_FILESYSTEMS)
 
 
 def _patch(target: Target, artifacts: list[DiskArtifact], by_disk: Patches) -> list[DiskArtifact]:

@@ -231,8 +231,13 @@ def test_console_end_to_end(procs: Processes, tmp_path: Path) -> None:
         form.get_by_label("Credentials reference").fill("env:DR_KEY")
         form.get_by_label("Recovery target").select_option("qemu")
         form.get_by_label("Target location").fill(str(tmp_path / "dr-recovered"))
+        expect(
+            form.get_by_label("Prepare guests for the target")
+        ).to_be_checked()  # the Prep Node is on by default
+        form.get_by_label("Prepare guests for the target").uncheck()
         form.get_by_role("button", name="Add site").click()
         expect(page.get_by_role("cell", name="DR site")).to_be_visible()
+        expect(page.get_by_role("cell", name="qemu, no guest prep")).to_be_visible()
         expect(page.locator("#status")).to_contain_text("Site dr created")
         # an Azure recovery target: its fields appear with the choice; a bad subscription id is a 422, inline
         expect(form.get_by_label("Name", exact=True)).to_have_value("")  # the form was rendered again

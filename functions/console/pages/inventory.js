@@ -20,7 +20,8 @@ export async function renderInventory(main, _params, ctx) {
       ["Kind", (s) => s.site_kind],
       ["Region", (s) => s.region || "–"],
       ["Repository", (s) => h("code", s.repository_url)],
-      ["Recovery target", (s) => (s.recovery_target ? s.recovery_target.platform : "none")],
+      ["Recovery target", (s) => (s.recovery_target
+        ? s.recovery_target.platform + (s.recovery_target.prepare_guest === false ? ", no guest prep" : "") : "none")],
       ["", (s) => action("operate", "Delete", async (ev) => {
         if (!confirm(`Delete site ${s.id}?`)) return;
         await busy(ev.target, async () => { await api("DELETE", `/sites/${encodeURIComponent(s.id)}`); announce(`Site ${s.id} deleted.`); await refresh(); });
@@ -66,6 +67,8 @@ function siteForm(refresh) {
   const azureRow = h("div.row", { hidden: true },
     field("Subscription id", azure.subscription_id), field("Resource group", azure.resource_group),
     field("Staging container URL", azure.container_url), field("Staging storage account id", azure.storage_account_id));
+  // the Prep Node (docs/prep.md): drivers, fstab, network, registry prepared for the target
+  const prepareGuest = h("input", { type: "checkbox", name: "prepare_guest", "data-loc": "recovery_target.prepare_guest", checked: true });
   platform.addEventListener("change", () => { azureRow.hidden = platform.value !== "azure"; });
   const form = h("form.card.inner", {
     onsubmit: async (ev) => {
@@ -80,6 +83,7 @@ function siteForm(refresh) {
         body.recovery_target = { platform: "azure", location: workDir.value };
         for (const [key, input] of Object.entries(azure)) body.recovery_target[key] = input.value;
       }
+      if (body.recovery_target) body.recovery_target.prepare_guest = prepareGuest.checked;
       await submit(form, () => post("/sites", body), async (site) => {
         announce(`Site ${site.id} created.`);
         await refresh();
@@ -90,7 +94,8 @@ function siteForm(refresh) {
   h("div.error-summary", { tabindex: -1, role: "alert", hidden: true }),
   h("div.row", field("Id", id), field("Name", name), field("Kind", kind), field("Region", region)),
   h("div.row", field("Repository URL", repo), field("Credentials reference", creds)),
-  h("div.row", field("Recovery target", platform), field("Target location", workDir)),
+  h("div.row", field("Recovery target", platform), field("Target location", workDir),
+    field("Prepare guests for the target", prepareGuest, "drivers, fstab, network, registry (docs/prep.md)")),
   azureRow,
   h("button.action", { type: "submit" }, "Add site"));
   return form;
