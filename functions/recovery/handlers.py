@@ -10,7 +10,6 @@ results of states that finished).
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
@@ -44,7 +43,6 @@ from shared.domain.recovery import (
 )
 from shared.errors import ServiceUnavailableError, TargetError
 
-log = logging.getLogger("lifeboat.recovery")
 Handler = Callable[[dict[str, Any], RecoveryPorts], dict[str, Any]]
 
 #: report name of each stage, in flow order, and the MachineState field holding its result
