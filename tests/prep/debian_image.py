@@ -1,7 +1,8 @@
 """A real minimal Debian on a disk image, for proving that guest preparation makes it boot.
 
 The image is built as a machine migrated from VMware would look: its initramfs has only the
-IDE/SATA drivers (``MODULES=list``: ``ata_piix ata_generic sd_mod ext4``, no virtio), its
+IDE/SATA drivers (built with ``MODULES=list``: ``ata_piix ata_generic sd_mod ext4``, no virtio;
+``initramfs.conf`` then says ``MODULES=dep`` again, as on the source), its
 root is named by the old device name ``/dev/sda1`` (in ``/etc/fstab`` and on extlinux's
 kernel line) and its only network stanza is for VMware's ``ens192``. It boots under QEMU
 on an IDE disk and fails on a virtio-blk disk (``ALERT! /dev/sda1 does not exist``) until
