@@ -1,9 +1,10 @@
 """Make Debian-only Python bindings importable from this interpreter.
 
 ``python3-libnbd`` (module ``nbd``), ``python3-guestfs`` (``guestfs``) and ``python3-hivex``
-(``hivex``) exist only as Debian packages (PyPI's ``nbd`` is an unrelated project). This links the binding's files (not the whole dist-packages folder,
-which would shadow the locked PyPI packages) into ``build/debian-py`` and points a
-``.pth`` file in this interpreter's site-packages at it. Run by ``make deps``; a missing
+(``hivex``) exist only as Debian packages (PyPI's ``nbd`` is an unrelated project). This
+links the bindings' files (not the whole dist-packages folder, which would shadow the
+locked PyPI packages) into ``build/debian-py`` and points a ``.pth`` file in this
+interpreter's site-packages at it. Run by ``make deps``; a missing
 package is reported, not fatal (the tests that need it then fail saying which to install).
 """
 
