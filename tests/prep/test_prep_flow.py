@@ -23,9 +23,9 @@ from node_runtime.replication.pipeline import ReplicationOptions, replicate
 from node_runtime.sources.files import FileSource
 from shared.adapters.local.folder_store import FolderStore
 from shared.domain.inventory import Site, SiteKind
-from shared.domain.plans import ProtectedDisk, ProtectedMachine, ProtectionPlan
+from shared.domain.plans import NetworkMapping, ProtectedDisk, ProtectedMachine, ProtectionPlan
 from shared.domain.points import DiskPoint, RecoveryPoint
-from shared.domain.recovery import QemuTargetConfig, RecoveryMode
+from shared.domain.recovery import DiskArtifact, QemuTargetConfig, RecoveryMode
 from shared.repo.keys import KdfParams
 from shared.repo.repository import Repository
 from shared.services.recovery import build_flow_input
@@ -131,3 +131,76 @@ def test_a_site_can_turn_guest_preparation_off(protected: dict[str, Any]) -> Non
     (machine,) = report.machines()
     assert report.state == "succeeded" and machine.os["guest"] is None
     assert "guest_prep_off" in {f["code"] for f in machine.os["findings"]}
+
+
+def test_guest_preparation_patches_an_ebs_snapshot_under_moto(
+    protected: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The AWS target's disks are EBS snapshots: the appliance reads one over NBD (EBS direct
+    GetSnapshotBlock) and the changes land in a new snapshot (patch_disk), read back here."""
+    import boto3
+    from moto import mock_aws
+
+    from node_runtime.recovery.ebs_direct import EBS_BLOCK_SIZE
+    from node_runtime.recovery.targets.aws import AwsTarget, Poll
+    from node_runtime.recovery.targets.base import Target
+    from shared.domain.recovery import AwsTargetConfig
+
+    for var in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_CONFIG_FILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    site = protected["site"].model_copy(update={"recovery_target": AwsTargetConfig(region="eu-west-1")})
+    with mock_aws():
+        ec2, ebs = boto3.client("ec2", region_name="eu-west-1"), boto3.client("ebs", region_name="eu-west-1")
+        aws = AwsTarget(ec2, ebs, threads=4, poll=Poll(interval=0.01, timeout=5, snapshot_timeout=5))
+        target = Target(kind="aws", disks=aws, launcher=aws, networks=aws, validator=aws, cleaner=aws)
+        vpc = ec2.create_vpc(CidrBlock="10.40.0.0/16")["Vpc"]["VpcId"]
+        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.40.9.0/24")["Subnet"]["SubnetId"]
+        plan = protected["plan"].model_copy(deep=True)
+        plan.machines[0].networks = ["lan"]
+        plan.network_mapping = [
+            NetworkMapping(source_network="lan", target_network=subnet, test_network=subnet)
+        ]
+        flow = build_flow_input(plan, site, [protected["point"]], job_id="job-aws", mode=RecoveryMode.TEST,
+                                point_time=None, now=datetime.now(UTC))  # fmt: skip
+        report, _ = run_recovery(
+            flow, RecoveryPorts(target_for=lambda _c: target, open_repository=lambda _u, _c: protected["repo"],
+                                guest_prep=guest_prep), sleep=lambda _s: None)  # fmt: skip
+        assert report.state == "succeeded", report.errors
+        (machine,) = report.machines()
+        guest = machine.os["guest"]
+        assert guest["target"] == "aws" and guest["applied"]
+        assert ("linux.fstab_by_uuid", "applied") in {(c["code"], c["status"]) for c in guest["changes"]}
+        assert any(
+            "ens5" in (c.get("after") or "") for c in guest["changes"] if c["code"] == "linux.network_dhcp"
+        )
+        snapshots = [r.id for r in machine.resources if r.type == "ebs-snapshot"]
+        assert snapshots, machine.resources
+        point = protected["point"].disks[0]
+        parent, child = snapshots  # the reconstructed snapshot, then the prepared child
+        artifact = DiskArtifact(disk_id=point.disk_id, point_id=point.point_id, disk_size=point.disk_size,
+                                format="ebs-snapshot", location=parent)  # fmt: skip
+        disk = bytearray(aws.read_disk(artifact, 0, artifact.disk_size))
+        # moto ignores ParentSnapshotId (node_runtime/recovery/targets/aws/disks.py): the child's
+        # blocks are laid over the parent here, as EBS does
+        listed, token = [], {}
+        while True:
+            page = ebs.list_snapshot_blocks(SnapshotId=child, **token)
+            listed += page["Blocks"]
+            if not page.get("NextToken"):
+                break
+            token = {"NextToken": page["NextToken"]}
+        assert listed, "the prepared snapshot holds no block"
+        for block in listed:
+            data = ebs.get_snapshot_block(SnapshotId=child, BlockIndex=block["BlockIndex"],
+                                          BlockToken=block["BlockToken"])["BlockData"].read()  # fmt: skip
+            at = block["BlockIndex"] * EBS_BLOCK_SIZE  # moto's BlockSize field says 512
+            disk[at : at + len(data)] = data[: max(0, len(disk) - at)]
+        image = protected["root"] / "aws-recovered.img"
+        image.write_bytes(bytes(disk))
+    with open_guest([DiskSource(path=str(image))], readonly=True) as g:
+        (root,) = g.roots()
+        g.mount_root(root, writable=False)
+        assert "/dev/sda1" not in g.read_text("/etc/fstab") and "UUID=" in g.read_text("/etc/fstab")
+        assert "allow-hotplug ens5" in g.read_text("/etc/network/interfaces.d/lifeboat")
