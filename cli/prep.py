@@ -52,10 +52,11 @@ def _target(target: str) -> str:
 
 
 def _show(result: GuestPrep, as_json: bool, wrote: bool) -> None:
+    summary = result.summary()
     if as_json:
-        out.print_json(json.dumps(result.summary()))
+        out.print_json(json.dumps(summary))
     else:
-        os = result.summary()["os"]
+        os = summary["os"]
         assert isinstance(os, dict)
         name = str(os.get("product") or "")
         if os.get("version") and str(os["version"]) not in name:

@@ -57,11 +57,7 @@ def _machine(report: RecoveryReport, m: MachineReport) -> str:
         )
     findings = m.os.get("findings") or []
     if findings:
-        parts.append(
-            "<p>OS preparation:</p><ul>"
-            + "".join(f"<li>{_e(f.get('severity'))}: {_e(f.get('message'))}</li>" for f in findings)
-            + "</ul>"
-        )
+        parts.append("<p>OS preparation:</p>" + _findings(findings))
     parts.append(_guest(m.os.get("guest")))
     if m.evidence:
         verdict = "passed" if m.evidence.ok else f"failed: {m.evidence.reason}"
@@ -70,6 +66,14 @@ def _machine(report: RecoveryReport, m: MachineReport) -> str:
             f"<pre>{_e(m.evidence.excerpt)}</pre>"
         )
     return "".join(parts)
+
+
+def _findings(findings: list[dict[str, object]]) -> str:
+    return (
+        "<ul>"
+        + "".join(f"<li>{_e(f.get('severity'))}: {_e(f.get('message'))}</li>" for f in findings)
+        + "</ul>"
+    )
 
 
 def _as(value: object, kind: type[T]) -> T:
@@ -89,8 +93,7 @@ def _guest(guest: dict[str, object] | None) -> str:
     ]
     findings = _as(guest.get("findings"), list)
     if findings:
-        out.append("<ul>" + "".join(f"<li>{_e(f.get('severity'))}: {_e(f.get('message'))}</li>" for f in findings)
-                   + "</ul>")  # fmt: skip
+        out.append(_findings(findings))
     changes = _as(guest.get("changes"), list)
     if changes:
         rows = "".join(

@@ -64,7 +64,8 @@ def gather_linux(guest: Guest, root: str) -> LinuxFacts:
     """Facts of the Linux guest whose root is mounted; unreadable items are left empty."""
     distro = guest.root_info(root, "distro")
     family = FAMILIES.get(distro, "other")
-    root_device = dict(guest.call("reading mount points", "inspect_get_mountpoints", root)).get("/", root)
+    mounts = dict(guest.call("reading mount points", "inspect_get_mountpoints", root))
+    root_device = mounts.get("/", root)
     facts = LinuxFacts(
         distro=distro, family=family,  # type: ignore[arg-type]
         version=f"{guest.root_info(root, 'major_version')}.{guest.root_info(root, 'minor_version')}",
@@ -75,7 +76,7 @@ def gather_linux(guest: Guest, root: str) -> LinuxFacts:
     _initramfs_config(guest, facts)
     facts.kernels = [_kernel(guest, facts, version) for version in _kernel_versions(guest)]
     facts.fstab_text = guest.read_optional("/etc/fstab")
-    facts.fstab = _fstab(guest, root, facts.fstab_text or "")
+    facts.fstab = _fstab(guest, mounts, facts.fstab_text or "")
     facts.device_uuids = {dev: u for dev in guest.call("listing file systems", "list_filesystems")
                           if (u := _uuid(guest, dev))}  # fmt: skip
     facts.boot_files = [
@@ -179,8 +180,9 @@ def _initramfs_modules(guest: Guest, facts: LinuxFacts, path: str) -> list[str] 
     return sorted({n for line in listing if (n := module_name(line))})
 
 
-def _fstab(guest: Guest, root: str, text: str) -> list[FstabEntry]:
-    resolved = dict(guest.call("reading mount points", "inspect_get_mountpoints", root))
+def _fstab(guest: Guest, resolved: dict[str, str], text: str) -> list[FstabEntry]:
+    """fstab entries with the UUID of the device each names (``resolved``: libguestfs' mount
+    point -> appliance device map)."""
     entries = []
     for line in text.splitlines():
         fields = line.split()
