@@ -23,7 +23,13 @@ export LIFEBOAT_AZURITE := $(NODE_BIN)/azurite-blob
 	build/checkov-venv/bin/pip install -q --require-hashes -r requirements/checkov.lock
 	@mkdir -p .stamps && touch $@
 
-deps: .stamps/py .stamps/node .stamps/checkov
+# the Lambda runtime's Python (cdk/lambda_runtime.py) with the locked test tools: the handlers'
+# tests run on it against the built layer (tests/cdk/test_lambda_runtime.py)
+.stamps/lambda-venv: requirements/lambda-test.lock .stamps/py
+	$(PY) -m cdk.lambda_runtime
+	@mkdir -p .stamps && touch $@
+
+deps: .stamps/py .stamps/node .stamps/checkov .stamps/lambda-venv
 
 ## lock: re-resolve the pinned, hashed installs (requirements/*.lock) from pyproject.toml and
 ## requirements/checkov.in with uv; run `make test` afterwards (the stamps see the new lock).
@@ -32,6 +38,7 @@ lock:
 	$(PY) -m pip install -q 'uv>=0.5'
 	$(UV_COMPILE) pyproject.toml --extra test -o requirements/test.lock
 	$(UV_COMPILE) requirements/checkov.in -o requirements/checkov.lock
+	uv pip compile --quiet --generate-hashes --python-version 3.13 requirements/lambda-test.in -o requirements/lambda-test.lock
 
 ## up: the control plane on this machine (API + scheduler + a local node) on 127.0.0.1:8080,
 ## state in ./lifeboat-data; the admin password is printed on first start.

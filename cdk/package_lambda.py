@@ -7,7 +7,7 @@
     no caches). Every Lambda function of the app uses this one asset with its own handler.
 ``build/layer/python/``
     the dependency layer: the runtime dependencies installed for the Lambda platform
-    (``--platform manylinux2014_x86_64 --only-binary=:all: --python-version 3.14``, the
+    (``--platform manylinux2014_x86_64 --only-binary=:all: --python-version 3.13``, the
     Lambda runtime's version), minus what
     the Lambda Python runtime already provides (boto3, botocore and their dependencies).
 ``build/node/``
@@ -39,7 +39,7 @@ LAMBDA_DIR = BUILD / "lambda"
 LAYER_DIR = BUILD / "layer"
 NODE_DIR = BUILD / "node"
 
-LAMBDA_PYTHON = "3.14"  # the Lambda runtime (cdk/constructs/function.py RUNTIME)
+LAMBDA_PYTHON = "3.13"  # the Lambda runtime (cdk/constructs/function.py RUNTIME)
 NODE_PYTHON = "3.11"  # python3.11 on Amazon Linux 2023 nodes
 PLATFORM = "manylinux2014_x86_64"
 

@@ -25,7 +25,7 @@ from node_runtime.replication.pipeline import ReplicationOptions, replicate
 from node_runtime.sources.discovery import discover_site
 from node_runtime.sources.port import MachineSnapshot
 from node_runtime.sources.resolve import SourcePolicy, machine_source
-from node_runtime.sources.secrets import resolve_node_secret
+from node_runtime.sources.secrets import resolve_secret
 from node_runtime.sources.vsphere.sweep import sweep_site
 from shared.adapters.store_url import open_store
 from shared.api_client import ApiClient
@@ -79,12 +79,6 @@ class JobContext(Protocol):
 
 #: a runner for one job kind other than replication (recovery flows are wired in by the CLI)
 JobRunner = Callable[[dict[str, Any], JobContext], JobOutcome]
-
-
-def resolve_secret(ref: str | None) -> str | None:
-    """A repository passphrase from a credentials reference (see :func:`resolve_node_secret`);
-    ``None`` falls back to LIFEBOAT_PASSWORD (and to no encryption when that is unset)."""
-    return os.environ.get("LIFEBOAT_PASSWORD") if ref is None else resolve_node_secret(ref)
 
 
 def open_repository(url: str, secret: str | None, *, limit_mbps: float | None) -> Repository:

@@ -20,7 +20,9 @@ from cdk import package_lambda
 from cdk.config import EnvConfig
 from cdk.nag import acknowledge
 
-RUNTIME = lambda_.Runtime.PYTHON_3_14  # the layer is built for it (cdk/package_lambda.LAMBDA_PYTHON)
+#: the layer is built for it (cdk/package_lambda.LAMBDA_PYTHON) and the handlers are tested on it
+#: (tests/cdk/test_lambda_runtime.py): the newest Lambda Python that CI has an interpreter of
+RUNTIME = lambda_.Runtime.PYTHON_3_13
 
 
 class FunctionAssets(Construct):
@@ -99,6 +101,12 @@ class LifeboatFunction(Construct):
                 "LIFEBOAT_ENV": config.name,
                 **(environment or {}),
             },
+        )
+        acknowledge(
+            self.function,
+            "AwsSolutions-L1",
+            f"{RUNTIME.name} is the newest Lambda Python the handlers are tested on "
+            "(tests/cdk/test_lambda_runtime.py runs them on that interpreter with the built layer).",
         )
         # Logs: only this function's own log group (CreateLogGroup is not needed: CDK creates it).
         self.role.add_to_policy(

@@ -12,8 +12,8 @@ import re
 from typing import Any
 
 from functions.recovery.handlers import HANDLERS, Handler
-from functions.recovery.node_jobs import CachedTargets, open_existing_repository
 from functions.recovery.ports import RecoveryPorts
+from functions.recovery.reading import CachedTargets, open_existing_repository
 from functions.recovery.targets import build_target
 
 _ports: RecoveryPorts | None = None

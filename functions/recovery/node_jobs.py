@@ -18,44 +18,17 @@ from typing import Any
 from functions.recovery.failback_job import failback_job
 from functions.recovery.local_runner import RecoveryFlowError, run_cleanup, run_recovery
 from functions.recovery.ports import RecoveryPorts, RunCancelled
-from node_runtime.agent import JobContext, JobOutcome, JobRunner, resolve_secret
+from functions.recovery.reading import CachedTargets, TargetFactory, open_existing_repository
+from node_runtime.agent import JobContext, JobOutcome, JobRunner
 from node_runtime.prep.models import GuestPrep
 from node_runtime.prep.remote import prepare_readable_disks
-from node_runtime.recovery.targets.base import Target
-from shared.adapters.store_url import open_store
 from shared.domain.points import DiskPoint
-from shared.domain.recovery import FlowInput, TargetConfig
+from shared.domain.recovery import FlowInput
 from shared.errors import LifeboatError
-from shared.repo.object_cache import cache_from_env
 from shared.repo.repository import Repository
 from shared.services.recovery import job_outcome
 
 log = logging.getLogger("lifeboat.recovery")
-TargetFactory = Callable[[TargetConfig], Target]
-
-
-def open_existing_repository(url: str, credentials_ref: str | None) -> Repository:
-    """Open (never create) the repository a recovery reads."""
-    secret = resolve_secret(credentials_ref)
-    repo = Repository.open(open_store(url), lambda: secret or "")
-    repo.cache = cache_from_env(os.environ)
-    return repo
-
-
-class CachedTargets:
-    """Builds each distinct target configuration once (clients and pools are reused)."""
-
-    def __init__(self, build: TargetFactory) -> None:
-        self.build = build
-        self.lock = threading.Lock()
-        self.cache: dict[str, Target] = {}
-
-    def __call__(self, config: TargetConfig) -> Target:
-        key = config.model_dump_json()
-        with self.lock:
-            if key not in self.cache:
-                self.cache[key] = self.build(config)
-            return self.cache[key]
 
 
 def _ports(ctx: JobContext, targets: TargetFactory) -> RecoveryPorts:

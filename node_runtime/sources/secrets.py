@@ -53,3 +53,9 @@ def _secrets_manager(secret_id: str) -> str:
     if value is None:
         raise InvalidInputError(f"secret {secret_id} holds binary data, not a password")
     return str(value)
+
+
+def resolve_secret(ref: str | None) -> str | None:
+    """A repository passphrase from a credentials reference (see :func:`resolve_node_secret`);
+    ``None`` falls back to LIFEBOAT_PASSWORD (and to no encryption when that is unset)."""
+    return os.environ.get("LIFEBOAT_PASSWORD") if ref is None else resolve_node_secret(ref)

@@ -193,7 +193,7 @@ def test_functions_have_tracing_and_powertools_env(dev: Synthesized) -> None:
         assert props["TracingConfig"] == {"Mode": "Active"}, path
         env = props["Environment"]["Variables"]
         assert {"POWERTOOLS_SERVICE_NAME", "LOG_LEVEL"} <= set(env), path
-        assert props["Runtime"] == "python3.14"
+        assert props["Runtime"] == "python3.13"
 
 
 def test_scheduler_runs_every_minute(dev: Synthesized) -> None:
