@@ -116,6 +116,7 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 
 
 @pytest.mark.fuzz
+@pytest.mark.ops
 @schema.parametrize()
 @settings(
     max_examples=15,
@@ -130,6 +131,18 @@ def test_api_fuzz(case: schemathesis.Case, live_api: Api) -> None:
         timeout=30,
         checks=[not_a_server_error, response_schema_conformance, content_type_conformance],
     )
+
+
+@pytest.mark.ops
+def test_the_document_lists_every_route_so_the_fuzzer_reaches_it(live_api: Api) -> None:
+    """Every route the API registers (functions/api/core.ROUTES) is an operation of /openapi.json."""
+    status, _, body = _request(f"{live_api.url}/openapi.json")
+    assert status == 200
+    documented = {(method.upper(), path) for path, ops in json.loads(body)["paths"].items() for method in ops}
+    registered = {(method, re.sub(r"<([^>]+)>", r"{\1}", rule)) for method, rule in api.ROUTES}
+    itself = {("GET", "/openapi.json"), ("GET", "/docs")}  # the document and its viewer
+    assert registered - itself - documented == set()
+    assert len(registered) >= 60, len(registered)
 
 
 # --- hand-written: the error envelope --------------------------------------------------------
