@@ -118,6 +118,14 @@ class Node(Record):
         description="vmware and kvm sites whose VMs this node is configured to read ('*': every one).",
     )  # fmt: skip
 
+    revoked_at: datetime | None = Field(
+        default=None, description="When an admin revoked its credentials; it must enroll again."
+    )
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
     def may_read(self, site_id: str) -> bool:
         return "*" in self.source_sites or site_id in self.source_sites
 
