@@ -94,7 +94,9 @@ def register(app: typer.Typer) -> None:
             lease_seconds=job_lease_seconds, echo=out.print, source_roots=source_root or [],
         )  # fmt: skip
 
-    node_app = typer.Typer(help="Replication nodes: run one; enroll, rotate, revoke (admin).", no_args_is_help=True)
+    node_app = typer.Typer(
+        help="Replication nodes: run one; enroll, rotate, revoke (admin).", no_args_is_help=True
+    )
     app.add_typer(node_app, name="node")
     from cli import nodes  # list, enrollment-token, rotate, revoke
 
@@ -105,11 +107,14 @@ def register(app: typer.Typer) -> None:
         site: Annotated[str, typer.Option(help="Site this node serves.")],
         api: Annotated[str, typer.Option(help="API base URL.")] = DEFAULT_API,
         token_file: Annotated[
-            Path | None, typer.Option(help="File holding the node's enrollment token (or an older node token).")
+            Path | None,
+            typer.Option(help="File holding the node's enrollment token (or an older node token)."),
         ] = None,
         state_file: Annotated[
             Path | None,
-            typer.Option(help="Where the node keeps its own credential (0600); without it, it enrolls at each start."),
+            typer.Option(
+                help="Where the node keeps its own credential (0600); without it, it enrolls at each start."
+            ),
         ] = None,
         rotate_after_days: Annotated[
             float, typer.Option(min=0, help="Rotate the node's credential when older than this (0: never).")
@@ -139,9 +144,9 @@ def register(app: typer.Typer) -> None:
         token = token_file.read_text().strip() if token_file else os.environ.get("LIFEBOAT_NODE_TOKEN")
         if not token and not (state_file and state_file.exists()):
             raise InvalidInputError("a node needs a token: --token-file or LIFEBOAT_NODE_TOKEN")
-        from node_runtime.credentials import NodeIdentity, StateFile
         from functions.recovery.node_jobs import job_runners
         from functions.recovery.targets import build_target
+        from node_runtime.credentials import NodeIdentity, StateFile
 
         api_client = ApiClient(api, token)
         identity = NodeIdentity(api_client, state=StateFile(state_file.absolute()) if state_file else None,

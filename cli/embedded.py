@@ -85,7 +85,9 @@ def bootstrap(data_dir: Path, *, lease_seconds: float = 300.0) -> Embedded:
         ctl.store.create(Site(id="local", name="This machine", site_kind=SiteKind.LOCAL,
                               repository_url=str(data_dir / "repository"), credentials_ref=f"file:{key_file}",
                               recovery_target=QemuTargetConfig(work_dir=str(data_dir / "recovered"))))  # fmt: skip
-    return Embedded(data_dir, ctl, admin_password, _enrollment_token(ctl, data_dir / "secrets" / "node.token"))
+    return Embedded(
+        data_dir, ctl, admin_password, _enrollment_token(ctl, data_dir / "secrets" / "node.token")
+    )
 
 
 def _enrollment_token(ctl: Control, token_file: Path) -> str:

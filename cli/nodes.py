@@ -19,7 +19,9 @@ def register(node_app: typer.Typer) -> None:
     def node_list(as_json: JsonOpt = False) -> None:
         """Registered nodes: health, load, and whether they were revoked."""
         rows = client().pages("/nodes")
-        _show(rows, ["id", "name", "site_id", "online", "revoked", "heartbeat_at", "software_version"], as_json)
+        _show(
+            rows, ["id", "name", "site_id", "online", "revoked", "heartbeat_at", "software_version"], as_json
+        )
 
     @node_app.command("enrollment-token")
     def node_enrollment_token(

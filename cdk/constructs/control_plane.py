@@ -117,11 +117,20 @@ class ControlPlane(Construct):
         allow_wildcards(
             self.api_function.role,
             iam.PolicyStatement(
-                actions=["secretsmanager:CreateSecret", "secretsmanager:GetSecretValue",
-                         "secretsmanager:DeleteSecret", "secretsmanager:TagResource"],
-                resources=[cdk.Stack.of(self).format_arn(
-                    service="secretsmanager", resource="secret", resource_name=f"{config.prefix}/vcenter/*",
-                    arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME)],
+                actions=[
+                    "secretsmanager:CreateSecret",
+                    "secretsmanager:GetSecretValue",
+                    "secretsmanager:DeleteSecret",
+                    "secretsmanager:TagResource",
+                ],
+                resources=[
+                    cdk.Stack.of(self).format_arn(
+                        service="secretsmanager",
+                        resource="secret",
+                        resource_name=f"{config.prefix}/vcenter/*",
+                        arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+                    )
+                ],
             ),
             "Secret names are generated per vCenter connection; only secrets under Lifeboat's own "
             "vcenter/ prefix (Secrets Manager appends a random suffix to every ARN).",
@@ -273,7 +282,10 @@ class ControlPlane(Construct):
 
         for method, path in PUBLIC_ROUTES:
             m = self._resource(api, path).add_method(
-                method, integration, authorization_type=apigw.AuthorizationType.NONE, request_validator=validator
+                method,
+                integration,
+                authorization_type=apigw.AuthorizationType.NONE,
+                request_validator=validator,
             )
             reason = "GET /health is the public liveness probe; it returns no data."
             acknowledge(m, "AwsSolutions-APIG4", reason)
@@ -290,7 +302,9 @@ class ControlPlane(Construct):
             )  # fmt: skip
         # Every other path and method: Cognito. Intermediate resources get ANY so that API Gateway
         # never answers for a path the proxy below would otherwise have served.
-        intermediate = {"/".join(p.split("/")[:i]) for _, p in NODE_ROUTES for i in range(1, p.count("/") + 1)}
+        intermediate = {
+            "/".join(p.split("/")[:i]) for _, p in NODE_ROUTES for i in range(1, p.count("/") + 1)
+        }
         for path in sorted(intermediate):
             authorized(self._resource(api, path), "ANY")
         authorized(api.root, "ANY")

@@ -76,7 +76,9 @@ def resources_for(method_arn: str, principal: auth.Principal) -> list[str]:
     return []
 
 
-def handle(event: dict[str, Any], *, store: MetadataStore | None = None, now: datetime | None = None) -> dict[str, Any]:
+def handle(
+    event: dict[str, Any], *, store: MetadataStore | None = None, now: datetime | None = None
+) -> dict[str, Any]:
     """Verify the token of one API Gateway REQUEST-authorizer event (see the module doc)."""
     secret = _bearer(event)
     try:

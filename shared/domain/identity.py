@@ -58,7 +58,7 @@ NODE_PERMISSIONS = frozenset({Permission.NODE_WORK, Permission.NODE_ENROLL})
 class ApiToken(Record):
     """A scoped bearer token. Only its hash is stored; the secret is shown once.
 
-    Two kinds serve nodes (docs/security.md, "Node authentication"): an *enrollment* token
+    Two kinds serve nodes (docs/node-authentication.md): an *enrollment* token
     (role ``enrollment``, no ``node_id``, expiring) may only register new nodes, and a node
     *credential* (role ``node``, ``node_id`` set) is issued by registration and acts for that
     node only. A credential being rotated out keeps working until ``expires_at`` (the grace)."""

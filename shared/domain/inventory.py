@@ -62,7 +62,8 @@ class Site(Record):
         default=None, description="A vmware site's vCenter/ESXi (set through PUT /sites/{id}/vcenter)."
     )
     kvm: KvmHostConnection | None = Field(
-        default=None, description="A kvm site's VMs: their QMP sockets on the node's host (set through PUT /sites/{id}/kvm)."
+        default=None,
+        description="A kvm site's VMs: their QMP sockets on the node's host (set through PUT /sites/{id}/kvm).",
     )
     inventory_sync_minutes: int | None = Field(
         default=60, ge=5, le=10080, description="Scheduled inventory sync period (null: on demand only)."

@@ -1,6 +1,6 @@
 """Node authentication: enrollment, per-node credentials, rotation and revocation.
 
-Contract (docs/security.md, "Node authentication"):
+Contract (docs/node-authentication.md):
 
 * An admin creates an *enrollment* token (role ``enrollment``, expiring, revocable; one may
   serve a whole autoscaling group). It MUST only register new nodes.
@@ -52,7 +52,9 @@ def register(
     now = ctl.now()
     if principal.node_id is None:
         if Role.ENROLLMENT not in principal.roles:
-            raise PermissionDeniedError("only an enrollment token or a node's own credential registers a node")
+            raise PermissionDeniedError(
+                "only an enrollment token or a node's own credential registers a node"
+            )
         node = ctl.store.create(Node(id=new_id("node"), heartbeat_at=now, created_at=now, updated_at=now,
                                      **details))  # fmt: skip
         token, secret = issue(ctl, node, issued_by=principal.subject)

@@ -267,11 +267,13 @@ def test_node_authorizer_reads_token_records_only(full: Synthesized) -> None:
     assert len(fns) == 1
     role = next(iter(fns.values()))["Properties"]["Role"]["Fn::GetAtt"][0]
     actions: set[str] = set()
-    for path, policy in full.resources("AWS::IAM::Policy").items():
+    for policy in full.resources("AWS::IAM::Policy").values():
         if {"Ref": role} in policy["Properties"]["Roles"]:
             for st in policy["Properties"]["PolicyDocument"]["Statement"]:
                 actions |= set(st["Action"] if isinstance(st["Action"], list) else [st["Action"]])
-    data = {a for a in actions if a.split(":")[0] in ("dynamodb", "kms", "sqs", "s3", "secretsmanager", "states")}
+    data = {
+        a for a in actions if a.split(":")[0] in ("dynamodb", "kms", "sqs", "s3", "secretsmanager", "states")
+    }
     assert data == {"dynamodb:GetItem", "kms:Decrypt", "kms:DescribeKey"}, actions
 
 

@@ -44,7 +44,9 @@ class Server:
 
     def enroll(self, name: str, *, token: str | None = None) -> tuple[dict[str, Any], ApiClient]:
         """Register a node with an enrollment token; the client then carries its credential."""
-        node = ApiClient(self.url, token or self.env.enrollment_token).register_node(name=name, site_id="local")
+        node = ApiClient(self.url, token or self.env.enrollment_token).register_node(
+            name=name, site_id="local"
+        )
         return node, ApiClient(self.url, node["credential"]["secret"])
 
     def queue_job(self, plan_id: str) -> str:
@@ -132,6 +134,7 @@ def test_node_a_is_refused_node_bs_routes_and_jobs(server: Server) -> None:
                  lambda: client_b.complete(job_id, "succeeded"), lambda: client_b.complete(job_id, "failed")):  # fmt: skip
         with pytest.raises(PermissionDeniedError):
             call()
+    assert client_b.claim(b["id"]) is None  # B's own claim does not take A's leased job
     after = server.admin.job(job_id)
     assert after == before and after["node_id"] == a["id"] and after["state"] == "running"
     assert after["progress"]["message"] == "a's"
@@ -194,7 +197,10 @@ def test_malformed_requests_get_422_and_change_nothing(server: Server) -> None:
         assert exc.value.fields["status"] == 422, body
         with pytest.raises(InvalidInputError):
             server.admin.request("POST", f"/nodes/{node['id']}/credentials", body)
-    for body in ({"name": "x", "roles": ["enrollment", "admin"]}, {"name": "x", "roles": ["enrollment"], "ttl_days": 0}):
+    for body in (
+        {"name": "x", "roles": ["enrollment", "admin"]},
+        {"name": "x", "roles": ["enrollment"], "ttl_days": 0},
+    ):
         with pytest.raises(InvalidInputError) as exc:
             server.admin.request("POST", "/tokens", body)
         assert exc.value.fields["status"] == 422

@@ -108,7 +108,9 @@ def node_sources(node_id: IdPath) -> dict[str, Any]:
 def source_credentials(node_id: IdPath, site_id: IdPath):  # -> Response
     """A vmware site's vCenter password, for a node (audited like every POST; never cached)."""
     if not _this_node(node_id).may_read(site_id):
-        raise PermissionDeniedError(f"node {node_id} is not configured to read site {site_id} (--source-site)")
+        raise PermissionDeniedError(
+            f"node {node_id} is not configured to read site {site_id} (--source-site)"
+        )
     password = vsphere.source_password(ctl(), site_id)
     return Response(status_code=200, content_type="application/json", headers={"Cache-Control": "no-store"},
                     body=_json({"password": password}))  # fmt: skip
