@@ -219,9 +219,16 @@ def test_console_end_to_end(procs: Processes, tmp_path: Path) -> None:
         assert page.evaluate("sessionStorage.getItem('lifeboat.token')").count(".") == 2  # a JWT
         assert page.evaluate("localStorage.length") == 0
 
-        # --- inventory: add a site, create a node token (shown once)
+        # --- inventory: add a site, create an enrollment token (shown once)
+        admin = ApiClient(base)
+        admin.login("admin", password)
+        wait_for(
+            "the local node to enroll",
+            lambda: any(n["name"] == "local-node" for n in admin.pages("/nodes")),
+            60,
+        )
         menu.get_by_role("link", name="Inventory").click()
-        expect(page.get_by_role("cell", name="local-node")).to_be_visible()
+        expect(page.get_by_role("cell", name="local-node", exact=True)).to_be_visible()
         form = page.locator("form", has=page.get_by_role("heading", name="Add a site"))
         form.get_by_label("Id", exact=True).fill("dr")
         form.get_by_label("Name", exact=True).fill("DR site")
@@ -270,8 +277,6 @@ def test_console_end_to_end(procs: Processes, tmp_path: Path) -> None:
         expect(tokens.locator(".token-secret")).to_have_text(re.compile(r"^lbt_"))
         shot("inventory")
         # revoke a node from the console (after a confirm): it shows revoked, its credential fails
-        admin = ApiClient(base)
-        admin.login("admin", password)
         spare = ApiClient(base, admin.create_enrollment_token("spare")["secret"])
         node = spare.register_node(name="spare-node", site_id="local")
         spare.token = node["credential"]["secret"]
