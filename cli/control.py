@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import threading
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -93,14 +94,31 @@ def register(app: typer.Typer) -> None:
             lease_seconds=job_lease_seconds, echo=out.print, source_roots=source_root or [],
         )  # fmt: skip
 
-    node_app = typer.Typer(help="Run a replication node.", no_args_is_help=True)
+    node_app = typer.Typer(
+        help="Replication nodes: run one; enroll, rotate, revoke (admin).", no_args_is_help=True
+    )
     app.add_typer(node_app, name="node")
+    from cli import nodes  # list, enrollment-token, rotate, revoke
+
+    nodes.register(node_app)
 
     @node_app.command("run")
     def node_run(
         site: Annotated[str, typer.Option(help="Site this node serves.")],
         api: Annotated[str, typer.Option(help="API base URL.")] = DEFAULT_API,
-        token_file: Annotated[Path | None, typer.Option(help="File holding the node's API token.")] = None,
+        token_file: Annotated[
+            Path | None,
+            typer.Option(help="File holding the node's enrollment token (or an older node token)."),
+        ] = None,
+        state_file: Annotated[
+            Path | None,
+            typer.Option(
+                help="Where the node keeps its own credential (0600); without it, it enrolls at each start."
+            ),
+        ] = None,
+        rotate_after_days: Annotated[
+            float, typer.Option(min=0, help="Rotate the node's credential when older than this (0: never).")
+        ] = 30.0,
         name: Annotated[str, typer.Option(help="Node name.")] = os.uname().nodename,
         capacity: Annotated[int, typer.Option(min=1, max=1000, help="Concurrent disks.")] = 40,
         poll_seconds: Annotated[float, typer.Option(min=0.1)] = 2.0,
@@ -112,6 +130,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Register with the API (token from --token-file or LIFEBOAT_NODE_TOKEN) and run jobs.
 
+        An enrollment token registers the node and gets it its own credential, kept in
+        --state-file and rotated every --rotate-after-days; on restart the node uses the saved
+        credential, and enrolls again only if it was revoked.
+
         The node reads files and block devices only under each --source-root (none by
         default) and VMs only of each --source-site; a job naming anything else fails
         before a byte is read."""
@@ -120,14 +142,18 @@ def register(app: typer.Typer) -> None:
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
         token = token_file.read_text().strip() if token_file else os.environ.get("LIFEBOAT_NODE_TOKEN")
-        if not token:
+        if not token and not (state_file and state_file.exists()):
             raise InvalidInputError("a node needs a token: --token-file or LIFEBOAT_NODE_TOKEN")
         from functions.recovery.node_jobs import job_runners
         from functions.recovery.targets import build_target
+        from node_runtime.credentials import NodeIdentity, StateFile
 
+        api_client = ApiClient(api, token)
+        identity = NodeIdentity(api_client, state=StateFile(state_file.absolute()) if state_file else None,
+                                rotate_after=timedelta(days=rotate_after_days))  # fmt: skip
         agent = NodeAgent(
-            ApiClient(api, token), name=name, site_id=site, capacity=capacity, poll_seconds=poll_seconds,
-            runners=job_runners(build_target),
+            api_client, name=name, site_id=site, capacity=capacity, poll_seconds=poll_seconds,
+            runners=job_runners(build_target), identity=identity,
             source_policy=SourcePolicy(allowed_roots=[p.absolute() for p in source_root or []],
                                        source_sites=source_site or []),
         )  # fmt: skip

@@ -2,8 +2,11 @@
 
 API (the same powertools resolver as in Lambda) on 127.0.0.1:8080, SQLite metadata and
 queue, the scheduler loop, and a local replication node in a child process, with all data
-under one folder. First start creates an admin (password printed once), a ``local`` site
-whose repository lives in the data folder (passphrase in a 0600 file), and a node token.
+under one folder. First start creates an admin (password printed once) and a ``local`` site
+whose repository lives in the data folder (passphrase in a 0600 file). The local node enrolls
+like any other: every start makes sure ``secrets/node.token`` holds a valid enrollment token
+(a new one if it expired or was revoked); the node registers with it once and keeps its own
+credential in ``secrets/node-state.json`` (0600), rotating it on its own.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from shared.domain.identity import Role, User
 from shared.domain.inventory import Site, SiteKind
 from shared.domain.recovery import QemuTargetConfig
 from shared.errors import LifeboatError, NotFoundError
-from shared.services import auth
+from shared.services import auth, node_credentials
 from shared.services.context import Control
 from shared.services.scheduler import tick
 
@@ -52,7 +55,7 @@ class Embedded:
     data_dir: Path
     ctl: Control
     admin_password: str | None  # set only on first start
-    node_token: str
+    enrollment_token: str  # what the local node registers with (secrets/node.token)
 
 
 def bootstrap(data_dir: Path, *, lease_seconds: float = 300.0) -> Embedded:
@@ -82,14 +85,24 @@ def bootstrap(data_dir: Path, *, lease_seconds: float = 300.0) -> Embedded:
         ctl.store.create(Site(id="local", name="This machine", site_kind=SiteKind.LOCAL,
                               repository_url=str(data_dir / "repository"), credentials_ref=f"file:{key_file}",
                               recovery_target=QemuTargetConfig(work_dir=str(data_dir / "recovered"))))  # fmt: skip
-    token_file = data_dir / "secrets" / "node.token"
+    return Embedded(
+        data_dir, ctl, admin_password, _enrollment_token(ctl, data_dir / "secrets" / "node.token")
+    )
+
+
+def _enrollment_token(ctl: Control, token_file: Path) -> str:
+    """The local node's bootstrap token: the file's, while valid (an older install's node
+    token counts), else a new enrollment token written over it."""
     if token_file.exists():
-        node_token = token_file.read_text().strip()
-    else:
-        _, node_token = auth.create_api_token(ctl.store, name="local-node", owner="lifeboat up", roles=[Role.NODE],
-                                              node_id="node-local")  # fmt: skip
-        _secret_file(token_file, node_token)
-    return Embedded(data_dir, ctl, admin_password, node_token)
+        token = token_file.read_text().strip()
+        try:
+            auth.principal_from_api_token(ctl.store, token, now=ctl.now())
+            return token
+        except LifeboatError:
+            token_file.unlink()
+    _, token = auth.create_api_token(ctl.store, name="local-node enrollment", owner="lifeboat up",
+                                     roles=[Role.ENROLLMENT], expires_at=ctl.now() + node_credentials.ENROLLMENT_TTL)  # fmt: skip
+    return _secret_file(token_file, token)
 
 
 def run_up(
@@ -125,7 +138,8 @@ def run_up(
     if node:
         child = subprocess.Popen(
             [sys.executable, "-m", "cli.main", "node", "run", "--api", url, "--site", "local", "--name", "local-node",
-             "--token-file", str(data_dir / "secrets" / "node.token"), "--source-site", "*",
+             "--token-file", str(data_dir / "secrets" / "node.token"),
+             "--state-file", str(data_dir / "secrets" / "node-state.json"), "--source-site", "*",
              *(a for root in [data_dir, *(source_roots or [])] for a in ("--source-root", str(root)))],
             stdin=subprocess.DEVNULL,
         )  # fmt: skip

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from node_runtime.credentials import NodeIdentity
 from node_runtime.replication.pipeline import ReplicationOptions, replicate
 from node_runtime.sources.discovery import discover_site
 from node_runtime.sources.port import MachineSnapshot
@@ -107,8 +108,10 @@ class NodeAgent:
         software_version: str = "0.1.0",
         runners: dict[str, JobRunner] | None = None,
         source_policy: SourcePolicy | None = None,
+        identity: NodeIdentity | None = None,
     ) -> None:
         self.client = client
+        self.identity = identity or NodeIdentity(client)  # its credential: enrollment, rotation
         self.name = name
         self.site_id = site_id
         self.capacity = capacity
@@ -123,13 +126,10 @@ class NodeAgent:
         self.node_id = ""
 
     def register(self) -> str:
-        node = self.client.register_node(
-            name=self.name,
-            site_id=self.site_id,
-            capacity=self.capacity,
-            software_version=self.software_version,
-            source_sites=list(self.source_policy.source_sites),
-        )
+        node = self.identity.register({
+            "name": self.name, "site_id": self.site_id, "capacity": self.capacity,
+            "software_version": self.software_version, "source_sites": list(self.source_policy.source_sites),
+        })  # fmt: skip
         self.node_id = node["id"]
         log.info("registered node %s", self.node_id)
         return self.node_id
@@ -148,6 +148,7 @@ class NodeAgent:
             self.running = {k: t for k, t in self.running.items() if t.is_alive()}
             try:
                 if time.monotonic() - last_beat >= self.heartbeat_seconds:
+                    self.identity.maybe_rotate(datetime.now(UTC))
                     self.client.heartbeat(self.node_id, len(self.running))
                     last_beat = time.monotonic()
                 if len(self.running) < self.capacity:

@@ -132,6 +132,23 @@ class ApiClient:
     def register_node(self, **node: Any) -> dict[str, Any]:
         return self.request("POST", "/nodes/register", node)
 
+    def rotate_credential(self, node_id: str, *, grace_seconds: int = 300) -> dict[str, Any]:
+        """The node's new credential (``token_id``, ``secret``, ``created_at``), answered once."""
+        return self.request("POST", f"/nodes/{node_id}/credentials/rotate", {"grace_seconds": grace_seconds})
+
+    # --- node administration ---------------------------------------------------------------------
+    def create_enrollment_token(self, name: str, *, ttl_days: int | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"name": name, "roles": ["enrollment"]}
+        if ttl_days:
+            body["ttl_days"] = ttl_days
+        return self.request("POST", "/tokens", body)
+
+    def reissue_node_credential(self, node_id: str, *, grace_seconds: int = 300) -> dict[str, Any]:
+        return self.request("POST", f"/nodes/{node_id}/credentials", {"grace_seconds": grace_seconds})
+
+    def revoke_node(self, node_id: str) -> dict[str, Any]:
+        return self.request("POST", f"/nodes/{node_id}/revoke")
+
     def heartbeat(self, node_id: str, running_jobs: int) -> dict[str, Any]:
         return self.request("POST", f"/nodes/{node_id}/heartbeat", {"running_jobs": running_jobs})
 

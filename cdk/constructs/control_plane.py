@@ -5,12 +5,13 @@ route with powertools. Authentication at the gateway:
 
 * every method has the Cognito user-pool authorizer (the claims' ``cognito:groups`` are the
   caller's roles) and a request validator requiring the ``Authorization`` header;
-* except ``GET /health`` (public by design), the CORS preflight ``OPTIONS`` methods, and the five
-  node-agent routes (``/nodes/register``, ``/nodes/{id}/heartbeat``, ``/nodes/{id}/claim``,
-  ``/jobs/{id}/progress``, ``/jobs/{id}/complete``): nodes authenticate with scoped API tokens
-  (``lbt_...``, only a SHA-256 stored) that the application verifies itself
-  (``functions/api/core._authenticate``, permission ``NODE_WORK``), because a node is not a
-  Cognito user. Those routes still get the header validator.
+* except ``GET /health`` (public by design), the CORS preflight ``OPTIONS`` methods, and the
+  node-agent routes (:data:`NODE_ROUTES`, the API's routes of permission ``NODE_WORK`` or
+  ``NODE_ENROLL``): a node is not a Cognito user, so they have the node authorizer, a Lambda
+  REQUEST authorizer (``functions/api/node_authorizer.py``) that verifies the node's
+  credential or enrollment token (``lbt_...``, only a SHA-256 stored) against the metadata
+  table and allows only its own node's routes; the API Lambda takes the caller from the
+  authorizer's context. Its results are not cached (TTL 0): a revocation is effective at once.
 
 Access logs (JSON) go to their own log group; stage throttling, X-Ray tracing and execution
 metrics are on. The scheduler runs every minute from an EventBridge rule. Each function's role
@@ -36,11 +37,16 @@ from cdk.constructs.job_queue import JobQueue
 from cdk.constructs.metadata_table import MetadataTable
 from cdk.nag import acknowledge, allow_wildcards
 
-#: routes a node agent calls with its API token (functions/api/app.py, permission NODE_WORK)
+#: routes a node agent calls with its credential or enrollment token (functions/api/app.py,
+#: permissions NODE_WORK and NODE_ENROLL; tests/cdk checks the two lists agree)
 NODE_ROUTES = (
     ("POST", "nodes/register"),
     ("POST", "nodes/{node_id}/heartbeat"),
     ("POST", "nodes/{node_id}/claim"),
+    ("POST", "nodes/{node_id}/credentials/rotate"),
+    ("GET", "nodes/{node_id}/sources"),
+    ("POST", "nodes/{node_id}/sources/{site_id}/credentials"),
+    ("POST", "nodes/{node_id}/inventory"),
     ("POST", "jobs/{job_id}/progress"),
     ("POST", "jobs/{job_id}/complete"),
 )
@@ -111,11 +117,20 @@ class ControlPlane(Construct):
         allow_wildcards(
             self.api_function.role,
             iam.PolicyStatement(
-                actions=["secretsmanager:CreateSecret", "secretsmanager:GetSecretValue",
-                         "secretsmanager:DeleteSecret", "secretsmanager:TagResource"],
-                resources=[cdk.Stack.of(self).format_arn(
-                    service="secretsmanager", resource="secret", resource_name=f"{config.prefix}/vcenter/*",
-                    arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME)],
+                actions=[
+                    "secretsmanager:CreateSecret",
+                    "secretsmanager:GetSecretValue",
+                    "secretsmanager:DeleteSecret",
+                    "secretsmanager:TagResource",
+                ],
+                resources=[
+                    cdk.Stack.of(self).format_arn(
+                        service="secretsmanager",
+                        resource="secret",
+                        resource_name=f"{config.prefix}/vcenter/*",
+                        arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+                    )
+                ],
             ),
             "Secret names are generated per vCenter connection; only secrets under Lifeboat's own "
             "vcenter/ prefix (Secrets Manager appends a random suffix to every ARN).",
@@ -128,6 +143,21 @@ class ControlPlane(Construct):
             schedule=events.Schedule.rate(cdk.Duration.minutes(1)),
             targets=[targets.LambdaFunction(self.scheduler_function.function, retry_attempts=0)],
         )
+        self.authorizer_function = LifeboatFunction(
+            self,
+            "NodeAuthorizer",
+            config=config,
+            assets=assets,
+            spec=FunctionSpec(
+                handler="functions.api.node_authorizer.handler",
+                service="lifeboat-node-authorizer",
+                description="Lifeboat node authorizer: verifies node credentials and enrollment tokens",
+                memory_mib=256,
+                timeout_seconds=10,
+            ),
+            environment={"LIFEBOAT_TABLE": table.table_name},
+        )
+        self.authorizer_function.add(*table.read_item_statements())  # reads token records, nothing else
         self.api = self._rest_api(config, users)
 
     def _execution_events(
@@ -243,30 +273,39 @@ class ControlPlane(Construct):
                 request_validator=validator, request_parameters=header,
             )  # fmt: skip
 
-        def unauthorized(resource: apigw.IResource, method: str, reason: str, *, needs_token: bool) -> None:
-            m = resource.add_method(
-                method, integration, authorization_type=apigw.AuthorizationType.NONE, request_validator=validator,
-                request_parameters=header if needs_token else None,
-            )  # fmt: skip
-            acknowledge(m, "AwsSolutions-APIG4", reason)
-            acknowledge(m, "AwsSolutions-COG4", reason)
+        node_authorizer = apigw.RequestAuthorizer(
+            self, "NodeAuthorizerRef", handler=self.authorizer_function.function,
+            identity_sources=[apigw.IdentitySource.header("Authorization")],
+            results_cache_ttl=cdk.Duration.seconds(0),  # no cache: a revoked credential fails on its next call
+            authorizer_name=f"{config.prefix}-nodes",
+        )  # fmt: skip
 
         for method, path in PUBLIC_ROUTES:
-            unauthorized(
-                self._resource(api, path), method, "GET /health is the public liveness probe; it returns no data.",
-                needs_token=False,
-            )  # fmt: skip
-        for method, path in NODE_ROUTES:
-            unauthorized(
-                self._resource(api, path),
+            m = self._resource(api, path).add_method(
                 method,
-                "Node-agent route: nodes are not Cognito users; the application verifies their scoped API token "
-                "(lbt_..., SHA-256 stored, NODE_WORK permission) and the validator requires the header.",
-                needs_token=True,
+                integration,
+                authorization_type=apigw.AuthorizationType.NONE,
+                request_validator=validator,
             )
+            reason = "GET /health is the public liveness probe; it returns no data."
+            acknowledge(m, "AwsSolutions-APIG4", reason)
+            acknowledge(m, "AwsSolutions-COG4", reason)
+        for method, path in NODE_ROUTES:
+            m = self._resource(api, path).add_method(
+                method, integration, authorizer=node_authorizer, authorization_type=apigw.AuthorizationType.CUSTOM,
+                request_validator=validator, request_parameters=header,
+            )  # fmt: skip
+            acknowledge(
+                m, "AwsSolutions-COG4",
+                "Node-agent route: nodes are not Cognito users; the node Lambda authorizer verifies their "
+                "credential or enrollment token (lbt_..., SHA-256 stored) and allows only their own node's routes.",
+            )  # fmt: skip
         # Every other path and method: Cognito. Intermediate resources get ANY so that API Gateway
         # never answers for a path the proxy below would otherwise have served.
-        for path in ("nodes", "nodes/{node_id}", "jobs", "jobs/{job_id}"):
+        intermediate = {
+            "/".join(p.split("/")[:i]) for _, p in NODE_ROUTES for i in range(1, p.count("/") + 1)
+        }
+        for path in sorted(intermediate):
             authorized(self._resource(api, path), "ANY")
         authorized(api.root, "ANY")
         authorized(api.root.add_proxy(any_method=False), "ANY")

@@ -9,8 +9,10 @@ Launch template: Amazon Linux 2023 (SSM parameter resolved by CloudFormation, no
 synth), IMDSv2 required (hop limit 1), encrypted gp3 root volume, detailed monitoring. The user
 data installs CPython 3.11, downloads the node asset (``build/node``: this repository's wheel and
 a wheelhouse of its dependencies, built by ``cdk/package_lambda.py``) and installs it offline,
-writes the node's API token from Secrets Manager to a root-only file, and starts
-``lifeboat node run`` as a systemd service.
+writes the group's enrollment token from Secrets Manager to a root-only file, and starts
+``lifeboat node run`` as a systemd service. Each instance enrolls with that token and gets its
+own node credential, kept in a root-only state file and rotated by the node
+(docs/node-authentication.md); the shared token can do nothing but register new nodes.
 
 The group scales on the job queue's visible messages (step scaling: jobs_per_node per node).
 """
@@ -40,7 +42,8 @@ After=network-online.target
 Wants=network-online.target
 
 [Service]
-ExecStart=/opt/lifeboat/venv/bin/lifeboat node run --api {api} --site {site} --token-file /etc/lifeboat/node-token
+ExecStart=/opt/lifeboat/venv/bin/lifeboat node run --api {api} --site {site} --token-file /etc/lifeboat/node-token \
+  --state-file /var/lib/lifeboat/node-state.json
 Restart=always
 RestartSec=10
 User=root
@@ -134,15 +137,17 @@ class NodeFleet(Construct):
             self,
             "NodeToken",
             secret_name=f"{config.prefix}/node-token",
-            description="The replication nodes' Lifeboat API token (lbt_...): create one with "
-            "`lifeboat tokens create --role node` and put it here; nodes read it at boot.",
+            description="The replication nodes' Lifeboat enrollment token (lbt_...): create one with "
+            "`lifeboat node enrollment-token --name <group> --ttl-days <days>` and put it here; each node "
+            "enrolls with it at boot and gets its own credential.",
             generate_secret_string=secretsmanager.SecretStringGenerator(exclude_punctuation=True),
         )
         acknowledge(
             self.token,
             "AwsSolutions-SMG4",
-            "The value is a Lifeboat API token issued by the control plane; rotate it there "
-            "(`lifeboat tokens create/revoke`), not with a Secrets Manager rotation function.",
+            "The value is a Lifeboat enrollment token issued by the control plane; replace it there "
+            "(`lifeboat node enrollment-token`, revoke the old one), not with a Secrets Manager rotation "
+            "function. Nodes' own credentials are rotated by the nodes.",
         )
         asset = s3_assets.Asset(self, "NodeRuntime", path=str(package_lambda.NODE_DIR), exclude=[".stamp"])
         self.role = iam.Role(
@@ -191,7 +196,7 @@ class NodeFleet(Construct):
         user_data.add_commands(
             "set -euo pipefail",
             "dnf install -y python3.11 python3.11-pip unzip",
-            "mkdir -p /opt/lifeboat/dist /etc/lifeboat && chmod 700 /etc/lifeboat",
+            "mkdir -p /opt/lifeboat/dist /etc/lifeboat /var/lib/lifeboat && chmod 700 /etc/lifeboat /var/lib/lifeboat",
             f"unzip -o {local_zip} -d /opt/lifeboat/dist",
             "python3.11 -m venv /opt/lifeboat/venv",
             "/opt/lifeboat/venv/bin/pip install --no-index --find-links /opt/lifeboat/dist/wheels "

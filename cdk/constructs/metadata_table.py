@@ -58,6 +58,13 @@ class MetadataTable(Construct):
             service="dynamodb", resource="table", resource_name=self.table_name
         )
 
+    def read_item_statements(self) -> list[iam.PolicyStatement]:
+        """Reading single records by id (DynamoMetadataStore.get): the node authorizer's only call."""
+        return [
+            iam.PolicyStatement(actions=["dynamodb:GetItem"], resources=[self.table_arn()]),
+            iam.PolicyStatement(actions=["kms:Decrypt", "kms:DescribeKey"], resources=[self.key.key_arn]),
+        ]
+
     def read_write_statements(self) -> list[iam.PolicyStatement]:
         """What DynamoMetadataStore calls: item CRUD with conditions, queries on the GSIs."""
         return [

@@ -41,7 +41,7 @@ from functions.api import schemas
 from functions.api.schemas import PRIVATE_FIELDS
 from shared.domain.audit import AuditEvent, IdempotencyRecord
 from shared.domain.base import Record, new_id
-from shared.domain.identity import Permission
+from shared.domain.identity import NODE_PERMISSIONS, Permission
 from shared.errors import (
     AuthenticationError,
     InvalidInputError,
@@ -58,15 +58,23 @@ MAX_BODY = 1 << 20  # API Gateway would cut at 10 MiB; we refuse far earlier
 
 app = APIGatewayRestResolver(enable_validation=True)
 _state: dict[str, Control] = {}
+#: True only in the Lambda behind API Gateway, whose node authorizer sets requestContext.authorizer
+_trust: dict[str, bool] = {"authorizer": False}
 PUBLIC = None  # permission of routes that need no authentication
 
 #: (method, rule) -> permission; None = public
 ROUTES: dict[tuple[str, str], Permission | None] = {}
 
 
-def configure(ctl: Control) -> None:
-    """Wire the ports (called once by each composition root)."""
+def configure(ctl: Control, *, trust_authorizer: bool = False) -> None:
+    """Wire the ports (called once by each composition root).
+
+    ``trust_authorizer``: node routes take the caller from API Gateway's node authorizer
+    (``requestContext.authorizer``) instead of verifying the token again. Only the Lambda
+    handler sets it: the embedded server builds ``requestContext`` itself, but nothing a
+    client sends must ever be trusted as an authorizer's verdict."""
     _state["ctl"] = ctl
+    _trust["authorizer"] = trust_authorizer
 
 
 def ctl() -> Control:
@@ -181,10 +189,13 @@ def _match(method: str, path: str) -> str | None:
     return None
 
 
-def _authenticate(event: dict[str, Any]) -> auth.Principal:
-    claims = ((event.get("requestContext") or {}).get("authorizer") or {}).get("claims") or {}
+def _authenticate(event: dict[str, Any], permission: Permission | None = None) -> auth.Principal:
+    authorizer = (event.get("requestContext") or {}).get("authorizer") or {}
+    claims = authorizer.get("claims") or {}
     if claims:
         return auth.principal_from_claims(claims)
+    if _trust["authorizer"] and permission in NODE_PERMISSIONS and authorizer.get("tokenId"):
+        return auth.principal_from_authorizer(authorizer)
     headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
     scheme, _, value = (headers.get("authorization") or "").partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
@@ -209,6 +220,17 @@ def _audit(event: dict[str, Any], actor: str, action: str, status: int) -> None:
         ctl().store.create(record)
     except LifeboatError:
         log.exception("audit write failed", extra={"action": action})
+
+
+def _claimed_token(event: dict[str, Any]) -> str:
+    """The actor of a refused API-token call: the token id it claims (not a secret), for the audit."""
+    value = next((v for k, v in (event.get("headers") or {}).items() if k.lower() == "authorization"), "")
+    token = str(value).partition(" ")[2].strip()
+    if token.startswith(auth.TOKEN_PREFIX):
+        token_id = token[len(auth.TOKEN_PREFIX) :].split("_", 1)[0]
+        if re.fullmatch(r"[A-Za-z0-9-]{1,64}", token_id):
+            return f"anonymous (token {token_id})"
+    return "anonymous"
 
 
 def _login_name(event: dict[str, Any]) -> str:
@@ -248,7 +270,8 @@ def resolve(event: dict[str, Any], context: Any) -> dict[str, Any]:
         if body and content_type.split(";")[0].strip().lower() not in ("application/json", ""):
             raise UnsupportedMediaTypeError(f"request bodies must be application/json, not {content_type!r}")
         if permission is not PUBLIC:
-            principal = _authenticate(event)
+            actor = _claimed_token(event)
+            principal = _authenticate(event, permission)
             actor = principal.subject
             principal.require(permission)
             token = _principal_var.set(principal)

@@ -15,5 +15,5 @@ logger = Logger(service="lifeboat-api")
 
 @logger.inject_lambda_context(correlation_id_path="requestContext.requestId")
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    api.configure(control())
+    api.configure(control(), trust_authorizer=True)  # node routes: the node authorizer
     return api.resolve(event, context)

@@ -2,7 +2,7 @@
 
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from shared.domain.base import Name, Record, Slug
 from shared.domain.identity import Role
@@ -78,8 +78,25 @@ class UserUpdate(BaseModel):
 class TokenIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Name
-    roles: list[Role] = Field(min_length=1)
+    roles: list[Role] = Field(
+        min_length=1,
+        description="'enrollment' alone: a token that only registers new nodes (expires in 7 days by default).",
+    )
     ttl_days: int | None = Field(default=None, ge=1, le=3650)
+
+    @model_validator(mode="after")
+    def _enrollment_alone(self) -> "TokenIn":
+        if Role.ENROLLMENT in self.roles and len(set(self.roles)) > 1:
+            raise ValueError("an enrollment token has the enrollment role only")
+        return self
+
+
+class RotateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    grace_seconds: int = Field(
+        default=300, ge=0, le=3600,
+        description="How long the node's current credential keeps working (0: revoked at once).",
+    )  # fmt: skip
 
 
 class NodeRegisterIn(BaseModel):

@@ -15,21 +15,24 @@ class Role(StrEnum):
     ADMIN = "admin"
     OPERATOR = "operator"
     VIEWER = "viewer"
-    NODE = "node"
+    NODE = "node"  # a node's own credential (bound to its node id)
+    ENROLLMENT = "enrollment"  # registers new nodes, nothing else
 
 
 class Permission(StrEnum):
     READ = "read"  # inventory, plans, points, jobs, reports
     OPERATE = "operate"  # plans and sites: create/change; actions: replicate, recover, cancel
     ADMINISTER = "administer"  # users, roles, tokens, audit log, nodes' tokens
-    NODE_WORK = "node-work"  # register, heartbeat, claim jobs, report progress and points
+    NODE_WORK = "node-work"  # heartbeat, claim jobs, report progress and points, rotate its credential
+    NODE_ENROLL = "node-enroll"  # register a node (an enrollment token) or re-register one's own
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset({Permission.READ, Permission.OPERATE, Permission.ADMINISTER}),
     Role.OPERATOR: frozenset({Permission.READ, Permission.OPERATE}),
     Role.VIEWER: frozenset({Permission.READ}),
-    Role.NODE: frozenset({Permission.NODE_WORK}),
+    Role.NODE: frozenset({Permission.NODE_WORK, Permission.NODE_ENROLL}),
+    Role.ENROLLMENT: frozenset({Permission.NODE_ENROLL}),
 }
 
 
@@ -48,11 +51,20 @@ class User(Record):
     disabled: bool = False
 
 
+#: the permissions a node's calls need: the routes API Gateway's node authorizer guards
+NODE_PERMISSIONS = frozenset({Permission.NODE_WORK, Permission.NODE_ENROLL})
+
+
 class ApiToken(Record):
-    """A scoped bearer token (e.g. for a node). Only its hash is stored; the secret is shown once."""
+    """A scoped bearer token. Only its hash is stored; the secret is shown once.
+
+    Two kinds serve nodes (docs/node-authentication.md): an *enrollment* token
+    (role ``enrollment``, no ``node_id``, expiring) may only register new nodes, and a node
+    *credential* (role ``node``, ``node_id`` set) is issued by registration and acts for that
+    node only. A credential being rotated out keeps working until ``expires_at`` (the grace)."""
 
     kind: ClassVar[str] = "token"
-    indexed: ClassVar[tuple[str, ...]] = ("owner",)
+    indexed: ClassVar[tuple[str, ...]] = ("owner", "node_id")
 
     name: Name
     owner: str = Field(max_length=128, description="The user who created it.")

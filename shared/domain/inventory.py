@@ -62,7 +62,8 @@ class Site(Record):
         default=None, description="A vmware site's vCenter/ESXi (set through PUT /sites/{id}/vcenter)."
     )
     kvm: KvmHostConnection | None = Field(
-        default=None, description="A kvm site's VMs: their QMP sockets on the node's host (set through PUT /sites/{id}/kvm)."
+        default=None,
+        description="A kvm site's VMs: their QMP sockets on the node's host (set through PUT /sites/{id}/kvm).",
     )
     inventory_sync_minutes: int | None = Field(
         default=60, ge=5, le=10080, description="Scheduled inventory sync period (null: on demand only)."
@@ -117,6 +118,14 @@ class Node(Record):
         default_factory=list, max_length=64,
         description="vmware and kvm sites whose VMs this node is configured to read ('*': every one).",
     )  # fmt: skip
+
+    revoked_at: datetime | None = Field(
+        default=None, description="When an admin revoked its credentials; it must enroll again."
+    )
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
 
     def may_read(self, site_id: str) -> bool:
         return "*" in self.source_sites or site_id in self.source_sites

@@ -113,6 +113,31 @@ def principal_from_claims(claims: dict[str, object]) -> Principal:
     return Principal(subject=str(subject), roles=_roles(groups))  # type: ignore[arg-type]
 
 
+def authorizer_context(principal: Principal) -> dict[str, str]:
+    """The context API Gateway's node authorizer passes on (values must be strings)."""
+    return {
+        "subject": principal.subject,
+        "tokenId": principal.token_id or "",
+        "nodeId": principal.node_id or "",
+        "roles": ",".join(principal.roles),
+    }
+
+
+def principal_from_authorizer(context: dict[str, object]) -> Principal:
+    """The :class:`Principal` the node authorizer verified (see :func:`authorizer_context`).
+
+    Only trust this in Lambda behind API Gateway, which alone sets ``requestContext.authorizer``."""
+    token_id = str(context.get("tokenId") or "")
+    if not token_id:
+        raise AuthenticationError("authorizer context carries no token")
+    return Principal(
+        subject=str(context.get("subject") or f"token:{token_id}"),
+        roles=_roles([r for r in str(context.get("roles") or "").split(",") if r]),
+        token_id=token_id,
+        node_id=str(context.get("nodeId") or "") or None,
+    )
+
+
 def _roles(names: list[str]) -> tuple[Role, ...]:
     return tuple(Role(n) for n in names if n in Role._value2member_map_)
 

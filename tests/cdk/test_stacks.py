@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +204,7 @@ def test_scheduler_runs_every_minute(dev: Synthesized) -> None:
 
 
 def test_api_methods_need_cognito_except_health_options_and_node_routes(full: Synthesized) -> None:
+    """Users' routes: Cognito; node routes: the node Lambda authorizer; /health and OPTIONS: none."""
     t = full.templates[next(n for n in full.templates if n.endswith("Control"))]
     resources = t["Resources"]
 
@@ -212,7 +214,8 @@ def test_api_methods_need_cognito_except_health_options_and_node_routes(full: Sy
         r = resources[ref["Ref"]]["Properties"]
         return f"{path_of(r['ParentId'])}/{r['PathPart']}"
 
-    unauthenticated = {(m, f"/{p}") for m, p in (*PUBLIC_ROUTES, *NODE_ROUTES)}
+    unauthenticated = {(m, f"/{p}") for m, p in PUBLIC_ROUTES}
+    node_routes = {(m, f"/{p}") for m, p in NODE_ROUTES}
     seen = set()
     for r in resources.values():
         if r["Type"] != "AWS::ApiGateway::Method":
@@ -222,12 +225,17 @@ def test_api_methods_need_cognito_except_health_options_and_node_routes(full: Sy
         seen.add(route)
         if props["HttpMethod"] == "OPTIONS" or route in unauthenticated:
             assert props["AuthorizationType"] == "NONE", route
+        elif route in node_routes:
+            assert props["AuthorizationType"] == "CUSTOM", route
+            authorizer = resources[props["AuthorizerId"]["Ref"]]["Properties"]
+            assert authorizer["Type"] == "REQUEST" and authorizer["AuthorizerResultTtlInSeconds"] == 0, route
+            assert authorizer["IdentitySource"] == "method.request.header.Authorization", route
         else:
             assert props["AuthorizationType"] == "COGNITO_USER_POOLS", route
             assert props["AuthorizerId"], route
         if props["HttpMethod"] != "OPTIONS":  # CORS preflight is a MOCK integration
             assert props.get("RequestValidatorId"), route
-    assert unauthenticated <= seen and ("ANY", "/{proxy+}") in seen
+    assert unauthenticated <= seen and node_routes <= seen and ("ANY", "/{proxy+}") in seen
     cognito = _template(full, "Control")
     cognito.has_resource_properties("AWS::Cognito::UserPool", {"MfaConfiguration": "ON"})
     for group in ("admin", "operator", "viewer"):
@@ -238,6 +246,35 @@ def test_api_methods_need_cognito_except_health_options_and_node_routes(full: Sy
          "MethodSettings": Match.array_with([Match.object_like({"ThrottlingRateLimit": 50})])},
     )  # fmt: skip
     cognito.resource_count_is("AWS::WAFv2::WebACLAssociation", 1)
+
+
+@pytest.mark.ops
+def test_node_routes_are_the_apis_node_routes() -> None:
+    """The gateway's node-authorizer routes are exactly the API's NODE_WORK / NODE_ENROLL routes."""
+    from functions.api import app as api
+    from shared.domain.identity import NODE_PERMISSIONS
+
+    in_app = {(m, re.sub(r"<([^>]+)>", r"{\1}", rule).lstrip("/")) for (m, rule), p in api.ROUTES.items()
+              if p in NODE_PERMISSIONS}  # fmt: skip
+    assert in_app == set(NODE_ROUTES)
+
+
+@pytest.mark.ops
+def test_node_authorizer_reads_token_records_only(full: Synthesized) -> None:
+    """Least privilege: the node authorizer may get items from the table (and decrypt them), nothing else."""
+    fns = {path: fn for path, fn in full.resources("AWS::Lambda::Function").items()
+           if fn["Properties"].get("Handler") == "functions.api.node_authorizer.handler"}  # fmt: skip
+    assert len(fns) == 1
+    role = next(iter(fns.values()))["Properties"]["Role"]["Fn::GetAtt"][0]
+    actions: set[str] = set()
+    for policy in full.resources("AWS::IAM::Policy").values():
+        if {"Ref": role} in policy["Properties"]["Roles"]:
+            for st in policy["Properties"]["PolicyDocument"]["Statement"]:
+                actions |= set(st["Action"] if isinstance(st["Action"], list) else [st["Action"]])
+    data = {
+        a for a in actions if a.split(":")[0] in ("dynamodb", "kms", "sqs", "s3", "secretsmanager", "states")
+    }
+    assert data == {"dynamodb:GetItem", "kms:Decrypt", "kms:DescribeKey"}, actions
 
 
 def test_state_machines_log_and_trace(dev: Synthesized) -> None:

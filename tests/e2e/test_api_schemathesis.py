@@ -34,14 +34,14 @@ from schemathesis.specs.openapi.checks import content_type_conformance, response
 from cli.embedded import bootstrap
 from functions.api import app as api
 from functions.embedded.http_server import MAX_BODY, make_server, serve_in_thread
-from shared.domain.identity import Permission
+from shared.domain.identity import NODE_PERMISSIONS
 
 
 @dataclass
 class Api:
     url: str
     token: str  # the admin's JWT
-    node_token: str  # the local node's API token (node-work routes only)
+    node_token: str  # the local node's credential (node routes only), from its enrollment
 
     @property
     def auth(self) -> dict[str, str]:
@@ -50,7 +50,7 @@ class Api:
     def auth_for(self, method: str, path: str) -> dict[str, str]:
         """The admin's token, or the node's for the routes only a node may call."""
         rule = re.sub(r"\{([^}]+)\}", r"<\1>", path)
-        if api.ROUTES.get((method.upper(), rule)) is Permission.NODE_WORK:
+        if api.ROUTES.get((method.upper(), rule)) in NODE_PERMISSIONS:
             return {"Authorization": f"Bearer {self.node_token}"}
         return self.auth
 
@@ -88,14 +88,14 @@ def live_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
             {"Content-Type": "application/json"},
         )
         assert status == 200, body
-        live = Api(url, json.loads(body)["access_token"], env.node_token)
-        status, _, body = _request(
+        status, _, enrolled = _request(  # the local node enrolls: its credential is in the answer
             f"{url}/nodes/register",
             "POST",
             json.dumps({"name": "local-node", "site_id": "local"}).encode(),
-            {**live.auth_for("POST", "/nodes/register"), "Content-Type": "application/json"},
+            {"Authorization": f"Bearer {env.enrollment_token}", "Content-Type": "application/json"},
         )
-        assert status == 201, body
+        assert status == 201, enrolled
+        live = Api(url, json.loads(body)["access_token"], json.loads(enrolled)["credential"]["secret"])
         yield live
     finally:
         server.shutdown()

@@ -27,6 +27,8 @@ from typing import Any
 import pytest
 
 from functions.embedded.http_server import CONSOLE_DIR, make_server, serve_in_thread
+from shared.api_client import ApiClient
+from shared.errors import AuthenticationError
 from tests.e2e.test_control_plane import Processes, free_port, wait_for
 from tests.support.bootdisk import build_boot_disk
 
@@ -34,7 +36,7 @@ CHROMIUM = os.environ.get("LIFEBOAT_CHROMIUM", "/usr/bin/chromium")
 SHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
 ACTION_NAMES = re.compile(
     r"^(Protect|Pause|Resume|Replicate now|Delete|Edit|New plan|Start recovery|Cancel|Clean up test recovery|"
-    r"Add site|Create node token|Create plan|Create user|Create token|Revoke|Disable|Enable|"
+    r"Add site|Create enrollment token|Create plan|Create user|Create token|Revoke|Disable|Enable|"
     r"Connect|Save connection|Sync now|Sync running…|Disconnect)$"
 )
 
@@ -217,9 +219,16 @@ def test_console_end_to_end(procs: Processes, tmp_path: Path) -> None:
         assert page.evaluate("sessionStorage.getItem('lifeboat.token')").count(".") == 2  # a JWT
         assert page.evaluate("localStorage.length") == 0
 
-        # --- inventory: add a site, create a node token (shown once)
+        # --- inventory: add a site, create an enrollment token (shown once)
+        admin = ApiClient(base)
+        admin.login("admin", password)
+        wait_for(
+            "the local node to enroll",
+            lambda: any(n["name"] == "local-node" for n in admin.pages("/nodes")),
+            60,
+        )
         menu.get_by_role("link", name="Inventory").click()
-        expect(page.get_by_role("cell", name="local-node")).to_be_visible()
+        expect(page.get_by_role("cell", name="local-node", exact=True)).to_be_visible()
         form = page.locator("form", has=page.get_by_role("heading", name="Add a site"))
         form.get_by_label("Id", exact=True).fill("dr")
         form.get_by_label("Name", exact=True).fill("DR site")
@@ -262,11 +271,23 @@ def test_console_end_to_end(procs: Processes, tmp_path: Path) -> None:
         form.get_by_role("button", name="Add site").click()
         expect(page.get_by_role("cell", name="DR Azure")).to_be_visible()
         expect(page.locator("#status")).to_contain_text("Site dr-azure created")
-        tokens = page.locator("form", has=page.get_by_role("heading", name="Register a node"))
-        tokens.get_by_label("Node name").fill("node-rack2")
-        tokens.get_by_role("button", name="Create node token").click()
-        expect(tokens.locator(".token-secret")).not_to_be_empty()
+        tokens = page.locator("form", has=page.get_by_role("heading", name="Enroll nodes"))
+        tokens.get_by_label("Token name").fill("rack2")
+        tokens.get_by_role("button", name="Create enrollment token").click()
+        expect(tokens.locator(".token-secret")).to_have_text(re.compile(r"^lbt_"))
         shot("inventory")
+        # revoke a node from the console (after a confirm): it shows revoked, its credential fails
+        spare = ApiClient(base, admin.create_enrollment_token("spare")["secret"])
+        node = spare.register_node(name="spare-node", site_id="local")
+        spare.token = node["credential"]["secret"]
+        page.reload()
+        page.once("dialog", lambda d: d.accept())
+        page.get_by_role("button", name="Revoke node spare-node").click()
+        row = page.get_by_role("row", name=re.compile("spare-node"))
+        expect(row.get_by_text("revoked")).to_be_visible()
+        expect(page.get_by_role("button", name="Revoke node spare-node")).to_have_count(0)
+        with pytest.raises(AuthenticationError):
+            spare.heartbeat(node["id"], 0)
 
         # --- plan builder: an inline 422 first, then a valid plan
         menu.get_by_role("link", name="Plans").click()

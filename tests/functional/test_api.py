@@ -19,7 +19,7 @@ from shared.domain.identity import ROLE_PERMISSIONS, Role
 from shared.services.scheduler import tick
 from tests.support.control import InProcessApi
 
-ROLES = ["admin", "operator", "viewer", "node", None]
+ROLES = ["admin", "operator", "viewer", "node", "enrollment", None]
 
 
 @pytest.fixture

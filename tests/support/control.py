@@ -61,6 +61,8 @@ class InProcessApi:
                                               node_id=f"node-{n}")  # fmt: skip
             self.tokens[f"node{n}"] = secret
         self.tokens["node"] = self.tokens["node1"]
+        _, self.tokens["enrollment"] = auth.create_api_token(self.ctl.store, name="enroll", owner="tests",
+                                                             roles=[Role.ENROLLMENT])  # fmt: skip
 
     def configure(self) -> None:
         """Point the API module at this instance's ports (one instance at a time)."""

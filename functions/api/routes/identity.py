@@ -11,7 +11,7 @@ from functions.api.core import Cursor, IdPath, Limit, _stamps, created, ctl, cur
 from shared.domain.base import new_id
 from shared.domain.identity import ROLE_PERMISSIONS, ApiToken, Permission, Role, User
 from shared.errors import ConflictError
-from shared.services import auth
+from shared.services import auth, node_credentials
 
 
 # --- roles, users, tokens ------------------------------------------------------------------------
@@ -71,8 +71,10 @@ def create_token(
     body: Annotated[schemas.TokenIn, Body()],
 ):  # -> Response (powertools reads annotations as schemas)
     """Create a scoped API token; the secret is in this answer only."""
-    node_id = new_id("node") if Role.NODE in body.roles else None
+    node_id = new_id("node") if Role.NODE in body.roles else None  # legacy: a credential for a node to come
     expires = ctl().now() + timedelta(days=body.ttl_days) if body.ttl_days else None
+    if Role.ENROLLMENT in body.roles and expires is None:
+        expires = ctl().now() + node_credentials.ENROLLMENT_TTL
     record, secret = auth.create_api_token(ctl().store, name=body.name, owner=current().subject, roles=body.roles,
                                            node_id=node_id, expires_at=expires)  # fmt: skip
     return created({**public(record), "secret": secret})

@@ -1,6 +1,7 @@
 """Inventory: sites, and the nodes (agents) that register, heartbeat and claim jobs at them."""
 
 import json
+from datetime import timedelta
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import Response
@@ -9,10 +10,10 @@ from aws_lambda_powertools.event_handler.openapi.params import Body
 from functions.api import schemas
 from functions.api.core import Cursor, IdPath, Limit, _stamps, created, ctl, current, page_of, public, route
 from shared.domain.base import new_id
-from shared.domain.identity import Permission
+from shared.domain.identity import ApiToken, Permission
 from shared.domain.inventory import Node, Site
-from shared.errors import NotFoundError, PermissionDeniedError
-from shared.services import jobs
+from shared.errors import PermissionDeniedError
+from shared.services import jobs, node_credentials
 
 
 # --- sites -----------------------------------------------------------------------------------
@@ -48,20 +49,19 @@ def delete_site(site_id: IdPath):  # -> Response (powertools reads annotations a
 
 
 # --- nodes -----------------------------------------------------------------------------------
+def _node_view(n: Node) -> dict[str, Any]:
+    return {**public(n), "online": n.online(ctl().now()) and not n.revoked, "revoked": n.revoked}
+
+
 @route("GET", "/nodes", Permission.READ)
 def list_nodes(limit: Limit = 100, cursor: Cursor = None) -> dict[str, Any]:
     page = ctl().store.query(Node, limit=limit, cursor=cursor)
-    now = ctl().now()
-    return {
-        "items": [{**public(n), "online": n.online(now)} for n in page.items],
-        "next_cursor": page.next_cursor,
-    }
+    return {"items": [_node_view(n) for n in page.items], "next_cursor": page.next_cursor}
 
 
 @route("GET", "/nodes/<node_id>", Permission.READ)
 def get_node(node_id: IdPath) -> dict[str, Any]:
-    n = ctl().store.get(Node, node_id)
-    return {**public(n), "online": n.online(ctl().now())}
+    return _node_view(ctl().store.get(Node, node_id))
 
 
 @route("DELETE", "/nodes/<node_id>", Permission.ADMINISTER)
@@ -70,26 +70,31 @@ def delete_node(node_id: IdPath):  # -> Response (powertools reads annotations a
     return Response(status_code=204, content_type="application/json", body="")
 
 
-@route("POST", "/nodes/register", Permission.NODE_WORK)
+def _credential(token: ApiToken, secret: str) -> dict[str, Any]:
+    """A credential as answered once: the secret is never stored nor shown again."""
+    return {"token_id": token.id, "secret": secret, "created_at": token.created_at.isoformat()}
+
+
+@route("POST", "/nodes/register", Permission.NODE_ENROLL)
 def register_node(
     body: Annotated[schemas.NodeRegisterIn, Body()],
 ):  # -> Response (powertools reads annotations as schemas)
-    p = current()
-    ctl().store.get(Site, body.site_id)
-    node_id = p.node_id or new_id("node")
-    try:
-        node = ctl().store.get(Node, node_id)
-        node = ctl().store.update(node.model_copy(update={**body.model_dump(), "heartbeat_at": ctl().now()}))
-    except NotFoundError:
-        node = ctl().store.create(Node(id=node_id, heartbeat_at=ctl().now(), **body.model_dump()))
-    return created(node)
+    """Enroll a new node (an enrollment token: the answer holds its credential, once) or
+    re-register the calling node (its own credential)."""
+    node, token, secret = node_credentials.register(ctl(), current(), body.model_dump())
+    answer = public(node)
+    if token is not None and secret is not None:
+        answer["credential"] = _credential(token, secret)
+    return Response(status_code=201, content_type="application/json", headers={"Cache-Control": "no-store"},
+                    body=json.dumps(answer, default=str))  # fmt: skip
 
 
 def _own_node(node_id: str) -> Node:
+    """The calling node's record: a credential acts for its own node only, a revoked node not at all."""
     p = current()
-    if p.node_id is not None and p.node_id != node_id:
-        raise PermissionDeniedError(f"this token belongs to node {p.node_id}, not {node_id}")
-    return ctl().store.get(Node, node_id)
+    if p.node_id is None or p.node_id != node_id:
+        raise PermissionDeniedError(f"this credential does not belong to node {node_id}")
+    return node_credentials.live_node(ctl(), node_id)
 
 
 @route("POST", "/nodes/<node_id>/heartbeat", Permission.NODE_WORK)
@@ -108,3 +113,37 @@ def claim_job(node_id: IdPath):  # -> Response (powertools reads annotations as 
     if job is None:
         return Response(status_code=204, content_type="application/json", body="")
     return Response(status_code=200, content_type="application/json", body=json.dumps(public(job)))
+
+
+# --- node credentials: rotation (the node itself, or an admin) and revocation (admin) --------------
+def _rotated(node_id: str, grace_seconds: int, *, current_token_id: str | None):  # -> Response
+    token, secret = node_credentials.rotate(
+        ctl(), node_id, grace=timedelta(seconds=grace_seconds), issued_by=current().subject,
+        current_token_id=current_token_id,
+    )  # fmt: skip
+    return Response(status_code=201, content_type="application/json", headers={"Cache-Control": "no-store"},
+                    body=json.dumps(_credential(token, secret)))  # fmt: skip
+
+
+@route("POST", "/nodes/<node_id>/credentials/rotate", Permission.NODE_WORK)
+def rotate_own_credential(
+    node_id: IdPath, body: Annotated[schemas.RotateIn, Body()]
+):  # -> Response (powertools reads annotations as schemas)
+    """The node replaces its credential: the new secret is in this answer only; the one it
+    called with keeps working for ``grace_seconds`` (so a lost answer can be retried)."""
+    _own_node(node_id)
+    return _rotated(node_id, body.grace_seconds, current_token_id=current().token_id)
+
+
+@route("POST", "/nodes/<node_id>/credentials", Permission.ADMINISTER)
+def reissue_credential(
+    node_id: IdPath, body: Annotated[schemas.RotateIn, Body()]
+):  # -> Response (powertools reads annotations as schemas)
+    """An admin issues the node a new credential (to hand to it); its others end after the grace."""
+    return _rotated(node_id, body.grace_seconds, current_token_id=None)
+
+
+@route("POST", "/nodes/<node_id>/revoke", Permission.ADMINISTER)
+def revoke_node(node_id: IdPath) -> dict[str, Any]:
+    """Revoke every credential of the node at once; it can return only by enrolling again."""
+    return _node_view(node_credentials.revoke(ctl(), node_id))

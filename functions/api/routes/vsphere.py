@@ -13,7 +13,7 @@ from shared.domain.identity import Permission
 from shared.domain.inventory import Node
 from shared.domain.vsphere import InventoryObject, InventoryVm
 from shared.errors import PermissionDeniedError
-from shared.services import inventory, vsphere
+from shared.services import inventory, node_credentials, vsphere
 
 
 class SyncIn(BaseModel):
@@ -94,7 +94,7 @@ def _this_node(node_id: str) -> Node:
     p = current()
     if p.node_id is None or p.node_id != node_id:
         raise PermissionDeniedError(f"this token does not belong to node {node_id}")
-    return ctl().store.get(Node, node_id)
+    return node_credentials.live_node(ctl(), node_id)
 
 
 @route("GET", "/nodes/<node_id>/sources", Permission.NODE_WORK)
@@ -108,7 +108,9 @@ def node_sources(node_id: IdPath) -> dict[str, Any]:
 def source_credentials(node_id: IdPath, site_id: IdPath):  # -> Response
     """A vmware site's vCenter password, for a node (audited like every POST; never cached)."""
     if not _this_node(node_id).may_read(site_id):
-        raise PermissionDeniedError(f"node {node_id} is not configured to read site {site_id} (--source-site)")
+        raise PermissionDeniedError(
+            f"node {node_id} is not configured to read site {site_id} (--source-site)"
+        )
     password = vsphere.source_password(ctl(), site_id)
     return Response(status_code=200, content_type="application/json", headers={"Cache-Control": "no-store"},
                     body=_json({"password": password}))  # fmt: skip

@@ -1,4 +1,5 @@
-// Inventory: sites and nodes (heartbeat, health, capacity); add a site; create a node token.
+// Inventory: sites and nodes (heartbeat, health, capacity, revocation); add a site; create an
+// enrollment token (nodes register with it and get their own credential).
 // A vmware site gets a vCenter panel (its connection, never the password), a kvm site a KVM
 // host panel (its VMs' QMP sockets); both show the last inventory sync, "Sync now", and the
 // VMs the syncs discovered; each VM has a detail page.
@@ -35,11 +36,15 @@ export async function renderInventory(main, _params, ctx) {
       ["Name", (n) => n.name],
       ["Site", (n) => n.site_id],
       ["Role", (n) => n.role],
-      ["Health", (n) => badge(n.online ? "online" : "offline")],
+      ["Health", (n) => badge(n.revoked ? "revoked" : (n.online ? "online" : "offline"))],
       ["Heartbeat", (n) => h("span", { title: n.heartbeat_at || "" }, ago(n.heartbeat_at))],
       ["Load / capacity", (n) => `${n.running_jobs} / ${n.capacity} disks`],
       ["Version", (n) => n.software_version || "–"],
-    ], nodes.items, { caption: "Nodes", empty: "No node registered." }), can("administer") ? nodeTokenForm(sites.items) : null);
+      ["", (n) => (n.revoked ? null : action("administer", "Revoke", async (ev) => {
+        if (!confirm(`Revoke node ${n.name} (${n.id})? Its credentials stop working at once; it can come back only by enrolling again.`)) return;
+        await busy(ev.target, async () => { await post(`/nodes/${encodeURIComponent(n.id)}/revoke`); announce(`Node ${n.name} revoked.`); await refresh(); });
+      }, { "aria-label": `Revoke node ${n.name}` }))],
+    ], nodes.items, { caption: "Nodes", empty: "No node registered." }), can("administer") ? enrollmentForm(sites.items) : null);
   }
   await refresh();
 }
@@ -101,28 +106,28 @@ function siteForm(refresh) {
   return form;
 }
 
-function nodeTokenForm(sites) {
-  const name = h("input", { name: "name", "data-loc": "name", required: true, placeholder: "e.g. node-rack2" });
+function enrollmentForm(sites) {
+  const name = h("input", { name: "name", "data-loc": "name", required: true, placeholder: "e.g. rack2 or the autoscaling group" });
   const site = h("select", { name: "site" }, sites.map((s) => h("option", { value: s.id }, `${s.name} (${s.id})`)));
   const out = h("div.secret", { "aria-live": "polite" });
   const form = h("form.card.inner", {
     onsubmit: async (ev) => {
       ev.preventDefault();
-      await submit(form, () => post("/tokens", { name: name.value, roles: ["node"] }), (tok) => {
+      await submit(form, () => post("/tokens", { name: name.value, roles: ["enrollment"] }), (tok) => {
         fill(out,
-          h("p", h("strong", "Copy this token now: it is shown only once.")),
+          h("p", h("strong", "Copy this token now: it is shown only once."), ` It expires ${tok.expires_at}.`),
           h("pre", h("code.token-secret", tok.secret)),
-          h("p", "Save it to a file readable only by the node's user, then run:"),
-          h("pre", h("code", `lifeboat node run --api ${location.origin} --site ${site.value} --name ${name.value} --token-file node.token`)));
-        announce("Node token created: copy it now, it is shown only once.");
+          h("p", "Save it to a file readable only by the node's user, then run on each node:"),
+          h("pre", h("code", `lifeboat node run --api ${location.origin} --site ${site.value} --token-file enrollment.token --state-file /var/lib/lifeboat/node-state.json`)));
+        announce("Enrollment token created: copy it now, it is shown only once.");
       });
     },
   },
-  h("h3", "Register a node"),
-  h("p.hint", "A node registers itself with a node token; its heartbeat then shows above."),
+  h("h3", "Enroll nodes"),
+  h("p.hint", "A node registers with an enrollment token and receives its own credential, which it keeps in its state file and rotates; its heartbeat then shows above. One token may enroll many nodes until it expires or is revoked (Settings, tokens)."),
   h("div.error-summary", { tabindex: -1, role: "alert", hidden: true }),
-  h("div.row", field("Node name", name), field("Site", site)),
-  h("button.action", { type: "submit" }, "Create node token"),
+  h("div.row", field("Token name", name), field("Site", site)),
+  h("button.action", { type: "submit" }, "Create enrollment token"),
   out);
   return form;
 }
