@@ -21,6 +21,9 @@ Pure functions: no clock, no I/O. The model (docs/reports.md says the same to us
   ``p``-th = the ``ceil(p * n / 100)``-th smallest sample.
 * Every point counts, forward and reverse (a failed-over machine protected back is
   protected). Machines no longer in the plan are not reported.
+* ``timeline`` (for charts): the period cut into :data:`TIMELINE_BUCKETS` equal buckets,
+  each with the largest age any machine's newest point reached in it (a never-replicated
+  machine's age counts from the plan's creation) - the peaks of the sawtooth, bounded in size.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from shared.domain.plans import ProtectionPlan
 
 #: the longest period one report covers
 MAX_PERIOD = timedelta(days=366)
+#: how many buckets the chart timeline has
+TIMELINE_BUCKETS = 120
 _ZERO = timedelta(0)
 
 
@@ -80,6 +85,11 @@ class AchievedRpo(_Model):
     max_seconds: float | None = None
 
 
+class TimelineBucket(_Model):
+    start: datetime
+    max_age_seconds: float = Field(ge=0, description="The largest age of a machine's newest point in the bucket.")
+
+
 class MachineCompliance(_Model):
     machine_id: str
     points_in_period: int = Field(ge=0)
@@ -104,6 +114,7 @@ class PlanCompliance(_Model):
     achieved: AchievedRpo
     breaches: list[BreachInterval] = Field(description="When any machine was breached (the union, merged).")
     machines: list[MachineCompliance]
+    timeline: list[TimelineBucket] = Field(description="Peaks of the achieved RPO, per bucket of the period.")
 
 
 def percentile(ordered: Sequence[float], p: int) -> float | None:
@@ -130,7 +141,7 @@ def _percent(length: timedelta, breached: timedelta) -> float | None:
 
 def _machine(
     machine_id: str, times: Sequence[datetime], created: datetime, start: datetime, end: datetime, rpo: timedelta
-) -> tuple[MachineCompliance, list[timedelta]]:
+) -> tuple[MachineCompliance, list[timedelta], list[tuple[datetime, datetime]]]:
     ordered = sorted({t.astimezone(UTC) for t in times if t.astimezone(UTC) < end})
     before = [t for t in ordered if t <= start]
     inside = [t for t in ordered if t > start]
@@ -145,11 +156,14 @@ def _machine(
                                            open=open_, machines=[machine_id]))  # fmt: skip
 
     reference = prior if prior is not None else created  # never replicated: counted from creation
+    segments: list[tuple[datetime, datetime]] = []  # (age counted from, until)
     for t in inside:
         if prior is not None:
             samples.append(t - prior)
         breach(reference, t, open_=False)
+        segments.append((reference, t))
         reference = prior = t
+    segments.append((reference, end))
     if prior is not None:
         samples.append(end - prior)
     breach(reference, end, open_=True)
@@ -158,7 +172,27 @@ def _machine(
         machine_id=machine_id, points_in_period=len(inside), state_at_start_from=before[-1] if before else None,
         achieved=_achieved(samples), percent_within_target=_percent(end - start, breached),
         breached_seconds=breached.total_seconds(), breaches=breaches,
-    ), samples  # fmt: skip
+    ), samples, segments  # fmt: skip
+
+
+def _timeline(segments: Iterable[tuple[datetime, datetime]], start: datetime, end: datetime) -> list[TimelineBucket]:
+    """Per bucket, the largest ``min(until, bucket end) - since`` of the segments overlapping it."""
+    if start >= end:
+        return []
+    width = (end - start) / TIMELINE_BUCKETS
+    peaks = [_ZERO] * TIMELINE_BUCKETS
+    for since, until in segments:
+        lo = max(since, start)
+        if until <= lo:
+            continue
+        first = min(TIMELINE_BUCKETS - 1, int((lo - start) / width))
+        last = min(TIMELINE_BUCKETS - 1, int((until - start) / width - 1e-9))
+        for k in range(first, last + 1):
+            age = min(until, start + width * (k + 1)) - since
+            if age > peaks[k]:
+                peaks[k] = age
+    return [TimelineBucket(start=start + width * k, max_age_seconds=peaks[k].total_seconds())
+            for k in range(TIMELINE_BUCKETS)]  # fmt: skip
 
 
 def _union(intervals: Iterable[BreachInterval], end: datetime) -> list[BreachInterval]:
@@ -192,6 +226,7 @@ def rpo_compliance(
         start = end
     machines: list[MachineCompliance] = []
     samples: list[timedelta] = []
+    segments: list[tuple[datetime, datetime]] = []
     for m in plan.machines:
         if start >= end:
             mc = MachineCompliance(machine_id=m.machine_id, points_in_period=0, state_at_start_from=None,
@@ -199,14 +234,15 @@ def rpo_compliance(
                                    breached_seconds=0.0, breaches=[])  # fmt: skip
             machines.append(mc)
             continue
-        mc, got = _machine(m.machine_id, point_times.get(m.machine_id, ()), created, start, end, rpo)
+        mc, got, spans = _machine(m.machine_id, point_times.get(m.machine_id, ()), created, start, end, rpo)
         machines.append(mc)
         samples.extend(got)
+        segments.extend(spans)
     breaches = _union((b for mc in machines for b in mc.breaches), end)
     breached = sum((b.end - b.start for b in breaches), _ZERO)
     return PlanCompliance(
         plan_id=plan.id, plan_name=plan.name, plan_state=str(plan.state), target_seconds=rpo.total_seconds(),
         period_start=start, period_end=end, percent_within_target=_percent(end - start, breached),
         breached_seconds=breached.total_seconds(), achieved=_achieved(samples), breaches=breaches,
-        machines=machines,
+        machines=machines, timeline=_timeline(segments, start, end),
     )  # fmt: skip

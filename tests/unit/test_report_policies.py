@@ -229,3 +229,13 @@ def test_storage_per_disk_machine_repository_and_total() -> None:
     assert got.total.unrecorded_points == 1
     empty = storage_report([])
     assert empty.disks == [] and empty.total.points == 0 and empty.total.reduction_ratio is None
+
+
+def test_the_timeline_holds_the_peak_age_of_each_bucket() -> None:
+    timeline = rpo_compliance(plan(("a",)), HISTORY, DAY).timeline
+    assert len(timeline) == 120 and timeline[0].start == at(10, 0) and timeline[1].start == at(10, 0, 12)
+    peaks = [b.max_age_seconds / MIN for b in timeline]
+    # bucket 0 [00:00, 00:12): the point of 23:30 is 42 min old at 00:12; bucket 3 [00:36, 00:48): 75 min at 00:45
+    assert (peaks[0], peaks[3], peaks[4]) == (42, 75, 15)
+    assert (peaks[109], peaks[110], peaks[119]) == (1080, 12, 120)  # 04:00 -> 22:00; then 22:00 -> the end
+    assert rpo_compliance(plan(("a",), created=at(12, 0)), {}, DAY).timeline == []
