@@ -61,20 +61,28 @@ def _fetch(path: str, params: dict[str, Any], as_csv: bool, as_json: bool) -> di
 
 def register(app: typer.Typer) -> None:
     """Add ``lifeboat report`` to the app."""
-    report = typer.Typer(help="Reports: RPO compliance, recovery readiness, storage (API).", no_args_is_help=True)
+    report = typer.Typer(
+        help="Reports: RPO compliance, recovery readiness, storage (API).", no_args_is_help=True
+    )
     app.add_typer(report, name="report")
 
     @report.command("rpo-compliance")
     def rpo_compliance(
-        start: Annotated[str | None, typer.Option(help="Period start, ISO 8601 (default: 30 days before --end).")] = None,
-        end: Annotated[str | None, typer.Option(help="Period end, ISO 8601, exclusive (default: now).")] = None,
+        start: Annotated[
+            str | None, typer.Option(help="Period start, ISO 8601 (default: 30 days before --end).")
+        ] = None,
+        end: Annotated[
+            str | None, typer.Option(help="Period end, ISO 8601, exclusive (default: now).")
+        ] = None,
         plan: PlanOpt = None,
         as_csv: CsvOpt = False,
         as_json: JsonOpt = False,
     ) -> None:
         """Per plan and machine over [start, end): share of the period within the RPO, achieved-RPO
         percentiles and every breach interval (a breach still open at the end is marked open)."""
-        doc = _fetch("/reports/rpo-compliance", {"start": start, "end": end, "plan_id": plan}, as_csv, as_json)
+        doc = _fetch(
+            "/reports/rpo-compliance", {"start": start, "end": end, "plan_id": plan}, as_csv, as_json
+        )
         if doc is None:
             return
         out.print(f"RPO compliance {doc['period_start']} to {doc['period_end']}")
@@ -84,12 +92,26 @@ def register(app: typer.Typer) -> None:
             rows = [(p, "(plan)"), *((m, m["machine_id"]) for m in p["machines"])]
             for row, name in rows:
                 a = row["achieved"]
-                table.add_row(p["plan_id"], name, _dur(p["target_seconds"]), _pct(row["percent_within_target"]),
-                              str(len(row["breaches"])), _dur(a["p50_seconds"]), _dur(a["p90_seconds"]),
-                              _dur(a["p99_seconds"]), _dur(a["max_seconds"]))  # fmt: skip
+                table.add_row(
+                    p["plan_id"],
+                    name,
+                    _dur(p["target_seconds"]),
+                    _pct(row["percent_within_target"]),
+                    str(len(row["breaches"])),
+                    _dur(a["p50_seconds"]),
+                    _dur(a["p90_seconds"]),
+                    _dur(a["p99_seconds"]),
+                    _dur(a["max_seconds"]),
+                )
             for b in p["breaches"]:
-                breaches.add_row(p["plan_id"], b["start"], b["end"], _dur(b["seconds"]), ", ".join(b["machines"]),
-                                 "open" if b["open"] else "")  # fmt: skip
+                breaches.add_row(
+                    p["plan_id"],
+                    b["start"],
+                    b["end"],
+                    _dur(b["seconds"]),
+                    ", ".join(b["machines"]),
+                    "open" if b["open"] else "",
+                )
         out.print(table)
         if breaches.row_count:
             out.print(breaches)
@@ -97,7 +119,9 @@ def register(app: typer.Typer) -> None:
     @report.command("readiness")
     def readiness(
         plan: PlanOpt = None,
-        stale_after_days: Annotated[int, typer.Option(min=1, max=3650, help="A successful test older than this is stale.")] = 30,
+        stale_after_days: Annotated[
+            int, typer.Option(min=1, max=3650, help="A successful test older than this is stale.")
+        ] = 30,
         as_csv: CsvOpt = False,
         as_json: JsonOpt = False,
     ) -> None:
@@ -110,10 +134,15 @@ def register(app: typer.Typer) -> None:
         for p in doc["plans"]:
             ok, bad = p["last_success"], p["last_failure"]
             table.add_row(
-                p["plan_id"], p["state"], ok["finished_at"] if ok else "-", _dur(ok["age_seconds"]) if ok else "-",
-                bad["finished_at"] if bad else "-", _dur(p["rto_seconds"]),
-                " ".join(f"{s['stage']} {_dur(s['seconds'])}" for s in p["stages"]) or "-", p["reason"],
-            )  # fmt: skip
+                p["plan_id"],
+                p["state"],
+                ok["finished_at"] if ok else "-",
+                _dur(ok["age_seconds"]) if ok else "-",
+                bad["finished_at"] if bad else "-",
+                _dur(p["rto_seconds"]),
+                " ".join(f"{s['stage']} {_dur(s['seconds'])}" for s in p["stages"]) or "-",
+                p["reason"],
+            )
         out.print(table)
 
     @report.command("storage")
@@ -122,18 +151,48 @@ def register(app: typer.Typer) -> None:
         doc = _fetch("/reports/storage", {"plan_id": plan}, as_csv, as_json)
         if doc is None:
             return
-        disks = Table("plan", "machine", "disk", "site", "points", "protected", "logical", "stored", "reduction",
-                      "compression")  # fmt: skip
+        disks = Table(
+            "plan",
+            "machine",
+            "disk",
+            "site",
+            "points",
+            "protected",
+            "logical",
+            "stored",
+            "reduction",
+            "compression",
+        )
         for d in doc["disks"]:
-            disks.add_row(d["plan_id"], d["machine_id"], d["disk_id"], d["site_id"], str(d["points"]),
-                          _bytes(d["protected_bytes"]), _bytes(d["logical_bytes"]), _bytes(d["stored_bytes"]),
-                          _ratio(d["reduction_ratio"]), _ratio(d["compression_ratio"]))  # fmt: skip
+            disks.add_row(
+                d["plan_id"],
+                d["machine_id"],
+                d["disk_id"],
+                d["site_id"],
+                str(d["points"]),
+                _bytes(d["protected_bytes"]),
+                _bytes(d["logical_bytes"]),
+                _bytes(d["stored_bytes"]),
+                _ratio(d["reduction_ratio"]),
+                _ratio(d["compression_ratio"]),
+            )
         out.print(disks)
-        repos = Table("repository (site)", "points", "protected", "logical", "stored", "reduction", "compression")
+        repos = Table(
+            "repository (site)", "points", "protected", "logical", "stored", "reduction", "compression"
+        )
         for r in [*doc["repositories"], {**doc["total"], "site_id": "(total)"}]:
-            repos.add_row(r["site_id"], str(r["points"]), _bytes(r["protected_bytes"]), _bytes(r["logical_bytes"]),
-                          _bytes(r["stored_bytes"]), _ratio(r["reduction_ratio"]), _ratio(r["compression_ratio"]))  # fmt: skip
+            repos.add_row(
+                r["site_id"],
+                str(r["points"]),
+                _bytes(r["protected_bytes"]),
+                _bytes(r["logical_bytes"]),
+                _bytes(r["stored_bytes"]),
+                _ratio(r["reduction_ratio"]),
+                _ratio(r["compression_ratio"]),
+            )
         out.print(repos)
         unrecorded = doc["total"]["unrecorded_points"]
         if unrecorded:
-            out.print(f"{unrecorded} point(s) written before nodes recorded stored bytes add nothing to 'stored'")
+            out.print(
+                f"{unrecorded} point(s) written before nodes recorded stored bytes add nothing to 'stored'"
+            )

@@ -43,10 +43,23 @@ def _achieved(a: AchievedRpo) -> list[Any]:
 
 
 COMPLIANCE_HEADER = [
-    "plan_id", "machine_id", "plan_name", "target_seconds", "period_start", "period_end", "percent_within_target",
-    "breached_seconds", "breaches", "open_breach", "samples", "p50_seconds", "p90_seconds", "p99_seconds",
-    "max_seconds", "breach_intervals",
-]  # fmt: skip
+    "plan_id",
+    "machine_id",
+    "plan_name",
+    "target_seconds",
+    "period_start",
+    "period_end",
+    "percent_within_target",
+    "breached_seconds",
+    "breaches",
+    "open_breach",
+    "samples",
+    "p50_seconds",
+    "p90_seconds",
+    "p99_seconds",
+    "max_seconds",
+    "breach_intervals",
+]
 
 
 def compliance_csv(plans: Sequence[PlanCompliance]) -> str:
@@ -54,19 +67,50 @@ def compliance_csv(plans: Sequence[PlanCompliance]) -> str:
     rows: list[list[Any]] = []
     for p in plans:
         common = [p.plan_name, p.target_seconds, p.period_start, p.period_end]
-        rows.append([p.plan_id, "", *common, p.percent_within_target, p.breached_seconds, len(p.breaches),
-                     any(b.open for b in p.breaches), *_achieved(p.achieved), _intervals(p.breaches)])  # fmt: skip
+        rows.append(
+            [
+                p.plan_id,
+                "",
+                *common,
+                p.percent_within_target,
+                p.breached_seconds,
+                len(p.breaches),
+                any(b.open for b in p.breaches),
+                *_achieved(p.achieved),
+                _intervals(p.breaches),
+            ]
+        )
         for m in p.machines:
-            rows.append([p.plan_id, m.machine_id, *common, m.percent_within_target, m.breached_seconds,
-                         len(m.breaches), any(b.open for b in m.breaches), *_achieved(m.achieved),
-                         _intervals(m.breaches)])  # fmt: skip
+            rows.append(
+                [
+                    p.plan_id,
+                    m.machine_id,
+                    *common,
+                    m.percent_within_target,
+                    m.breached_seconds,
+                    len(m.breaches),
+                    any(b.open for b in m.breaches),
+                    *_achieved(m.achieved),
+                    _intervals(m.breaches),
+                ]
+            )
     return _csv(COMPLIANCE_HEADER, rows)
 
 
 READINESS_HEADER = [
-    "plan_id", "plan_name", "state", "reason", "tests", "last_success_at", "last_success_age_seconds",
-    "last_success_report", "last_failure_at", "last_failure_report", "rto_seconds", "stage_seconds",
-]  # fmt: skip
+    "plan_id",
+    "plan_name",
+    "state",
+    "reason",
+    "tests",
+    "last_success_at",
+    "last_success_age_seconds",
+    "last_success_report",
+    "last_failure_at",
+    "last_failure_report",
+    "rto_seconds",
+    "stage_seconds",
+]
 
 
 def readiness_csv(plans: Sequence[PlanReadiness]) -> str:
@@ -74,28 +118,60 @@ def readiness_csv(plans: Sequence[PlanReadiness]) -> str:
     rows = []
     for p in plans:
         ok, bad = p.last_success, p.last_failure
-        rows.append([
-            p.plan_id, p.plan_name, p.state, p.reason, p.tests, ok and ok.finished_at, ok and ok.age_seconds,
-            ok and ok.report_id, bad and bad.finished_at, bad and bad.report_id, p.rto_seconds,
-            " ".join(f"{s.stage}={s.seconds:g}" for s in p.stages),
-        ])  # fmt: skip
+        rows.append(
+            [
+                p.plan_id,
+                p.plan_name,
+                p.state,
+                p.reason,
+                p.tests,
+                ok and ok.finished_at,
+                ok and ok.age_seconds,
+                ok and ok.report_id,
+                bad and bad.finished_at,
+                bad and bad.report_id,
+                p.rto_seconds,
+                " ".join(f"{s.stage}={s.seconds:g}" for s in p.stages),
+            ]
+        )
     return _csv(READINESS_HEADER, rows)
 
 
 STORAGE_HEADER = [
-    "level", "site_id", "plan_id", "machine_id", "disk_id", "points", "protected_bytes", "logical_bytes",
-    "new_bytes", "stored_bytes", "unrecorded_points", "reduction_ratio", "compression_ratio",
-]  # fmt: skip
+    "level",
+    "site_id",
+    "plan_id",
+    "machine_id",
+    "disk_id",
+    "points",
+    "protected_bytes",
+    "logical_bytes",
+    "new_bytes",
+    "stored_bytes",
+    "unrecorded_points",
+    "reduction_ratio",
+    "compression_ratio",
+]
 
 
 def _figures(f: StorageFigures) -> list[Any]:
-    return [f.points, f.protected_bytes, f.logical_bytes, f.new_bytes, f.stored_bytes, f.unrecorded_points,
-            f.reduction_ratio, f.compression_ratio]  # fmt: skip
+    return [
+        f.points,
+        f.protected_bytes,
+        f.logical_bytes,
+        f.new_bytes,
+        f.stored_bytes,
+        f.unrecorded_points,
+        f.reduction_ratio,
+        f.compression_ratio,
+    ]
 
 
 def storage_csv(report: StorageReport) -> str:
     """Rows of ``level`` disk, machine, repository, then one ``total``."""
-    rows: list[list[Any]] = [["disk", d.site_id, d.plan_id, d.machine_id, d.disk_id, *_figures(d)] for d in report.disks]
+    rows: list[list[Any]] = [
+        ["disk", d.site_id, d.plan_id, d.machine_id, d.disk_id, *_figures(d)] for d in report.disks
+    ]
     rows += [["machine", "", m.plan_id, m.machine_id, "", *_figures(m)] for m in report.machines]
     rows += [["repository", r.site_id, "", "", "", *_figures(r)] for r in report.repositories]
     rows.append(["total", "", "", "", "", *_figures(report.total)])

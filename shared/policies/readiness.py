@@ -62,16 +62,22 @@ class PlanReadiness(_Model):
     reason: str
     tests: int = Field(ge=0, description="Test recoveries on record.")
     last_success: RecoveryTestRun | None = None
-    last_failure: RecoveryTestRun | None = Field(default=None, description="Set only when newer than the last success.")
+    last_failure: RecoveryTestRun | None = Field(
+        default=None, description="Set only when newer than the last success."
+    )
     rto_seconds: float | None = Field(default=None, description="Total RTO of the last successful test.")
     stages: list[StageRto] = Field(default_factory=list)
 
 
 def _run(report: RecoveryReport, now: datetime) -> RecoveryTestRun:
     return RecoveryTestRun(
-        report_id=report.id, job_id=report.job_id, state=report.state, finished_at=report.finished_at,
-        age_seconds=max(0.0, (now - report.finished_at).total_seconds()), rto_seconds=report.rto_seconds,
-    )  # fmt: skip
+        report_id=report.id,
+        job_id=report.job_id,
+        state=report.state,
+        finished_at=report.finished_at,
+        age_seconds=max(0.0, (now - report.finished_at).total_seconds()),
+        rto_seconds=report.rto_seconds,
+    )
 
 
 def stage_spans(report: RecoveryReport) -> list[StageRto]:
@@ -86,9 +92,11 @@ def stage_spans(report: RecoveryReport) -> list[StageRto]:
 
 
 def readiness(
-    plan: ProtectionPlan, reports: Iterable[RecoveryReport], now: datetime,
+    plan: ProtectionPlan,
+    reports: Iterable[RecoveryReport],
+    now: datetime,
     stale_after: timedelta = DEFAULT_STALE_AFTER,
-) -> PlanReadiness:  # fmt: skip
+) -> PlanReadiness:
     """The plan's readiness at ``now`` from its recovery reports (others' and non-test ones are ignored)."""
     tests = sorted(
         (r for r in reports if r.plan_id == plan.id and r.mode is RecoveryMode.TEST),
@@ -98,22 +106,25 @@ def readiness(
     success = successes[-1] if successes else None
     newest = tests[-1] if tests else None
     failure = newest if newest is not None and newest.state != "succeeded" else None
-    base = {"plan_id": plan.id, "plan_name": plan.name, "tests": len(tests)}
-    if success is not None:
-        base |= {"last_success": _run(success, now), "rto_seconds": success.rto_seconds,
-                 "stages": stage_spans(success)}  # fmt: skip
+    state, reason = ReadinessState.READY, "the last test recovery succeeded"
     if failure is not None:
-        return PlanReadiness(
-            **base, state=ReadinessState.FAILED, last_failure=_run(failure, now),
-            reason=f"the last test recovery ({failure.id}) {failure.state}"
-            + ("" if success else "; none has succeeded"),
-        )  # fmt: skip
-    if success is None:
-        return PlanReadiness(**base, state=ReadinessState.NEVER_TESTED, reason="no test recovery on record")
-    age = now - success.finished_at
-    if age > stale_after:
-        return PlanReadiness(
-            **base, state=ReadinessState.STALE,
-            reason=f"the last successful test is {age.days} days old (stale after {stale_after.days} days)",
-        )  # fmt: skip
-    return PlanReadiness(**base, state=ReadinessState.READY, reason="the last test recovery succeeded")
+        state = ReadinessState.FAILED
+        reason = f"the last test recovery ({failure.id}) {failure.state}" + (
+            "" if success else "; none has succeeded"
+        )
+    elif success is None:
+        state, reason = ReadinessState.NEVER_TESTED, "no test recovery on record"
+    elif (age := now - success.finished_at) > stale_after:
+        state = ReadinessState.STALE
+        reason = f"the last successful test is {age.days} days old (stale after {stale_after.days} days)"
+    return PlanReadiness(
+        plan_id=plan.id,
+        plan_name=plan.name,
+        state=state,
+        reason=reason,
+        tests=len(tests),
+        last_success=_run(success, now) if success else None,
+        last_failure=_run(failure, now) if failure else None,
+        rto_seconds=success.rto_seconds if success else None,
+        stages=stage_spans(success) if success else [],
+    )

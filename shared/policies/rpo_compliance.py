@@ -87,7 +87,9 @@ class AchievedRpo(_Model):
 
 class TimelineBucket(_Model):
     start: datetime
-    max_age_seconds: float = Field(ge=0, description="The largest age of a machine's newest point in the bucket.")
+    max_age_seconds: float = Field(
+        ge=0, description="The largest age of a machine's newest point in the bucket."
+    )
 
 
 class MachineCompliance(_Model):
@@ -107,9 +109,13 @@ class PlanCompliance(_Model):
     plan_name: str
     plan_state: str
     target_seconds: float
-    period_start: datetime = Field(description="The effective start: the later of the period start and the plan's creation.")
+    period_start: datetime = Field(
+        description="The effective start: the later of the period start and the plan's creation."
+    )
     period_end: datetime
-    percent_within_target: float | None = Field(description="None for an empty period (plan created after it).")
+    percent_within_target: float | None = Field(
+        description="None for an empty period (plan created after it)."
+    )
     breached_seconds: float = Field(ge=0)
     achieved: AchievedRpo
     breaches: list[BreachInterval] = Field(description="When any machine was breached (the union, merged).")
@@ -128,9 +134,12 @@ def percentile(ordered: Sequence[float], p: int) -> float | None:
 def _achieved(samples: Iterable[timedelta]) -> AchievedRpo:
     ordered = sorted(s.total_seconds() for s in samples)
     return AchievedRpo(
-        samples=len(ordered), p50_seconds=percentile(ordered, 50), p90_seconds=percentile(ordered, 90),
-        p99_seconds=percentile(ordered, 99), max_seconds=ordered[-1] if ordered else None,
-    )  # fmt: skip
+        samples=len(ordered),
+        p50_seconds=percentile(ordered, 50),
+        p90_seconds=percentile(ordered, 90),
+        p99_seconds=percentile(ordered, 99),
+        max_seconds=ordered[-1] if ordered else None,
+    )
 
 
 def _percent(length: timedelta, breached: timedelta) -> float | None:
@@ -140,7 +149,12 @@ def _percent(length: timedelta, breached: timedelta) -> float | None:
 
 
 def _machine(
-    machine_id: str, times: Sequence[datetime], created: datetime, start: datetime, end: datetime, rpo: timedelta
+    machine_id: str,
+    times: Sequence[datetime],
+    created: datetime,
+    start: datetime,
+    end: datetime,
+    rpo: timedelta,
 ) -> tuple[MachineCompliance, list[timedelta], list[tuple[datetime, datetime]]]:
     ordered = sorted({t.astimezone(UTC) for t in times if t.astimezone(UTC) < end})
     before = [t for t in ordered if t <= start]
@@ -152,8 +166,15 @@ def _machine(
     def breach(since: datetime, until: datetime, *, open_: bool) -> None:
         lo = max(since + rpo, start)
         if lo < until:
-            breaches.append(BreachInterval(start=lo, end=until, seconds=(until - lo).total_seconds(),
-                                           open=open_, machines=[machine_id]))  # fmt: skip
+            breaches.append(
+                BreachInterval(
+                    start=lo,
+                    end=until,
+                    seconds=(until - lo).total_seconds(),
+                    open=open_,
+                    machines=[machine_id],
+                )
+            )
 
     reference = prior if prior is not None else created  # never replicated: counted from creation
     segments: list[tuple[datetime, datetime]] = []  # (age counted from, until)
@@ -168,14 +189,24 @@ def _machine(
         samples.append(end - prior)
     breach(reference, end, open_=True)
     breached = sum((b.end - b.start for b in breaches), _ZERO)
-    return MachineCompliance(
-        machine_id=machine_id, points_in_period=len(inside), state_at_start_from=before[-1] if before else None,
-        achieved=_achieved(samples), percent_within_target=_percent(end - start, breached),
-        breached_seconds=breached.total_seconds(), breaches=breaches,
-    ), samples, segments  # fmt: skip
+    return (
+        MachineCompliance(
+            machine_id=machine_id,
+            points_in_period=len(inside),
+            state_at_start_from=before[-1] if before else None,
+            achieved=_achieved(samples),
+            percent_within_target=_percent(end - start, breached),
+            breached_seconds=breached.total_seconds(),
+            breaches=breaches,
+        ),
+        samples,
+        segments,
+    )
 
 
-def _timeline(segments: Iterable[tuple[datetime, datetime]], start: datetime, end: datetime) -> list[TimelineBucket]:
+def _timeline(
+    segments: Iterable[tuple[datetime, datetime]], start: datetime, end: datetime
+) -> list[TimelineBucket]:
     """Per bucket, the largest ``min(until, bucket end) - since`` of the segments overlapping it."""
     if start >= end:
         return []
@@ -191,8 +222,10 @@ def _timeline(segments: Iterable[tuple[datetime, datetime]], start: datetime, en
             age = min(until, start + width * (k + 1)) - since
             if age > peaks[k]:
                 peaks[k] = age
-    return [TimelineBucket(start=start + width * k, max_age_seconds=peaks[k].total_seconds())
-            for k in range(TIMELINE_BUCKETS)]  # fmt: skip
+    return [
+        TimelineBucket(start=start + width * k, max_age_seconds=peaks[k].total_seconds())
+        for k in range(TIMELINE_BUCKETS)
+    ]
 
 
 def _union(intervals: Iterable[BreachInterval], end: datetime) -> list[BreachInterval]:
@@ -205,7 +238,9 @@ def _union(intervals: Iterable[BreachInterval], end: datetime) -> list[BreachInt
         else:
             merged.append((b.start, b.end, set(b.machines)))
     return [
-        BreachInterval(start=lo, end=hi, seconds=(hi - lo).total_seconds(), open=hi >= end, machines=sorted(who))
+        BreachInterval(
+            start=lo, end=hi, seconds=(hi - lo).total_seconds(), open=hi >= end, machines=sorted(who)
+        )
         for lo, hi, who in merged
     ]
 
@@ -229,9 +264,15 @@ def rpo_compliance(
     segments: list[tuple[datetime, datetime]] = []
     for m in plan.machines:
         if start >= end:
-            mc = MachineCompliance(machine_id=m.machine_id, points_in_period=0, state_at_start_from=None,
-                                   achieved=AchievedRpo(samples=0), percent_within_target=None,
-                                   breached_seconds=0.0, breaches=[])  # fmt: skip
+            mc = MachineCompliance(
+                machine_id=m.machine_id,
+                points_in_period=0,
+                state_at_start_from=None,
+                achieved=AchievedRpo(samples=0),
+                percent_within_target=None,
+                breached_seconds=0.0,
+                breaches=[],
+            )
             machines.append(mc)
             continue
         mc, got, spans = _machine(m.machine_id, point_times.get(m.machine_id, ()), created, start, end, rpo)
@@ -241,8 +282,16 @@ def rpo_compliance(
     breaches = _union((b for mc in machines for b in mc.breaches), end)
     breached = sum((b.end - b.start for b in breaches), _ZERO)
     return PlanCompliance(
-        plan_id=plan.id, plan_name=plan.name, plan_state=str(plan.state), target_seconds=rpo.total_seconds(),
-        period_start=start, period_end=end, percent_within_target=_percent(end - start, breached),
-        breached_seconds=breached.total_seconds(), achieved=_achieved(samples), breaches=breaches,
-        machines=machines, timeline=_timeline(segments, start, end),
-    )  # fmt: skip
+        plan_id=plan.id,
+        plan_name=plan.name,
+        plan_state=str(plan.state),
+        target_seconds=rpo.total_seconds(),
+        period_start=start,
+        period_end=end,
+        percent_within_target=_percent(end - start, breached),
+        breached_seconds=breached.total_seconds(),
+        achieved=_achieved(samples),
+        breaches=breaches,
+        machines=machines,
+        timeline=_timeline(segments, start, end),
+    )

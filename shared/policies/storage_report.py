@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -92,13 +93,17 @@ class _Sum:
         self.new_recorded += other.new_recorded
         self.unrecorded += other.unrecorded
 
-    def figures(self, points: int | None = None) -> dict[str, object]:
+    def figures(self, points: int | None = None) -> dict[str, Any]:
         return {
-            "points": self.points if points is None else points, "protected_bytes": self.protected, "logical_bytes": self.logical,
-            "new_bytes": self.new, "stored_bytes": self.stored, "unrecorded_points": self.unrecorded,
+            "points": self.points if points is None else points,
+            "protected_bytes": self.protected,
+            "logical_bytes": self.logical,
+            "new_bytes": self.new,
+            "stored_bytes": self.stored,
+            "unrecorded_points": self.unrecorded,
             "reduction_ratio": self.logical / self.stored if self.stored else None,
             "compression_ratio": self.new_recorded / self.stored if self.stored else None,
-        }  # fmt: skip
+        }
 
 
 def storage_report(points: Iterable[RecoveryPoint]) -> StorageReport:
@@ -126,11 +131,20 @@ def storage_report(points: Iterable[RecoveryPoint]) -> StorageReport:
                 s.newest, s.protected = p.time, d.disk_size
                 owner[key] = (p.plan_id, p.machine_id)
     disk_rows = sorted(
-        (DiskStorage(plan_id=owner[k][0], machine_id=owner[k][1], disk_id=k[1], site_id=k[0],
-                     newest_point_at=s.newest, **s.figures())  # type: ignore[arg-type]
-         for k, s in disks.items() if s.newest is not None),
+        (
+            DiskStorage(
+                plan_id=owner[k][0],
+                machine_id=owner[k][1],
+                disk_id=k[1],
+                site_id=k[0],
+                newest_point_at=s.newest,
+                **s.figures(),
+            )
+            for k, s in disks.items()
+            if s.newest is not None
+        ),
         key=lambda r: (r.plan_id, r.machine_id, r.disk_id, r.site_id),
-    )  # fmt: skip
+    )
     machines: dict[tuple[str, str], _Sum] = {}
     repos: dict[str, _Sum] = {}
     total = _Sum()
@@ -142,8 +156,12 @@ def storage_report(points: Iterable[RecoveryPoint]) -> StorageReport:
         total.add(s)
     return StorageReport(
         disks=disk_rows,
-        machines=[MachineStorage(plan_id=k[0], machine_id=k[1], disks=len(s.keys), **s.figures(counts[k]))  # type: ignore[arg-type]
-                  for k, s in sorted(machines.items())],
-        repositories=[RepositoryStorage(site_id=k, **s.figures(counts[("\0site", k)])) for k, s in sorted(repos.items())],  # type: ignore[arg-type]
-        total=StorageFigures(**total.figures(counts.get(("\0total", ""), 0))),  # type: ignore[arg-type]
-    )  # fmt: skip
+        machines=[
+            MachineStorage(plan_id=k[0], machine_id=k[1], disks=len(s.keys), **s.figures(counts[k]))
+            for k, s in sorted(machines.items())
+        ],
+        repositories=[
+            RepositoryStorage(site_id=k, **s.figures(counts[("\0site", k)])) for k, s in sorted(repos.items())
+        ],
+        total=StorageFigures(**total.figures(counts.get(("\0total", ""), 0))),
+    )

@@ -43,8 +43,12 @@ def readiness_of_plans(
     """Recovery readiness of each plan at the control plane's ``now``."""
     now = ctl.now()
     return [
-        readiness(plan, every(ctl.store, RecoveryReport, {"plan_id": plan.id, "mode": str(RecoveryMode.TEST)}),
-                  now, stale_after)  # fmt: skip
+        readiness(
+            plan,
+            every(ctl.store, RecoveryReport, {"plan_id": plan.id, "mode": str(RecoveryMode.TEST)}),
+            now,
+            stale_after,
+        )
         for plan in _plans(ctl, plan_id)
     ]
 

@@ -442,7 +442,10 @@ def test_console_reports_page_draws_charts_from_seeded_data(tmp_path: Path) -> N
             chart = web.locator("svg.rpo-timeline")
             expect(chart).to_have_count(1)
             assert chart.locator("rect.age-bar").count() == 120
-            assert chart.locator("rect.age-bar.over").count() > 0 and chart.locator("line.target-line").count() == 1
+            assert (
+                chart.locator("rect.age-bar.over").count() > 0
+                and chart.locator("line.target-line").count() == 1
+            )
             # over the last 30 days web was breached from 01-10 05:00 (its last points) to now, open
             expect(web).to_contain_text("one still open")
             assert chart.locator("rect.breach-band").count() == web.locator("tbody tr").count() >= 1

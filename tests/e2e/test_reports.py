@@ -22,7 +22,7 @@ from cli.embedded import bootstrap
 from functions.api import app as api
 from functions.embedded.http_server import make_server, serve_in_thread
 from tests.e2e.test_api_schemathesis import Api, _request
-from tests.support.reports import G, NOW, seed
+from tests.support.reports import NOW, G, seed
 
 pytestmark = pytest.mark.ops
 DAY = {"start": "2026-01-10T00:00:00Z", "end": "2026-01-11T00:00:00+00:00"}
@@ -38,8 +38,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     thread = serve_in_thread(httpd)
     url = f"http://127.0.0.1:{httpd.server_address[1]}"
     try:
-        status, _, body = _request(f"{url}/auth/login", "POST", json.dumps(
-            {"username": "admin", "password": env.admin_password}).encode(), {"Content-Type": "application/json"})  # fmt: skip
+        status, _, body = _request(
+            f"{url}/auth/login",
+            "POST",
+            json.dumps({"username": "admin", "password": env.admin_password}).encode(),
+            {"Content-Type": "application/json"},
+        )
         assert status == 200, body
         yield Api(url, json.loads(body)["access_token"], env.node_token)
     finally:
@@ -48,7 +52,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
         thread.join(10)
 
 
-def get(server: Api, path: str, params: dict[str, Any] | None = None, *, auth: bool = True) -> tuple[int, dict, bytes]:
+def get(
+    server: Api, path: str, params: dict[str, Any] | None = None, *, auth: bool = True
+) -> tuple[int, dict, bytes]:
     query = "?" + urllib.parse.urlencode(params) if params else ""
     return _request(f"{server.url}{path}{query}", "GET", None, server.auth if auth else {})
 
@@ -80,13 +86,20 @@ def test_rpo_compliance_json_has_the_exact_breach_intervals(server: Api) -> None
         ("2026-01-10T05:00:00Z", "2026-01-11T00:00:00Z", True, ["a", "b"]),
     ]
     assert web["percent_within_target"] == pytest.approx(100 * 30 / 1440)
-    assert web["achieved"] == {"samples": 7, "p50_seconds": 7200.0, "p90_seconds": 70200.0,
-                               "p99_seconds": 70200.0, "max_seconds": 70200.0}  # fmt: skip
+    assert web["achieved"] == {
+        "samples": 7,
+        "p50_seconds": 7200.0,
+        "p90_seconds": 70200.0,
+        "p99_seconds": 70200.0,
+        "max_seconds": 70200.0,
+    }
     a = web["machines"][0]
     assert [(b["start"], b["end"]) for b in a["breaches"]] == [
-        ("2026-01-10T00:30:00Z", "2026-01-10T00:45:00Z"), ("2026-01-10T02:30:00Z", "2026-01-10T04:00:00Z"),
-        ("2026-01-10T05:00:00Z", "2026-01-10T22:00:00Z"), ("2026-01-10T23:00:00Z", "2026-01-11T00:00:00Z"),
-    ]  # fmt: skip
+        ("2026-01-10T00:30:00Z", "2026-01-10T00:45:00Z"),
+        ("2026-01-10T02:30:00Z", "2026-01-10T04:00:00Z"),
+        ("2026-01-10T05:00:00Z", "2026-01-10T22:00:00Z"),
+        ("2026-01-10T23:00:00Z", "2026-01-11T00:00:00Z"),
+    ]
 
 
 def test_rpo_compliance_covers_every_protecting_plan_over_the_last_30_days_by_default(server: Api) -> None:
@@ -104,8 +117,12 @@ def test_rpo_compliance_covers_every_protecting_plan_over_the_last_30_days_by_de
 
 
 def test_rpo_compliance_csv(server: Api) -> None:
-    rows = get_csv(server, "/reports/rpo-compliance", {**DAY, "plan_id": "web"},
-                   "rpo-compliance-20260110T000000Z-20260111T000000Z.csv")  # fmt: skip
+    rows = get_csv(
+        server,
+        "/reports/rpo-compliance",
+        {**DAY, "plan_id": "web"},
+        "rpo-compliance-20260110T000000Z-20260111T000000Z.csv",
+    )
     assert [(r["plan_id"], r["machine_id"]) for r in rows] == [("web", ""), ("web", "a"), ("web", "b")]
     plan, a, b = rows
     assert plan["plan_name"] == "Web tier" and plan["target_seconds"] == "3600.0"
@@ -134,7 +151,7 @@ def test_rpo_compliance_csv(server: Api) -> None:
 def test_bad_report_requests_are_a_422_naming_the_parameter(
     server: Api, params: dict[str, str], where: str, why: str
 ) -> None:
-    status, headers, body = get(server, "/reports/rpo-compliance", params)
+    status, _, body = get(server, "/reports/rpo-compliance", params)
     assert status == 422, body
     err = json.loads(body)["error"]
     assert err["code"] == "Validation" and err["message"].startswith(f"invalid request: query.{where}:"), err
@@ -148,7 +165,9 @@ def test_an_unknown_plan_is_a_404_and_reports_need_a_token(server: Api) -> None:
         for params in (None, {"format": "csv"}):
             status, _, body = get(server, path, params, auth=False)
             assert status == 401 and json.loads(body)["error"]["code"] == "Authentication", (path, body)
-    status, _, body = _request(f"{server.url}/reports/storage", "GET", None, {"Authorization": "Bearer forged"})
+    status, _, body = _request(
+        f"{server.url}/reports/storage", "GET", None, {"Authorization": "Bearer forged"}
+    )
     assert status == 401, body
 
 
@@ -160,13 +179,22 @@ def test_readiness_json_and_csv(server: Api) -> None:
     assert web["state"] == "ready" and web["last_success"]["report_id"] == "rep-web-1"
     assert web["last_success"]["age_seconds"] == 86400 and web["rto_seconds"] == 420
     assert web["stages"] == [{"stage": "disks", "seconds": 240.0}, {"stage": "boot", "seconds": 180.0}]
-    assert db["state"] == "failed" and db["last_failure"]["report_id"] == "rep-db-1" and db["last_success"] is None
-    edge = get_json(server, "/reports/readiness", {"plan_id": "web", "stale_after_days": 1})  # exactly 1 day old
+    assert (
+        db["state"] == "failed"
+        and db["last_failure"]["report_id"] == "rep-db-1"
+        and db["last_success"] is None
+    )
+    edge = get_json(
+        server, "/reports/readiness", {"plan_id": "web", "stale_after_days": 1}
+    )  # exactly 1 day old
     assert [p["state"] for p in edge["plans"]] == ["ready"] and edge["stale_after_days"] == 1
     rows = get_csv(server, "/reports/readiness", {}, "readiness-20260120T120000Z.csv")
     by_plan = {r["plan_id"]: r for r in rows}
     assert by_plan["web"]["state"] == "ready" and by_plan["web"]["stage_seconds"] == "disks=240 boot=180"
-    assert by_plan["web"]["last_success_at"] == "2026-01-19T12:00:00+00:00" and by_plan["web"]["rto_seconds"] == "420.0"
+    assert (
+        by_plan["web"]["last_success_at"] == "2026-01-19T12:00:00+00:00"
+        and by_plan["web"]["rto_seconds"] == "420.0"
+    )
     assert by_plan["db"]["state"] == "failed" and by_plan["db"]["last_success_at"] == ""
     assert by_plan["db"]["reason"] == "the last test recovery (rep-db-1) failed; none has succeeded"
     status, _, body = get(server, "/reports/readiness", {"stale_after_days": 0})
@@ -198,10 +226,21 @@ def test_the_rpo_summary_still_answers(server: Api) -> None:
 
 # --- the CLI -----------------------------------------------------------------------------------
 def lifeboat(server: Api, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "LIFEBOAT_API": server.url, "LIFEBOAT_TOKEN": server.token, "COLUMNS": "250",
-           "LIFEBOAT_CONFIG_DIR": "/nonexistent"}  # fmt: skip
-    return subprocess.run([sys.executable, "-m", "cli.main", "report", *args], env=env, capture_output=True,
-                          text=True, timeout=120, stdin=subprocess.DEVNULL)  # fmt: skip
+    env = {
+        **os.environ,
+        "LIFEBOAT_API": server.url,
+        "LIFEBOAT_TOKEN": server.token,
+        "COLUMNS": "250",
+        "LIFEBOAT_CONFIG_DIR": "/nonexistent",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", "report", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_cli_reports(server: Api) -> None:
@@ -213,18 +252,28 @@ def test_cli_reports(server: Api) -> None:
     proc = lifeboat(server, "rpo-compliance", "--start", DAY["start"], "--end", DAY["end"], "--csv")
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader(io.StringIO(proc.stdout, newline="")))
-    assert [(r["plan_id"], r["machine_id"]) for r in rows] == [("db", ""), ("db", "db1"), ("web", ""),
-                                                               ("web", "a"), ("web", "b")]  # fmt: skip
+    assert [(r["plan_id"], r["machine_id"]) for r in rows] == [
+        ("db", ""),
+        ("db", "db1"),
+        ("web", ""),
+        ("web", "a"),
+        ("web", "b"),
+    ]
 
     proc = lifeboat(server, "readiness", "--json")
     assert proc.returncode == 0, proc.stderr
-    assert {p["plan_id"]: p["state"] for p in json.loads(proc.stdout)["plans"]} == {"web": "ready", "db": "failed"}
+    assert {p["plan_id"]: p["state"] for p in json.loads(proc.stdout)["plans"]} == {
+        "web": "ready",
+        "db": "failed",
+    }
 
     proc = lifeboat(server, "storage")
     assert proc.returncode == 0, proc.stderr
     assert "a-d0" in proc.stdout and "78.0 GiB" in proc.stdout and "(total)" in proc.stdout
 
-    proc = lifeboat(server, "rpo-compliance", "--start", "2026-01-11T00:00:00Z", "--end", "2026-01-10T00:00:00Z")
+    proc = lifeboat(
+        server, "rpo-compliance", "--start", "2026-01-11T00:00:00Z", "--end", "2026-01-10T00:00:00Z"
+    )
     assert proc.returncode == 2 and "start must be before end" in proc.stderr, (proc.returncode, proc.stderr)
     proc = lifeboat(server, "storage", "--plan", "x")
     assert proc.returncode == 0 and "(total)" in proc.stdout, proc.stderr

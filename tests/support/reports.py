@@ -31,24 +31,54 @@ POINTS = {
 
 def _plan(pid: str, name: str, machines: list[str], rpo: int, state: PlanState) -> ProtectionPlan:
     return ProtectionPlan(
-        id=pid, name=name, source_site_id="local", target_site_id="local", rpo_minutes=rpo, state=state,
-        machines=[{"machine_id": m, "disks": [{"disk_id": f"{m}-d0", "source": f"/x/{m}.img"}]} for m in machines],
-        created_at=at(1, 0), updated_at=at(1, 0),
-    )  # fmt: skip
+        id=pid,
+        name=name,
+        source_site_id="local",
+        target_site_id="local",
+        rpo_minutes=rpo,
+        state=state,
+        machines=[
+            {"machine_id": m, "disks": [{"disk_id": f"{m}-d0", "source": f"/x/{m}.img"}]} for m in machines
+        ],
+        created_at=at(1, 0),
+        updated_at=at(1, 0),
+    )
 
 
 def _report(rid: str, plan_id: str, finished: datetime, state: str) -> RecoveryReport:
     start = finished - timedelta(minutes=10)
-    stages = [StageTiming(stage="disks", started_at=start, finished_at=start + timedelta(seconds=240), seconds=240),
-              StageTiming(stage="boot", started_at=start + timedelta(seconds=240),
-                          finished_at=start + timedelta(seconds=420), seconds=180)]  # fmt: skip
-    machine = MachineReport(machine_id="a", name="a", group="g", status="recovered", recovery_point_id="p",
-                            point_time=start, stages=stages)  # fmt: skip
+    stages = [
+        StageTiming(stage="disks", started_at=start, finished_at=start + timedelta(seconds=240), seconds=240),
+        StageTiming(
+            stage="boot",
+            started_at=start + timedelta(seconds=240),
+            finished_at=start + timedelta(seconds=420),
+            seconds=180,
+        ),
+    ]
+    machine = MachineReport(
+        machine_id="a",
+        name="a",
+        group="g",
+        status="recovered",
+        recovery_point_id="p",
+        point_time=start,
+        stages=stages,
+    )
     return RecoveryReport(
-        id=rid, plan_id=plan_id, job_id=f"job-{rid}", mode=RecoveryMode.TEST, platform="qemu", state=state,  # type: ignore[arg-type]
-        started_at=start, finished_at=finished, rto_seconds=420.0 if state == "succeeded" else None,
-        groups=[GroupReport(name="g", order=0, machines=[machine])], created_at=finished, updated_at=finished,
-    )  # fmt: skip
+        id=rid,
+        plan_id=plan_id,
+        job_id=f"job-{rid}",
+        mode=RecoveryMode.TEST,
+        platform="qemu",
+        state=state,  # type: ignore[arg-type]
+        started_at=start,
+        finished_at=finished,
+        rto_seconds=420.0 if state == "succeeded" else None,
+        groups=[GroupReport(name="g", order=0, machines=[machine])],
+        created_at=finished,
+        updated_at=finished,
+    )
 
 
 def seed(store: MetadataStore) -> None:
@@ -62,12 +92,26 @@ def seed(store: MetadataStore) -> None:
             n += 1
             size = 10 * G if machine == "a" else 4 * G
             first = i == 0
-            store.create(RecoveryPoint(
-                id=f"pt-{n}", plan_id="web", machine_id=machine, run_id=f"run-{n}", time=t, site_id="local",
-                created_at=t, updated_at=t,
-                disks=[DiskPoint(disk_id=f"{machine}-d0", point_id=f"p{n}", disk_size=size,
-                                 bytes_new=size // 2 if first else 64 << 20,
-                                 bytes_stored=size // 4 if first else 32 << 20)],
-            ))  # fmt: skip
+            store.create(
+                RecoveryPoint(
+                    id=f"pt-{n}",
+                    plan_id="web",
+                    machine_id=machine,
+                    run_id=f"run-{n}",
+                    time=t,
+                    site_id="local",
+                    created_at=t,
+                    updated_at=t,
+                    disks=[
+                        DiskPoint(
+                            disk_id=f"{machine}-d0",
+                            point_id=f"p{n}",
+                            disk_size=size,
+                            bytes_new=size // 2 if first else 64 << 20,
+                            bytes_stored=size // 4 if first else 32 << 20,
+                        )
+                    ],
+                )
+            )
     store.create(_report("rep-web-1", "web", NOW - timedelta(days=1), "succeeded"))
     store.create(_report("rep-db-1", "db", NOW - timedelta(days=2), "failed"))

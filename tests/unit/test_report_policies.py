@@ -37,12 +37,21 @@ def at(day: int, hh: int, mm: int = 0) -> datetime:
     return datetime(2026, 1, day, hh, mm, tzinfo=UTC)
 
 
-def plan(machines: tuple[str, ...] = ("a", "b"), rpo: int = 60, created: datetime | None = None) -> ProtectionPlan:
+def plan(
+    machines: tuple[str, ...] = ("a", "b"), rpo: int = 60, created: datetime | None = None
+) -> ProtectionPlan:
     return ProtectionPlan(
-        id="web", name="Web", source_site_id="s", target_site_id="t", rpo_minutes=rpo, state=PlanState.ACTIVE,
-        machines=[{"machine_id": m, "disks": [{"disk_id": f"{m}-d0", "source": f"/x/{m}.img"}]} for m in machines],
+        id="web",
+        name="Web",
+        source_site_id="s",
+        target_site_id="t",
+        rpo_minutes=rpo,
+        state=PlanState.ACTIVE,
+        machines=[
+            {"machine_id": m, "disks": [{"disk_id": f"{m}-d0", "source": f"/x/{m}.img"}]} for m in machines
+        ],
         created_at=created or at(1, 0),
-    )  # fmt: skip
+    )
 
 
 DAY = ReportPeriod(start=at(10, 0), end=at(11, 0))
@@ -62,19 +71,28 @@ def test_breach_intervals_per_machine_are_exact() -> None:
     a, b = report.machines
     assert a.machine_id == "a" and a.state_at_start_from == at(9, 23, 30) and a.points_in_period == 4
     assert spans(a.breaches) == [
-        (at(10, 0, 30), at(10, 0, 45), False), (at(10, 2, 30), at(10, 4), False),
-        (at(10, 5), at(10, 22), False), (at(10, 23), at(11, 0), True),
-    ]  # fmt: skip
+        (at(10, 0, 30), at(10, 0, 45), False),
+        (at(10, 2, 30), at(10, 4), False),
+        (at(10, 5), at(10, 22), False),
+        (at(10, 23), at(11, 0), True),
+    ]
     assert a.breached_seconds == 1185 * MIN
     assert a.percent_within_target == pytest.approx(100 * 255 / 1440)
     assert (a.achieved.samples, a.achieved.p50_seconds, a.achieved.p90_seconds, a.achieved.max_seconds) == (
-        5, 120 * MIN, 1080 * MIN, 1080 * MIN,
-    )  # fmt: skip
+        5,
+        120 * MIN,
+        1080 * MIN,
+        1080 * MIN,
+    )
     assert b.state_at_start_from is None and b.points_in_period == 2
     assert spans(b.breaches) == [
-        (at(10, 0), at(10, 3), False), (at(10, 4), at(10, 4, 30), False), (at(10, 5, 30), at(11, 0), True),
-    ]  # fmt: skip
-    assert b.breached_seconds == 1320 * MIN and b.achieved.samples == 2 and b.achieved.max_seconds == 1170 * MIN
+        (at(10, 0), at(10, 3), False),
+        (at(10, 4), at(10, 4, 30), False),
+        (at(10, 5, 30), at(11, 0), True),
+    ]
+    assert (
+        b.breached_seconds == 1320 * MIN and b.achieved.samples == 2 and b.achieved.max_seconds == 1170 * MIN
+    )
 
 
 def test_plan_breaches_are_the_union_of_its_machines() -> None:
@@ -84,11 +102,17 @@ def test_plan_breaches_are_the_union_of_its_machines() -> None:
     assert [b.machines for b in report.breaches] == [["a", "b"], ["a", "b"]]
     assert report.breached_seconds == 1410 * MIN and report.breaches[1].seconds == 1140 * MIN
     assert report.percent_within_target == pytest.approx(100 * 30 / 1440)
-    assert report.target_seconds == 3600 and report.period_start == at(10, 0) and report.period_end == at(11, 0)
+    assert (
+        report.target_seconds == 3600 and report.period_start == at(10, 0) and report.period_end == at(11, 0)
+    )
     got = report.achieved
     assert (got.samples, got.p50_seconds, got.p90_seconds, got.p99_seconds, got.max_seconds) == (
-        7, 120 * MIN, 1170 * MIN, 1170 * MIN, 1170 * MIN,
-    )  # fmt: skip
+        7,
+        120 * MIN,
+        1170 * MIN,
+        1170 * MIN,
+        1170 * MIN,
+    )
 
 
 def test_a_gap_of_exactly_the_rpo_is_no_breach_and_a_point_at_the_start_counts_before_it() -> None:
@@ -133,12 +157,13 @@ def test_nearest_rank_percentiles_on_known_data() -> None:
 
 
 def test_report_period_validation() -> None:
-    naive = ReportPeriod(start=datetime(2026, 1, 1), end=datetime(2026, 1, 2))  # noqa: DTZ001
+    naive = ReportPeriod(start=datetime(2026, 1, 1), end=datetime(2026, 1, 2))
     assert naive.start == at(1, 0) and naive.end.tzinfo is UTC
     for start, end, why in [
-        (at(2, 0), at(1, 0), "before end"), (at(1, 0), at(1, 0), "before end"),
+        (at(2, 0), at(1, 0), "before end"),
+        (at(1, 0), at(1, 0), "before end"),
         (at(1, 0), at(1, 0) + timedelta(days=367), "366 days"),
-    ]:  # fmt: skip
+    ]:
         with pytest.raises(ValidationError, match=why):
             ReportPeriod(start=start, end=end)
     assert ReportPeriod(start=at(1, 0), end=at(1, 0) + timedelta(days=366)).end.year == 2027
@@ -148,23 +173,47 @@ def test_report_period_validation() -> None:
 NOW = at(20, 12)
 
 
-def report(rid: str, finished: datetime, state: str = "succeeded", mode: RecoveryMode = RecoveryMode.TEST,
-           plan_id: str = "web") -> RecoveryReport:  # fmt: skip
+def report(
+    rid: str,
+    finished: datetime,
+    state: str = "succeeded",
+    mode: RecoveryMode = RecoveryMode.TEST,
+    plan_id: str = "web",
+) -> RecoveryReport:
     start = finished - timedelta(minutes=10)
 
     def stage(name: str, lo: int, hi: int) -> StageTiming:
-        return StageTiming(stage=name, started_at=start + timedelta(seconds=lo), finished_at=start + timedelta(seconds=hi),
-                           seconds=hi - lo)  # fmt: skip
+        return StageTiming(
+            stage=name,
+            started_at=start + timedelta(seconds=lo),
+            finished_at=start + timedelta(seconds=hi),
+            seconds=hi - lo,
+        )
 
     machines = [
-        MachineReport(machine_id=m, name=m, group="g", status="recovered", recovery_point_id="p", point_time=start,
-                      stages=[stage("disks", lo, lo + 100), stage("boot", lo + 100, lo + 160 + lo)])  # fmt: skip
+        MachineReport(
+            machine_id=m,
+            name=m,
+            group="g",
+            status="recovered",
+            recovery_point_id="p",
+            point_time=start,
+            stages=[stage("disks", lo, lo + 100), stage("boot", lo + 100, lo + 160 + lo)],
+        )
         for m, lo in (("a", 0), ("b", 20))
     ]
     return RecoveryReport(
-        id=rid, plan_id=plan_id, job_id=f"job-{rid}", mode=mode, platform="qemu", state=state,  # type: ignore[arg-type]
-        started_at=start, finished_at=finished, rto_seconds=600.0, groups=[GroupReport(name="g", order=0, machines=machines)],
-    )  # fmt: skip
+        id=rid,
+        plan_id=plan_id,
+        job_id=f"job-{rid}",
+        mode=mode,
+        platform="qemu",
+        state=state,  # type: ignore[arg-type]
+        started_at=start,
+        finished_at=finished,
+        rto_seconds=600.0,
+        groups=[GroupReport(name="g", order=0, machines=machines)],
+    )
 
 
 def test_readiness_states() -> None:
@@ -172,7 +221,9 @@ def test_readiness_states() -> None:
     never = readiness(p, [report("f1", at(19, 0), mode=RecoveryMode.FAILOVER)], NOW)
     assert never.state is ReadinessState.NEVER_TESTED and never.tests == 0 and never.last_success is None
 
-    ready = readiness(p, [report("t1", at(5, 0)), report("t2", at(19, 12)), report("x", at(19, 13), plan_id="other")], NOW)
+    ready = readiness(
+        p, [report("t1", at(5, 0)), report("t2", at(19, 12)), report("x", at(19, 13), plan_id="other")], NOW
+    )
     assert ready.state is ReadinessState.READY and ready.tests == 2
     assert ready.last_success is not None and ready.last_success.report_id == "t2"
     assert ready.last_success.age_seconds == 86400 and ready.last_failure is None and ready.rto_seconds == 600
@@ -194,37 +245,69 @@ def test_readiness_states() -> None:
 
 
 # --- storage -----------------------------------------------------------------------------------
-def point(pid: str, machine: str, t: datetime, disks: list[tuple[str, int, int, int | None]],
-          site: str = "t", plan_id: str = "web") -> RecoveryPoint:  # fmt: skip
+def point(
+    pid: str,
+    machine: str,
+    t: datetime,
+    disks: list[tuple[str, int, int, int | None]],
+    site: str = "t",
+    plan_id: str = "web",
+) -> RecoveryPoint:
     return RecoveryPoint(
-        id=pid, plan_id=plan_id, machine_id=machine, run_id=f"run-{pid}", time=t, site_id=site,
-        disks=[DiskPoint(disk_id=d, point_id="p" * 8, disk_size=size, bytes_new=new, bytes_stored=stored)
-               for d, size, new, stored in disks],
-    )  # fmt: skip
+        id=pid,
+        plan_id=plan_id,
+        machine_id=machine,
+        run_id=f"run-{pid}",
+        time=t,
+        site_id=site,
+        disks=[
+            DiskPoint(disk_id=d, point_id="p" * 8, disk_size=size, bytes_new=new, bytes_stored=stored)
+            for d, size, new, stored in disks
+        ],
+    )
 
 
 def test_storage_per_disk_machine_repository_and_total() -> None:
     G = 1 << 30
     points = [
-        point("1", "a", at(1, 0), [("a-d0", 10 * G, 4 * G, None), ("a-d1", 2 * G, G, 500 << 20)]),  # an old node
+        point(
+            "1", "a", at(1, 0), [("a-d0", 10 * G, 4 * G, None), ("a-d1", 2 * G, G, 500 << 20)]
+        ),  # an old node
         point("2", "a", at(2, 0), [("a-d0", 12 * G, G, G // 2), ("a-d1", 2 * G, 0, 0)]),  # a-d0 grew
         point("3", "b", at(2, 0), [("b-d0", 8 * G, 2 * G, G)], site="other"),
     ]
     got = storage_report(points)
     by_disk = {d.disk_id: d for d in got.disks}
     a0 = by_disk["a-d0"]
-    assert (a0.points, a0.protected_bytes, a0.logical_bytes, a0.new_bytes, a0.stored_bytes, a0.unrecorded_points) == (
-        2, 12 * G, 22 * G, 5 * G, G // 2, 1,
-    )  # fmt: skip
+    assert (
+        a0.points,
+        a0.protected_bytes,
+        a0.logical_bytes,
+        a0.new_bytes,
+        a0.stored_bytes,
+        a0.unrecorded_points,
+    ) == (
+        2,
+        12 * G,
+        22 * G,
+        5 * G,
+        G // 2,
+        1,
+    )
     assert a0.reduction_ratio == 44.0 and a0.compression_ratio == 2.0 and a0.newest_point_at == at(2, 0)
     a1 = by_disk["a-d1"]
-    assert (a1.stored_bytes, a1.reduction_ratio, a1.compression_ratio) == (500 << 20, 4 * G / (500 << 20), G / (500 << 20))
+    assert (a1.stored_bytes, a1.reduction_ratio, a1.compression_ratio) == (
+        500 << 20,
+        4 * G / (500 << 20),
+        G / (500 << 20),
+    )
     machines = {m.machine_id: m for m in got.machines}
     assert machines["a"].points == 2 and machines["a"].disks == 2 and machines["a"].protected_bytes == 14 * G
     assert machines["a"].stored_bytes == G // 2 + (500 << 20)
     assert [(r.site_id, r.points, r.stored_bytes) for r in got.repositories] == [
-        ("other", 1, G), ("t", 2, G // 2 + (500 << 20)),
-    ]  # fmt: skip
+        ("other", 1, G),
+        ("t", 2, G // 2 + (500 << 20)),
+    ]
     assert got.total.points == 3 and got.total.protected_bytes == 22 * G and got.total.logical_bytes == 34 * G
     assert got.total.unrecorded_points == 1
     empty = storage_report([])

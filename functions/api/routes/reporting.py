@@ -27,9 +27,7 @@ Format = Annotated[str, Query(pattern=r"^(json|csv)$", description="json (defaul
 PlanFilter = Annotated[
     str | None, Query(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", description="Only this plan.")
 ]
-Time = Annotated[
-    str | None, Query(max_length=64, description="ISO 8601 time; without an offset it is UTC.")
-]
+Time = Annotated[str | None, Query(max_length=64, description="ISO 8601 time; without an offset it is UTC.")]
 
 
 class RpoComplianceReport(BaseModel):
@@ -50,8 +48,12 @@ class StorageReportResponse(StorageReport):
 
 
 def _responses(model: type[BaseModel]) -> dict[int, Any]:
-    return {200: {"description": "The report (JSON, or CSV with format=csv)", "content": {
-        "application/json": {"model": model}, "text/csv": {"schema": {"type": "string"}}}}}  # fmt: skip
+    return {
+        200: {
+            "description": "The report (JSON, or CSV with format=csv)",
+            "content": {"application/json": {"model": model}, "text/csv": {"schema": {"type": "string"}}},
+        }
+    }
 
 
 def _invalid(name: str, msg: str, kind: str) -> RequestValidationError:
@@ -80,9 +82,11 @@ def _period(start: str | None, end: str | None) -> ReportPeriod:
 
 def _csv(body: str, name: str) -> Response:
     return Response(
-        status_code=200, content_type="text/csv; charset=utf-8", body=body,
+        status_code=200,
+        content_type="text/csv; charset=utf-8",
+        body=body,
         headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
-    )  # fmt: skip
+    )
 
 
 def _stamp(t: datetime) -> str:
@@ -98,15 +102,21 @@ def rpo_compliance_report(
     period = _period(start, end)
     plans = reports.compliance(ctl(), period, plan_id)
     if format == "csv":
-        return _csv(report_csv.compliance_csv(plans), f"rpo-compliance-{_stamp(period.start)}-{_stamp(period.end)}")
-    doc = RpoComplianceReport(generated_at=ctl().now(), period_start=period.start, period_end=period.end, plans=plans)
+        return _csv(
+            report_csv.compliance_csv(plans), f"rpo-compliance-{_stamp(period.start)}-{_stamp(period.end)}"
+        )
+    doc = RpoComplianceReport(
+        generated_at=ctl().now(), period_start=period.start, period_end=period.end, plans=plans
+    )
     return doc.model_dump(mode="json")
 
 
 @route("GET", "/reports/readiness", Permission.READ, responses=_responses(ReadinessReport))
 def readiness_report(
     plan_id: PlanFilter = None,
-    stale_after_days: Annotated[int, Query(ge=1, le=3650, description="A successful test older than this is stale.")] = 30,
+    stale_after_days: Annotated[
+        int, Query(ge=1, le=3650, description="A successful test older than this is stale.")
+    ] = 30,
     format: Format = "json",
 ):  # -> dict | Response
     """Recovery readiness per plan: the last successful and failed test recoveries, their ages,
