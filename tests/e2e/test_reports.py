@@ -105,6 +105,10 @@ def test_rpo_compliance_json_has_the_exact_breach_intervals(server: Api) -> None
 def test_rpo_compliance_covers_every_protecting_plan_over_the_last_30_days_by_default(server: Api) -> None:
     doc = get_json(server, "/reports/rpo-compliance")
     assert doc["period_end"] == "2026-01-20T12:00:00Z" and doc["period_start"] == "2025-12-21T12:00:00Z"
+    future = get_json(
+        server, "/reports/rpo-compliance", {"start": "2026-01-19T00:00:00Z", "end": "2026-03-01"}
+    )
+    assert future["period_end"] == "2026-01-20T12:00:00Z", "the period ends now at the latest"
     plans = {p["plan_id"]: p for p in doc["plans"]}
     assert set(plans) == {"web", "db"}, "a draft plan protects nothing: not reported"
     db = plans["db"]  # never replicated: breached from its creation + 15 min to now
@@ -142,6 +146,7 @@ def test_rpo_compliance_csv(server: Api) -> None:
         ({"start": "2026-01-10T00:00:00Z", "end": "2026-01-10T00:00:00Z"}, "start", "before end"),
         ({"start": "2025-01-01T00:00:00Z", "end": "2026-01-03T00:00:00Z"}, "start", "366 days"),
         ({"end": "2025-01-01T00:00:00Z", "start": "2026-01-01T00:00:00Z"}, "start", "before end"),
+        ({"start": "2026-01-20T12:00:00Z", "end": "2026-02-01T00:00:00Z"}, "start", "before now"),
         ({"start": "yesterday"}, "start", "ISO 8601"),
         ({"end": "2026-13-01T00:00:00Z"}, "end", "ISO 8601"),
         ({"format": "xml"}, "format", ""),

@@ -69,10 +69,13 @@ def _time(value: str, name: str) -> datetime:
 
 
 def _period(start: str | None, end: str | None) -> ReportPeriod:
-    """The period asked for (default: the 30 days before ``end``, itself now by default);
-    a bad one is a 422 naming the parameter."""
-    t_end = _time(end, "end") if end else ctl().now()
+    """The period asked for (default: the 30 days before ``end``, itself now by default; an
+    end after now is now: the future has no points yet); a bad one is a 422 naming the parameter."""
+    now = ctl().now()
+    t_end = min(_time(end, "end"), now) if end else now
     t_start = _time(start, "start") if start else t_end - DEFAULT_PERIOD
+    if t_start >= now:
+        raise _invalid("start", "start must be before now", "value_error")
     try:
         return ReportPeriod(start=t_start, end=t_end)
     except ValidationError as exc:
