@@ -2,7 +2,9 @@
 
 One row per plan and per machine (RPO compliance), per plan (readiness), per disk, machine,
 repository and the total (storage). Times are ISO 8601, durations seconds, sizes bytes;
-an empty cell is "none" (no sample, never tested, nothing stored)."""
+an empty cell is "none" (no sample, never tested, nothing stored). Text that a spreadsheet
+would read as a formula (starting with ``= + - @``, a tab or CR: a plan's name, a reason)
+gets a leading ``'``."""
 
 from __future__ import annotations
 
@@ -15,13 +17,19 @@ from shared.policies.readiness import PlanReadiness
 from shared.policies.rpo_compliance import AchievedRpo, BreachInterval, PlanCompliance
 from shared.policies.storage_report import StorageFigures, StorageReport
 
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
 
 def _cell(v: Any) -> Any:
     if v is None:
         return ""
     if isinstance(v, bool):
         return "true" if v else "false"
-    return v.isoformat() if hasattr(v, "isoformat") else v
+    if hasattr(v, "isoformat"):
+        return v.isoformat()
+    if isinstance(v, str) and v.startswith(_FORMULA):
+        return "'" + v  # a spreadsheet must not run a plan name as a formula (CSV injection)
+    return v
 
 
 def _csv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:

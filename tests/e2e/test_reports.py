@@ -174,6 +174,9 @@ def test_an_unknown_plan_is_a_404_and_reports_need_a_token(server: Api) -> None:
         f"{server.url}/reports/storage", "GET", None, {"Authorization": "Bearer forged"}
     )
     assert status == 401, body
+    node = {"Authorization": f"Bearer {server.node_token}"}  # a node's token may not read reports
+    status, _, body = _request(f"{server.url}/reports/readiness?format=csv", "GET", None, node)
+    assert status == 403 and json.loads(body)["error"]["code"] == "PermissionDenied", body
 
 
 # --- readiness and storage ---------------------------------------------------------------------

@@ -322,3 +322,17 @@ def test_the_timeline_holds_the_peak_age_of_each_bucket() -> None:
     assert (peaks[0], peaks[3], peaks[4]) == (42, 75, 15)
     assert (peaks[109], peaks[110], peaks[119]) == (1080, 12, 120)  # 04:00 -> 22:00; then 22:00 -> the end
     assert rpo_compliance(plan(("a",), created=at(12, 0)), {}, DAY).timeline == []
+
+
+def test_csv_quotes_per_rfc_4180_and_defuses_formulas() -> None:
+    import csv
+    import io
+
+    from functions.api.report_csv import readiness_csv
+
+    evil = plan().model_copy(update={"name": '=HYPERLINK("http://x","a, b")'})
+    text = readiness_csv([readiness(evil, [], NOW)])
+    assert text.splitlines()[0].startswith("plan_id,plan_name,state,reason") and text.endswith("\r\n")
+    (row,) = list(csv.DictReader(io.StringIO(text, newline="")))
+    assert row["plan_name"] == "'" + '=HYPERLINK("http://x","a, b")' and row["state"] == "never-tested"
+    assert row["last_success_at"] == "" and row["tests"] == "0"
