@@ -284,3 +284,7 @@ def register(app: typer.Typer) -> None:
         """Recovery points known to the control plane (API), newest first."""
         rows = client().points(plan_id=plan, machine_id=machine)
         _show(rows, ["id", "plan_id", "machine_id", "time", "run_id", "direction"], as_json)
+
+    from cli import reports  # `lifeboat report ...`
+
+    reports.register(app)

@@ -251,7 +251,8 @@ class NodeAgent:
                 notes.append(f"{machine_id}/{disk['disk_id']}: {note}")
                 reporter.message = "; ".join(notes)[:500]
             return {"disk_id": disk["disk_id"], "point_id": point.id, "disk_size": point.disk_size,
-                    "bytes_new": point.stats.bytes_new_raw, "read": point.tags.get("read", ""),
+                    "bytes_new": point.stats.bytes_new_raw, "bytes_stored": point.stats.bytes_new_stored,
+                    "read": point.tags.get("read", ""),
                     "read_note": note, "change_token": point.change_token}, point.time  # fmt: skip
 
         def one_machine(machine: dict[str, Any]) -> None:

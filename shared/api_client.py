@@ -53,9 +53,9 @@ class ApiClient:
         raw = self._send(method, path, body, params=params, headers=headers, accept="application/json")
         return json.loads(raw) if raw else None
 
-    def text(self, path: str, *, params: dict[str, Any] | None = None) -> str:
-        """A GET whose answer is not JSON (e.g. an HTML report)."""
-        return self._send("GET", path, None, params=params, headers=None, accept="text/html").decode()
+    def text(self, path: str, *, params: dict[str, Any] | None = None, accept: str = "text/html") -> str:
+        """A GET whose answer is not JSON (e.g. an HTML report, a CSV download)."""
+        return self._send("GET", path, None, params=params, headers=None, accept=accept).decode()
 
     def _send(
         self, method: str, path: str, body: Any, *, params: dict[str, Any] | None,

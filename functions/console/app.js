@@ -7,6 +7,7 @@ import { renderPlans, renderPlanBuilder } from "./pages/plans.js";
 import { renderJobs, renderJob } from "./pages/jobs.js";
 import { renderPoints, renderRecovery } from "./pages/points.js";
 import { renderSettings } from "./pages/settings.js";
+import { renderReports } from "./pages/reports.js";
 
 const ROUTES = [
   [/^\/dashboard$/, renderDashboard, "Dashboard", "dashboard"],
@@ -19,6 +20,7 @@ const ROUTES = [
   [/^\/jobs\/([^/]+)$/, renderJob, "Job", "jobs"],
   [/^\/points$/, renderPoints, "Recovery points", "points"],
   [/^\/recoveries\/([^/]+)$/, renderRecovery, "Recovery report", "points"],
+  [/^\/reports$/, renderReports, "Reports", "reports"],
   [/^\/settings$/, renderSettings, "Settings", "settings"],
 ];
 

@@ -17,10 +17,23 @@ class DiskPoint(BaseModel):
     disk_id: Slug
     point_id: str = Field(max_length=64, description="The repository point id (docs/FORMAT.md).")
     disk_size: int = Field(ge=0)
-    bytes_new: int = Field(default=0, ge=0, description="Bytes of new data this point added.")
+    bytes_new: int = Field(
+        default=0,
+        ge=0,
+        description="Bytes of new data this point added (after deduplication, before compression).",
+    )
+    bytes_stored: int | None = Field(
+        default=None, ge=0,
+        description="Bytes this point added to the repository (after deduplication and compression); "
+        "None: not recorded (points written before nodes reported it).",
+    )  # fmt: skip
     read: str = Field(default="", max_length=16, description="'changed' (incremental) or 'full'.")
-    read_note: str = Field(default="", max_length=500, description="Why a full read, when one was not expected.")
-    change_token: str | None = Field(default=None, max_length=512, description="e.g. the disk's CBT changeId.")
+    read_note: str = Field(
+        default="", max_length=500, description="Why a full read, when one was not expected."
+    )
+    change_token: str | None = Field(
+        default=None, max_length=512, description="e.g. the disk's CBT changeId."
+    )
 
 
 class RecoveryPoint(Record):

@@ -427,3 +427,77 @@ def test_console_end_to_end(procs: Processes, tmp_path: Path) -> None:
                 shot("viewer-points")
         browser.close()
     assert not problems, problems
+
+
+# --- the reports page, from a seeded history ----------------------------------------------------
+@pytest.mark.ops
+def test_console_reports_page_draws_charts_from_seeded_data(tmp_path: Path) -> None:
+    """An embedded control plane seeded with tests/support/reports.py's history (clock at its
+    NOW): the Reports page draws an RPO timeline per plan (bars over the target line, breach
+    bands), the readiness table and the storage bars, and downloads the CSV."""
+    from cli.embedded import bootstrap
+    from functions.api import app as api
+    from tests.support.reports import NOW, seed
+
+    sync_api = _need_browser()
+    expect = sync_api.expect
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    env = bootstrap(tmp_path / "data")
+    env.ctl.now = lambda: NOW
+    seed(env.ctl.store)
+    assert env.admin_password
+    api.configure(env.ctl)
+    server = make_server(api, "127.0.0.1", 0)
+    thread = serve_in_thread(server)
+    try:
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--headless=new", "--no-sandbox"])
+            ui = ConsolePage(browser, f"http://127.0.0.1:{server.server_address[1]}", accept_downloads=True)
+            page = ui.page
+            ui.login("admin", env.admin_password)
+            ui.menu.get_by_role("link", name="Reports").click()
+            expect(page.get_by_role("heading", name="RPO compliance")).to_be_visible()
+
+            web = page.locator(".plan-compliance[data-plan=web]")
+            expect(web.get_by_role("heading", name="Web tier (web)")).to_be_visible()
+            chart = web.locator("svg.rpo-timeline")
+            expect(chart).to_have_count(1)
+            assert chart.locator("rect.age-bar").count() == 120
+            assert (
+                chart.locator("rect.age-bar.over").count() > 0
+                and chart.locator("line.target-line").count() == 1
+            )
+            # over the last 30 days web was breached from 01-10 05:00 (its last points) to now, open
+            expect(web).to_contain_text("one still open")
+            assert chart.locator("rect.breach-band").count() == web.locator("tbody tr").count() >= 1
+            db = page.locator(".plan-compliance[data-plan=db]")
+            expect(db.locator("rect.breach-band")).to_have_count(1)  # never replicated: one open breach
+            expect(db).to_contain_text("0.05% of the period")
+
+            ready = page.locator("section", has=page.get_by_role("heading", name="Recovery readiness"))
+            expect(ready.locator("tr", has_text="Web tier")).to_contain_text("ready")
+            expect(ready.locator("tr", has_text="Web tier")).to_contain_text("(1 d 0 h ago)")
+            expect(ready.locator("tr", has_text="Database")).to_contain_text("failed")
+
+            store = page.locator("section", has=page.get_by_role("heading", name="Storage"))
+            bars = store.locator("svg.storage-bars g[data-machine]")
+            expect(bars).to_have_count(2)
+            expect(bars.first.locator("rect.stored-bar")).to_have_count(1)
+            expect(bars.first).to_contain_text("reduction")
+            expect(store.locator("tr", has_text="Total")).to_contain_text("78.0 GiB")
+
+            with page.expect_download() as got:
+                store.get_by_role("button", name="Download CSV").click()
+            saved = tmp_path / "storage.csv"
+            got.value.save_as(saved)
+            assert saved.read_text().splitlines()[0].startswith("level,site_id,plan_id")
+
+            ui.shot("reports")
+            page.get_by_label("Period").select_option("7")
+            expect(web).to_contain_text("0.00% of the period")  # 01-13 to 01-20: breached throughout
+            assert not ui.problems, ui.problems
+            browser.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)

@@ -129,6 +129,9 @@ def test_scheduler_and_node_protect_disks_and_survive_a_killed_node(procs: Proce
     newest = [p for p in second if p["run_id"] != first[0]["run_id"]]
     incremental_bytes = sum(d["bytes_new"] for p in newest for d in p["disks"])
     assert 0 < incremental_bytes < full_bytes / 4
+    # nodes record what each point added to the repository after deduplication and compression
+    full_stored = sum(d["bytes_stored"] for p in first for d in p["disks"])
+    assert 0 < sum(d["bytes_stored"] for p in newest for d in p["disks"]) < full_stored / 4
     # the data-plane CLI reads the same repository: the restored disk is the mutated one
     env = {**os.environ, "LIFEBOAT_PASSWORD": (data / "secrets" / "repository.key").read_text().strip()}
     out = tmp_path / "web1.restored"
@@ -185,3 +188,9 @@ def test_scheduler_and_node_protect_disks_and_survive_a_killed_node(procs: Proce
     actions = {e["action"] for e in api.pages("/audit")}
     assert {"POST /plans", "POST /plans/<plan_id>/protect", "PUT /plans/<plan_id>"} <= actions
     assert json.loads(json.dumps(api.request("GET", "/reports/rpo")))["plans"][0]["plan_id"] == "shop"
+    # the storage report sums what the nodes recorded
+    storage = json.loads(cli("report", "storage", "--json"))
+    points = api.points(plan_id="shop")
+    assert storage["total"]["points"] == len(points) and storage["total"]["unrecorded_points"] == 0
+    assert storage["total"]["stored_bytes"] == sum(d["bytes_stored"] for p in points for d in p["disks"]) > 0
+    assert {m["machine_id"] for m in storage["machines"]} == {"web1", "db1", "big1"}
