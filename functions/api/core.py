@@ -222,14 +222,16 @@ def _audit(event: dict[str, Any], actor: str, action: str, status: int) -> None:
     _write_audit(record, action)
 
 
-def audit(actor: str, action: str, target: str, details: dict[str, Any] | None = None) -> None:
+def audit(
+    actor: str, action: str, target: str, details: dict[str, Any] | None = None, *, outcome: str = "success"
+) -> None:
     """An explicit audit event of the request being handled (e.g. ``auth.lockout``), besides
     the one :func:`resolve` writes for every mutating call. Never pass a secret in ``details``."""
     request_id = ""
     with contextlib.suppress(Exception):
         request_id = app.current_event.request_context.request_id or ""
     record = AuditEvent(id=new_id("aud"), at=ctl().now(), actor=actor[:128], action=action, target=target[:256],
-                        outcome="success", details=details or {}, request_id=request_id)  # fmt: skip
+                        outcome=outcome, details=details or {}, request_id=request_id)  # fmt: skip
     _write_audit(record, action)
 
 

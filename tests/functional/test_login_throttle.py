@@ -117,7 +117,7 @@ def test_lockout_refuses_even_the_right_password_until_an_admin_unlocks(live: Li
     assert refused.body["error"]["message"].endswith(f"try again in {refused.headers['Retry-After']} s")
 
     [lockout] = live.audit("auth.lockout")
-    assert (lockout["target"], lockout["details"]["scope"], lockout["details"]["key"]) == ("user:dave", "user", "dave")
+    assert (lockout["target"], lockout["outcome"], lockout["details"]["key"]) == ("user:dave", "denied", "dave")
     listed = live.call("GET", "/auth/lockouts", token=live.admin).body["items"]
     assert [(i["scope"], i["key"], i["failures"]) for i in listed] == [("user", "dave", 5)]
 

@@ -31,7 +31,7 @@ def login(body: Annotated[schemas.LoginIn, Body()]) -> dict[str, Any]:
     except AuthenticationError:
         for lockout in throttle.failed(body.username, address):
             audit(f"login:{body.username[:64]}", "auth.lockout", f"{lockout.scope}:{lockout.key}",
-                  {"scope": str(lockout.scope), "key": lockout.key, "until": lockout.until.isoformat()})  # fmt: skip
+                  {"scope": str(lockout.scope), "key": lockout.key, "until": lockout.until.isoformat()}, outcome="denied")  # fmt: skip
         raise
     throttle.succeeded(body.username)
     return {"access_token": token, "token_type": "Bearer", "expires_in": ttl}
