@@ -28,7 +28,9 @@ def register(app: typer.Typer) -> None:
 
     @users.command("unlock")
     def users_unlock(
-        username: Annotated[str, typer.Argument(help="The user name (a name with no user clears its counter too).")],
+        username: Annotated[
+            str, typer.Argument(help="The user name (a name with no user clears its counter too).")
+        ],
     ) -> None:
         """Clear a username's failed logins (lockout and backoff)."""
         c = client()
@@ -42,7 +44,9 @@ def register(app: typer.Typer) -> None:
         out.print_json(json.dumps(answer))
 
     @users.command("unlock-address")
-    def users_unlock_address(address: Annotated[str, typer.Argument(help="The client's IP address.")]) -> None:
+    def users_unlock_address(
+        address: Annotated[str, typer.Argument(help="The client's IP address.")],
+    ) -> None:
         """Clear a client address's failed logins."""
         try:
             ipaddress.ip_address(address)

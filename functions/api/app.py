@@ -44,7 +44,19 @@ from functions.api.routes import docs
 # isort: on
 
 #: the route modules, in registration order
-CAPABILITIES = (session, sites_nodes, plans, jobs_points, identity, reports, vsphere, kvm, failback, lockouts, docs)
+CAPABILITIES = (
+    session,
+    sites_nodes,
+    plans,
+    jobs_points,
+    identity,
+    reports,
+    vsphere,
+    kvm,
+    failback,
+    lockouts,
+    docs,
+)
 
 __all__ = [
     "CAPABILITIES", "MAX_BODY", "PUBLIC", "ROUTES", "Cursor", "IdPath", "IdemKey", "Limit", "app", "configure",

@@ -159,7 +159,9 @@ _ERRORS = {
 }  # fmt: skip
 
 
-def _documented_errors(permission: Permission | None, method: str, extra: tuple[int, ...] = ()) -> dict[int, Any]:
+def _documented_errors(
+    permission: Permission | None, method: str, extra: tuple[int, ...] = ()
+) -> dict[int, Any]:
     codes = [400, 404, 413, 415, 422, 409] if method != "GET" else [400, 404, 422]
     if permission is not PUBLIC:
         codes += [401, 403]

@@ -60,8 +60,12 @@ class LoginThrottleSettings(BaseModel):
     window_seconds: int = Field(default=900, ge=1, description="Failures are counted in this window.")
     user_free_failures: int = Field(default=2, ge=0, description="Failures of one username before backoff.")
     user_lockout_failures: int = Field(default=5, ge=1, description="Failures of one username that lock it.")
-    address_free_failures: int = Field(default=10, ge=0, description="Failures from one address before backoff.")
-    address_lockout_failures: int = Field(default=20, ge=1, description="Failures from one address that lock it.")
+    address_free_failures: int = Field(
+        default=10, ge=0, description="Failures from one address before backoff."
+    )
+    address_lockout_failures: int = Field(
+        default=20, ge=1, description="Failures from one address that lock it."
+    )
     lockout_seconds: int = Field(default=900, ge=1)
     backoff_base_seconds: int = Field(default=1, ge=1)
     backoff_max_seconds: int = Field(default=30, ge=1)
@@ -117,7 +121,9 @@ def _current(counter: Counter, now: datetime, settings: LoginThrottleSettings) -
     """The counter as it stands at ``now``: an ended lockout or window starts afresh."""
     if counter.locked_until is not None:
         return counter if now < counter.locked_until else Counter()
-    if counter.window_start is not None and now >= counter.window_start + timedelta(seconds=settings.window_seconds):
+    if counter.window_start is not None and now >= counter.window_start + timedelta(
+        seconds=settings.window_seconds
+    ):
         return Counter()
     return counter
 
@@ -128,7 +134,9 @@ def check(counter: Counter, now: datetime, settings: LoginThrottleSettings, scop
         return Decision(True)
     c = _current(counter, now, settings)
     if c.locked_until is not None:
-        return Decision(False, _seconds(c.locked_until - now), f"{scope} locked after {c.failures} failures", True)
+        return Decision(
+            False, _seconds(c.locked_until - now), f"{scope} locked after {c.failures} failures", True
+        )
     if c.last_failure_at is not None:
         ready = c.last_failure_at + _backoff(c, settings, scope)
         if now < ready:

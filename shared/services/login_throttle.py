@@ -16,7 +16,14 @@ from datetime import UTC, datetime
 
 from shared.domain.login_throttle import LoginThrottle
 from shared.errors import ConflictError, LifeboatError, NotFoundError, TooManyRequestsError
-from shared.policies.login_throttle import Counter, LoginThrottleSettings, Scope, check, expires_at, record_failure
+from shared.policies.login_throttle import (
+    Counter,
+    LoginThrottleSettings,
+    Scope,
+    check,
+    expires_at,
+    record_failure,
+)
 from shared.ports.metadata_store import MetadataStore, every
 
 log = logging.getLogger("lifeboat.auth")
@@ -73,7 +80,7 @@ class LoginThrottler:
 
     def failed(self, username: str, address: str) -> list[Lockout]:
         """Count one failure against both keys; the lockouts this failure started."""
-        started = []
+        started: list[Lockout] = []
         if not self.settings.enabled:
             return started
         for scope, key in _keys(username, address):
@@ -93,15 +100,23 @@ class LoginThrottler:
                 record.counter() if record else Counter(), self.now, self.settings, scope
             )
             expiry = expires_at(counter, self.settings, scope) or self.now
-            fields = {"failures": counter.failures, "window_start": counter.window_start,
-                      "last_failure_at": counter.last_failure_at, "locked_until": counter.locked_until,
-                      "expires": int(expiry.timestamp()) + 1}  # fmt: skip
+            base = record or LoginThrottle(
+                id=LoginThrottle.id_for(scope, key),
+                scope=scope,
+                key=key,
+                created_at=self.now,
+                updated_at=self.now,
+            )
+            new = base.model_copy(update={
+                "failures": counter.failures, "window_start": counter.window_start,
+                "last_failure_at": counter.last_failure_at, "locked_until": counter.locked_until,
+                "expires": int(expiry.timestamp()) + 1,
+            })  # fmt: skip
             try:
                 if record is None:
-                    self.store.create(LoginThrottle(id=LoginThrottle.id_for(scope, key), scope=scope, key=key,
-                                                    created_at=self.now, updated_at=self.now, **fields))  # fmt: skip
+                    self.store.create(new)
                 else:
-                    self.store.update(record.model_copy(update=fields))
+                    self.store.update(new)
             except (ConflictError, NotFoundError):
                 continue  # another attempt counted first (or an admin cleared it): read again
             if locked and counter.locked_until is not None:

@@ -53,7 +53,9 @@ def test_lockout_listing_clearing_and_expiry(store: MetadataStore) -> None:
     [listed] = _at(store, locked_at + 10).lockouts()
     assert (listed.scope, listed.key, listed.failures) == (Scope.USER, "dave", 5)
     record = store.get(LoginThrottle, LoginThrottle.id_for(Scope.USER, "dave"))
-    assert record.expires == int((T0 + timedelta(seconds=locked_at + SETTINGS.lockout_seconds)).timestamp()) + 1
+    assert (
+        record.expires == int((T0 + timedelta(seconds=locked_at + SETTINGS.lockout_seconds)).timestamp()) + 1
+    )
 
     assert _at(store, locked_at + 20).clear(Scope.USER, "dave") is True
     assert _at(store, locked_at + 20).clear(Scope.USER, "dave") is False
@@ -72,7 +74,7 @@ def test_concurrent_failures_never_crash(store: MetadataStore) -> None:
         try:
             for _ in range(5):
                 LoginThrottler(store, settings, T0).failed("target", "192.0.2.50")
-        except BaseException as exc:  # noqa: BLE001 - the assertion below reports it
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=guess) for _ in range(8)]
@@ -97,11 +99,12 @@ def test_dynamodb_item_carries_the_ttl_attribute(moto_dynamodb: None) -> None:  
     _at(store, 0).failed("frank", "192.0.2.7")
     _at(store, 5).failed("frank", "192.0.2.7")
     record = store.get(LoginThrottle, LoginThrottle.id_for(Scope.USER, "frank"))
-    item = client.get_item(TableName=table, Key={"pk": {"S": f"login-throttle#{record.id}"}, "sk": {"S": "r"}})
+    item = client.get_item(
+        TableName=table, Key={"pk": {"S": f"login-throttle#{record.id}"}, "sk": {"S": "r"}}
+    )
     assert item["Item"][TTL_ATTRIBUTE] == {"N": str(record.expires)}
     assert record.expires == int((T0 + timedelta(seconds=SETTINGS.window_seconds)).timestamp()) + 1
 
     store.create(User(id="user-frank", username="frank", password_hash="x", roles=[Role.VIEWER]))
     user_item = client.get_item(TableName=table, Key={"pk": {"S": "user#user-frank"}, "sk": {"S": "r"}})
     assert TTL_ATTRIBUTE not in user_item["Item"]  # records without an expiry never expire
-

@@ -32,6 +32,7 @@ from shared.domain.identity import ApiToken, Role, User
 from shared.domain.inventory import InventorySyncStatus, Node, NodeRole, Site, SiteKind
 from shared.domain.jobs import Job, JobKind, JobProgress, JobState
 from shared.domain.kvm import KvmHostConnection
+from shared.domain.login_throttle import LoginThrottle
 from shared.domain.plans import (
     BootGroup,
     NetworkMapping,
@@ -53,7 +54,6 @@ from shared.domain.vsphere import (
     VCenterConnection,
     VCenterTls,
 )
-from shared.domain.login_throttle import LoginThrottle
 from shared.errors import ConflictError, InvalidInputError, NotFoundError
 from shared.policies.login_throttle import Scope
 from shared.policies.retention import RetentionPolicy

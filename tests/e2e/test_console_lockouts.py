@@ -16,7 +16,9 @@ ADA = "ada-the-administrator"
 def test_console_lists_and_unlocks_login_lockouts(live: Live) -> None:  # noqa: F811
     sync_api = _need_browser()
     expect = sync_api.expect
-    created = live.call("POST", "/users", {"username": "ada", "password": ADA, "roles": ["admin"]}, token=live.admin)
+    created = live.call(
+        "POST", "/users", {"username": "ada", "password": ADA, "roles": ["admin"]}, token=live.admin
+    )
     assert created.status == 201, created.body
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--headless=new", "--no-sandbox"])
@@ -37,7 +39,9 @@ def test_console_lists_and_unlocks_login_lockouts(live: Live) -> None:  # noqa: 
 
         page.get_by_role("button", name="Unlock dave").click()
         expect(dave.get_by_text("locked", exact=True)).to_have_count(0)
-        assert [i["key"] for i in live.call("GET", "/auth/lockouts", token=live.admin).body["items"]] == ["ghost"]
+        assert [i["key"] for i in live.call("GET", "/auth/lockouts", token=live.admin).body["items"]] == [
+            "ghost"
+        ]
         page.get_by_role("button", name="Unlock user ghost").click()
         expect(others).to_have_count(0)
         assert live.call("GET", "/auth/lockouts", token=live.admin).body["items"] == []

@@ -94,7 +94,9 @@ def live(tmp_path: Path) -> Iterator[Live]:
     server = make_server(api, "127.0.0.1", _free_port())
     thread = serve_in_thread(server)
     _, admin = auth.create_api_token(env.ctl.store, name="admin-tests", owner="tests", roles=[Role.ADMIN])
-    _, operator = auth.create_api_token(env.ctl.store, name="operator-tests", owner="tests", roles=[Role.OPERATOR])
+    _, operator = auth.create_api_token(
+        env.ctl.store, name="operator-tests", owner="tests", roles=[Role.OPERATOR]
+    )
     live = Live(f"http://127.0.0.1:{server.server_address[1]}", clock, admin, operator)
     try:
         created = live.call("POST", "/users", {"username": "dave", "password": PASSWORD, "roles": ["operator"]},
@@ -117,7 +119,11 @@ def test_lockout_refuses_even_the_right_password_until_an_admin_unlocks(live: Li
     assert refused.body["error"]["message"].endswith(f"try again in {refused.headers['Retry-After']} s")
 
     [lockout] = live.audit("auth.lockout")
-    assert (lockout["target"], lockout["outcome"], lockout["details"]["key"]) == ("user:dave", "denied", "dave")
+    assert (lockout["target"], lockout["outcome"], lockout["details"]["key"]) == (
+        "user:dave",
+        "denied",
+        "dave",
+    )
     listed = live.call("GET", "/auth/lockouts", token=live.admin).body["items"]
     assert [(i["scope"], i["key"], i["failures"]) for i in listed] == [("user", "dave", 5)]
 
@@ -154,11 +160,15 @@ def test_backoff_answers_429_until_its_retry_after_passes(live: Live) -> None:
 
 
 def test_unknown_usernames_are_throttled_like_known_ones(live: Live) -> None:
-    assert live.fail_until_locked("nobody-by-this-name") == live.fail_until_locked("dave") == [401] * 5 + [429]
+    assert (
+        live.fail_until_locked("nobody-by-this-name") == live.fail_until_locked("dave") == [401] * 5 + [429]
+    )
     ghost, dave = live.login("nobody-by-this-name", "x"), live.login("dave", "x")
     assert ghost.status == dave.status == 429
     # the same answer, but for the seconds left (the ghost was locked 5 minutes earlier)
-    assert re.sub(r"\d+", "N", ghost.body["error"]["message"]) == re.sub(r"\d+", "N", dave.body["error"]["message"])
+    assert re.sub(r"\d+", "N", ghost.body["error"]["message"]) == re.sub(
+        r"\d+", "N", dave.body["error"]["message"]
+    )
     assert int(ghost.headers["Retry-After"]) == int(dave.headers["Retry-After"]) - 300
     cleared = live.call("POST", "/auth/lockouts/clear", {"username": "nobody-by-this-name"}, token=live.admin)
     assert (cleared.status, cleared.body["cleared"]) == (200, True)
@@ -235,4 +245,3 @@ def test_cli_lists_lockouts_and_unlocks_a_user(live: Live, tmp_path: Path) -> No
     assert lifeboat("users", "unlock", "nobody-at-all").returncode == 4  # NotFoundError
     assert lifeboat("users", "unlock-address", "999.1.1.1").returncode == 2  # InvalidInputError
     assert live.login("dave", PASSWORD).status == 200
-

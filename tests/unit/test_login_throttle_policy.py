@@ -121,3 +121,15 @@ def test_client_address_believes_forwarded_for_only_from_trusted_proxies() -> No
     assert client_address("10.0.0.2", "1.2.3.4, 198.51.100.1, 10.0.0.3", proxies) == "198.51.100.1"
     assert client_address("10.0.0.2", None, proxies) == "10.0.0.2"
     assert client_address("10.0.0.2", "garbage", proxies) == "10.0.0.2"
+
+
+def test_azure_events_take_the_address_the_front_end_added() -> None:
+    import azure.functions as azure_functions
+
+    from functions.azure.http_adapter import to_api_event
+
+    req = azure_functions.HttpRequest(
+        "POST", "https://app.example/auth/login", body=b"{}",
+        headers={"X-Forwarded-For": "1.2.3.4, 203.0.113.8:50123", "Content-Type": "application/json"},
+    )  # fmt: skip
+    assert to_api_event(req, "r1")["requestContext"]["identity"]["sourceIp"] == "203.0.113.8"

@@ -29,7 +29,12 @@ def _lockout(record: LoginThrottle) -> dict[str, Any]:
 
 def _unlock(scope: Scope, key: str) -> dict[str, Any]:
     cleared = _throttler().clear(scope, key)
-    audit(current().subject, "auth.unlock", f"{scope}:{key}", {"scope": str(scope), "key": key, "cleared": cleared})
+    audit(
+        current().subject,
+        "auth.unlock",
+        f"{scope}:{key}",
+        {"scope": str(scope), "key": key, "cleared": cleared},
+    )
     return {"scope": str(scope), "key": key, "cleared": cleared}
 
 
