@@ -21,7 +21,7 @@ def health() -> dict[str, Any]:
 @route("POST", "/auth/login", PUBLIC, errors=(401, 429))
 def login(body: Annotated[schemas.LoginIn, Body()]) -> dict[str, Any]:
     """Trade a password for a JWT. Throttled per username and per client address
-    (docs/SECURITY.md): while either must wait, 429 with ``Retry-After``, whatever the password."""
+    (docs/login-throttling.md): while either must wait, 429 with ``Retry-After``, whatever the password."""
     now = ctl().now()
     address = client_address()
     throttle = LoginThrottler(ctl().store, ctl().login_throttle, now)
@@ -30,8 +30,9 @@ def login(body: Annotated[schemas.LoginIn, Body()]) -> dict[str, Any]:
         token, ttl = auth.login(ctl().store, body.username, body.password, secret=ctl().jwt_secret, now=now)
     except AuthenticationError:
         for lockout in throttle.failed(body.username, address):
-            audit(f"login:{body.username[:64]}", "auth.lockout", f"{lockout.scope}:{lockout.key}",
-                  {"scope": str(lockout.scope), "key": lockout.key, "until": lockout.until.isoformat()}, outcome="denied")  # fmt: skip
+            details = {"scope": str(lockout.scope), "key": lockout.key, "until": lockout.until.isoformat()}
+            audit(f"login:{body.username[:64]}", "auth.lockout", f"{lockout.scope}:{lockout.key}", details,
+                  outcome="denied")  # fmt: skip
         raise
     throttle.succeeded(body.username)
     return {"access_token": token, "token_type": "Bearer", "expires_in": ttl}

@@ -236,13 +236,13 @@ class DynamoMetadataStore:
     def create_table(
         cls, table_name: str, *, region: str | None = None, host: str | None = None, wait: bool = True
     ) -> DynamoMetadataStore:
-        """Create the table (on-demand billing, all four GSIs, TTL on ``expires``) unless it exists;
-        return a store on it."""
+        """Create the table (on-demand billing, all four GSIs, TTL on ``expires`` where the endpoint
+        supports it: some local emulators do not) unless it exists; return a store on it."""
         store = cls(table_name, region=region, host=host)
         with store._errors("create table"):
             if not store._model.exists():
                 store._model.create_table(
-                    wait=wait, billing_mode="PAY_PER_REQUEST", ignore_update_ttl_errors=not wait
+                    wait=wait, billing_mode="PAY_PER_REQUEST", ignore_update_ttl_errors=True
                 )
         return store
 
