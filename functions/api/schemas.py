@@ -55,7 +55,7 @@ else:
 class LoginIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     username: str = Field(min_length=1, max_length=128)
-    password: str = Field(min_length=1, max_length=1024)
+    password: str = Field(min_length=1, max_length=1024, repr=False)  # powertools logs handler args at DEBUG
 
 
 class LockoutClearIn(BaseModel):
@@ -76,7 +76,7 @@ class UserIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     username: Slug
     display_name: Name | None = None
-    password: str = Field(min_length=12, max_length=1024)
+    password: str = Field(min_length=12, max_length=1024, repr=False)
     roles: list[Role] = Field(min_length=1)
 
 
@@ -84,7 +84,7 @@ class UserUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     revision: int = Field(ge=1)
     display_name: Name | None = None
-    password: str | None = Field(default=None, min_length=12, max_length=1024)
+    password: str | None = Field(default=None, min_length=12, max_length=1024, repr=False)
     roles: list[Role] = Field(min_length=1)
     disabled: bool = False
 

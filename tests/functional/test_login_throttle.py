@@ -5,6 +5,7 @@ backoff and lockout windows pass without sleeping. The CLI runs as a separate pr
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import socket
@@ -109,7 +110,10 @@ def live(tmp_path: Path) -> Iterator[Live]:
         thread.join(10)
 
 
-def test_lockout_refuses_even_the_right_password_until_an_admin_unlocks(live: Live) -> None:
+def test_lockout_refuses_even_the_right_password_until_an_admin_unlocks(
+    live: Live, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     assert live.fail_until_locked("dave") == [401] * 5 + [429]
     refused = live.login("dave", PASSWORD)
     assert refused.status == 429
@@ -134,9 +138,12 @@ def test_lockout_refuses_even_the_right_password_until_an_admin_unlocks(live: Li
     assert live.call("GET", "/auth/lockouts", token=live.admin).body["items"] == []
     assert live.login("dave", PASSWORD).status == 200
 
-    # no password ever reaches the audit log
+    # no password ever reaches the audit log or the logs
     everything = json.dumps(live.call("GET", "/audit?limit=500", token=live.admin).body)
     assert PASSWORD not in everything and "sekrit-wrong-guess" not in everything
+    assert caplog.records, "the server logged nothing at DEBUG: the check below would prove nothing"
+    logged = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    assert PASSWORD not in logged and "sekrit-wrong-guess" not in logged
 
 
 def test_lockout_ends_by_itself_and_success_resets_the_user_count(live: Live) -> None:
