@@ -60,8 +60,16 @@ class EnvConfig(BaseModel):
     # control plane
     api_throttle_rate: float = Field(default=50, gt=0)
     api_throttle_burst: int = Field(default=100, ge=1)
+    #: stage throttling of POST /auth/login alone (all callers together; the application throttles
+    #: per user and per address on top, docs/login-throttling.md)
+    login_throttle_rate: float = Field(default=5, gt=0)
+    login_throttle_burst: int = Field(default=10, ge=1)
     cors_origins: tuple[str, ...] = ()
+    #: the regional WAF (AWS managed rule groups + a per-IP rate rule on /auth/login). Off by
+    #: default (it costs a web ACL and rules a month); cdk.json turns it on for prod
     waf: bool = False
+    #: requests to /auth/login one IP may make in 5 minutes before the WAF blocks it
+    waf_login_rate_limit: int = Field(default=100, ge=10, le=2_000_000_000)
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     log_retention_days: int = 90
     job_lease_seconds: int = Field(default=300, ge=30, le=43200)

@@ -181,6 +181,10 @@ def register(app: typer.Typer) -> None:
             json.dump({"api": api, "token": token}, f)
         out.print(f"logged in to {api} as {username}")
 
+    from cli import users  # users, login lockouts and unlocking
+
+    users.register(app)
+
     sites = typer.Typer(help="Sites (API).", no_args_is_help=True)
     app.add_typer(sites, name="sites")
     from cli import inventory  # its commands hang off `sites` and the app

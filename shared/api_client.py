@@ -21,6 +21,7 @@ from shared.errors import (
     NotFoundError,
     PermissionDeniedError,
     ServiceUnavailableError,
+    TooManyRequestsError,
 )
 
 _BY_STATUS: dict[int, type[LifeboatError]] = {
@@ -31,6 +32,7 @@ _BY_STATUS: dict[int, type[LifeboatError]] = {
     409: ConflictError,
     413: InvalidInputError,
     422: InvalidInputError,
+    429: TooManyRequestsError,
 }
 
 
@@ -83,7 +85,10 @@ class ApiClient:
             except (ValueError, KeyError, TypeError):
                 message = raw.decode("utf-8", "replace")[:300] or exc.reason
             cls = _BY_STATUS.get(exc.code, ServiceUnavailableError if exc.code >= 500 else LifeboatError)
-            raise cls(f"{method} {path}: {message}", status=exc.code) from exc
+            fields: dict[str, Any] = {"status": exc.code}
+            if exc.code == 429 and (exc.headers.get("Retry-After") or "").isdigit():
+                fields["retry_after"] = int(exc.headers["Retry-After"])
+            raise cls(f"{method} {path}: {message}", **fields) from exc
         except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
             raise ServiceUnavailableError(f"cannot reach the Lifeboat API at {self.base_url}: {exc}") from exc
 

@@ -108,6 +108,11 @@ class PermissionDeniedError(LifeboatError):
     """The caller is authenticated but its roles do not allow the action."""
 
 
+class TooManyRequestsError(LifeboatError):
+    """The caller must wait before trying again (e.g. login throttling); ``fields['retry_after']``
+    is the wait in whole seconds (the HTTP ``Retry-After`` header)."""
+
+
 class ServiceUnavailableError(LifeboatError):
     """The control plane could not be reached or answered 5xx; worth retrying."""
 
@@ -133,6 +138,7 @@ ERROR_TABLE: dict[type[LifeboatError], tuple[int, int]] = {
     InvalidStateError: (5, 409),
     AuthenticationError: (7, 401),
     PermissionDeniedError: (7, 403),
+    TooManyRequestsError: (15, 429),
     ServiceUnavailableError: (11, 503),
     ObjectNotFoundError: (4, 404),
     PointNotFoundError: (4, 404),

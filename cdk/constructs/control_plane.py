@@ -14,7 +14,10 @@ route with powertools. Authentication at the gateway:
   authorizer's context. Its results are not cached (TTL 0): a revocation is effective at once.
 
 Access logs (JSON) go to their own log group; stage throttling, X-Ray tracing and execution
-metrics are on. The scheduler runs every minute from an EventBridge rule. Each function's role
+metrics are on. ``POST /auth/login`` has its own resource (Cognito-authorized like every other
+route: in AWS users sign in through Cognito, so the gateway refuses a caller without an ID
+token before the local-password login is reached) with a tighter method throttle, and the
+optional WAF adds a per-IP rate rule on that path (docs/login-throttling.md). The scheduler runs every minute from an EventBridge rule. Each function's role
 holds exactly the table, queue and state-machine calls its adapters make.
 """
 
@@ -51,6 +54,9 @@ NODE_ROUTES = (
     ("POST", "jobs/{job_id}/complete"),
 )
 PUBLIC_ROUTES = (("GET", "health"),)
+#: the stage's method-setting key of the local-password login (its own, tighter throttle)
+LOGIN_METHOD = "/auth/login/POST"
+LOGIN_PATH = "/auth/login"
 
 
 class ControlPlane(Construct):
@@ -243,6 +249,15 @@ class ControlPlane(Construct):
                 tracing_enabled=True,
                 throttling_rate_limit=config.api_throttle_rate,
                 throttling_burst_limit=config.api_throttle_burst,
+                method_options={
+                    LOGIN_METHOD: apigw.MethodDeploymentOptions(
+                        throttling_rate_limit=config.login_throttle_rate,
+                        throttling_burst_limit=config.login_throttle_burst,
+                        metrics_enabled=True,
+                        logging_level=apigw.MethodLoggingLevel.ERROR,
+                        data_trace_enabled=False,  # the body is a password
+                    )
+                },
             ),
             default_cors_preflight_options=apigw.CorsOptions(
                 allow_origins=list(config.cors_origins) or ["https://localhost"],
@@ -305,8 +320,10 @@ class ControlPlane(Construct):
         intermediate = {
             "/".join(p.split("/")[:i]) for _, p in NODE_ROUTES for i in range(1, p.count("/") + 1)
         }
-        for path in sorted(intermediate):
+        for path in (*sorted(intermediate), "auth", "auth/{proxy+}"):
             authorized(self._resource(api, path), "ANY")
+        # its own resource so the stage can throttle it apart (LOGIN_METHOD)
+        authorized(self._resource(api, "auth/login"), "POST")
         authorized(api.root, "ANY")
         authorized(api.root.add_proxy(any_method=False), "ANY")
         if config.waf:
@@ -355,10 +372,43 @@ class ControlPlane(Construct):
                 sampled_requests_enabled=True,
             ),
             rules=[
+                self._login_rate_rule(config, 0),
                 managed("AWSManagedRulesCommonRuleSet", 1),
                 managed("AWSManagedRulesKnownBadInputsRuleSet", 2),
             ],
         )
         wafv2.CfnWebACLAssociation(
             self, "WebAclAssociation", resource_arn=api.deployment_stage.stage_arn, web_acl_arn=acl.attr_arn
+        )
+
+    @staticmethod
+    def _login_rate_rule(config: EnvConfig, priority: int) -> wafv2.CfnWebACL.RuleProperty:
+        """Block an IP that sends more than ``waf_login_rate_limit`` requests to /auth/login in 5 minutes
+        (the URI path ends with it: ``/v1/auth/login`` on the execute-api host, ``/auth/login`` on a
+        custom domain)."""
+        name = "LoginRatePerIp"
+        return wafv2.CfnWebACL.RuleProperty(
+            name=name,
+            priority=priority,
+            action=wafv2.CfnWebACL.RuleActionProperty(block={}),
+            statement=wafv2.CfnWebACL.StatementProperty(
+                rate_based_statement=wafv2.CfnWebACL.RateBasedStatementProperty(
+                    limit=config.waf_login_rate_limit,
+                    aggregate_key_type="IP",
+                    evaluation_window_sec=300,
+                    scope_down_statement=wafv2.CfnWebACL.StatementProperty(
+                        byte_match_statement=wafv2.CfnWebACL.ByteMatchStatementProperty(
+                            field_to_match=wafv2.CfnWebACL.FieldToMatchProperty(uri_path={}),
+                            positional_constraint="ENDS_WITH",
+                            search_string=LOGIN_PATH,
+                            text_transformations=[
+                                wafv2.CfnWebACL.TextTransformationProperty(priority=0, type="LOWERCASE")
+                            ],
+                        )
+                    ),
+                )
+            ),
+            visibility_config=wafv2.CfnWebACL.VisibilityConfigProperty(
+                cloud_watch_metrics_enabled=True, metric_name=name, sampled_requests_enabled=True
+            ),
         )

@@ -3,8 +3,8 @@
 Key schema ``pk`` (S, hash) + ``sk`` (S, range); GSIs ``by_kind`` (kind, created) and
 ``by_a1``..``by_a3`` (aN, created), all projecting ALL attributes. On-demand billing,
 point-in-time recovery, encryption with the customer-managed key, deletion protection.
-The adapter writes no expiry attribute, so no TTL is configured (add ``time_to_live_attribute``
-here when the adapter gains one).
+TTL on ``expires`` (epoch seconds), which the adapter writes only for kinds that expire (the
+login throttle's counters), so DynamoDB deletes old counters by itself.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from cdk.config import EnvConfig
 HASH_KEY, RANGE_KEY = "pk", "sk"
 INDEXES = {"by_kind": "kind", "by_a1": "a1", "by_a2": "a2", "by_a3": "a3"}
 INDEX_RANGE_KEY = "created"
-TTL_ATTRIBUTE: str | None = None
+TTL_ATTRIBUTE = "expires"  # shared/adapters/aws/dynamo_metadata.py TTL_ATTRIBUTE
 
 
 class MetadataTable(Construct):

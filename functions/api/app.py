@@ -39,6 +39,7 @@ from functions.api.routes import vsphere
 from functions.api.routes import kvm
 from functions.api.routes import failback
 from functions.api.routes import reporting
+from functions.api.routes import lockouts
 from functions.api.routes import docs
 
 # isort: on
@@ -55,6 +56,7 @@ CAPABILITIES = (
     kvm,
     failback,
     reporting,
+    lockouts,
     docs,
 )
 

@@ -50,6 +50,7 @@ from shared.errors import (
     UnsupportedMediaTypeError,
     http_status_for,
 )
+from shared.policies import login_throttle
 from shared.services import auth
 from shared.services.context import Control
 
@@ -82,7 +83,9 @@ def ctl() -> Control:
 
 
 # --- errors --------------------------------------------------------------------------------
-def _error(status: int, code: str, message: str, details: Any = None) -> Response:
+def _error(
+    status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
+) -> Response:
     request_id = ""
     with contextlib.suppress(Exception):
         request_id = app.current_event.request_context.request_id or ""
@@ -90,7 +93,14 @@ def _error(status: int, code: str, message: str, details: Any = None) -> Respons
         status_code=status,
         content_type="application/json",
         body=_error_json(code, message, request_id, details),
+        headers=headers,
     )
+
+
+def _error_headers(exc: LifeboatError) -> dict[str, str]:
+    """Headers an error answer carries: ``Retry-After`` (seconds) when the error says how long to wait."""
+    retry_after = exc.fields.get("retry_after")
+    return {"Retry-After": str(int(retry_after))} if isinstance(retry_after, int | float) else {}
 
 
 def _error_json(code: str, message: str, request_id: str, details: Any = None) -> str:
@@ -106,7 +116,7 @@ def _code(exc: LifeboatError) -> str:
 
 @app.exception_handler(LifeboatError)
 def _lifeboat_error(exc: LifeboatError) -> Response:
-    return _error(http_status_for(exc), _code(exc), exc.message)
+    return _error(http_status_for(exc), _code(exc), exc.message, headers=_error_headers(exc) or None)
 
 
 @app.exception_handler(RequestValidationError)
@@ -153,13 +163,17 @@ _ERRORS = {
     400: "Malformed request", 401: "Authentication required or invalid", 403: "The caller's roles do not allow this",
     404: "Not found", 409: "Conflict: the record changed, exists, or is in the wrong state",
     413: "Body too large", 415: "Body is not JSON", 422: "Request failed validation",
+    429: "Too many attempts: wait the Retry-After header's seconds",
 }  # fmt: skip
 
 
-def _documented_errors(permission: Permission | None, method: str) -> dict[int, Any]:
+def _documented_errors(
+    permission: Permission | None, method: str, extra: tuple[int, ...] = ()
+) -> dict[int, Any]:
     codes = [400, 404, 413, 415, 422, 409] if method != "GET" else [400, 404, 422]
     if permission is not PUBLIC:
         codes += [401, 403]
+    codes = list(dict.fromkeys([*codes, *extra]))
     success = {"GET": [200], "POST": [200, 201, 204], "PUT": [200], "DELETE": [200, 204]}[method]
     documented: dict[int, Any] = {c: {"description": "Success"} for c in success}
     for c in sorted(codes):
@@ -171,10 +185,12 @@ def _documented_errors(permission: Permission | None, method: str) -> dict[int, 
 
 
 def route(method: str, rule: str, permission: Permission | None, **kwargs: Any) -> Callable:
-    """Register a route and the permission it needs (see :func:`resolve`)."""
+    """Register a route and the permission it needs (see :func:`resolve`); ``errors`` documents
+    statuses beyond the usual ones (e.g. ``(401, 429)`` for the public login)."""
     ROUTES[(method, rule)] = permission
     _COMPILED.append((method, re.compile("^" + re.sub(r"<[^>]+>", "[^/]+", rule) + "$"), rule))
-    responses = {**_documented_errors(permission, method), **kwargs.pop("responses", {})}
+    extra = tuple(kwargs.pop("errors", ()))
+    responses = {**_documented_errors(permission, method, extra), **kwargs.pop("responses", {})}
 
     def decorate(fn: Callable) -> Callable:
         return app.route(rule, method=method, responses=responses, **kwargs)(fn)
@@ -205,7 +221,7 @@ def _authenticate(event: dict[str, Any], permission: Permission | None = None) -
 
 def _error_event(event: dict[str, Any], exc: LifeboatError) -> dict[str, Any]:
     request_id = (event.get("requestContext") or {}).get("requestId", "")
-    return {"statusCode": http_status_for(exc), "headers": {"Content-Type": "application/json"},
+    return {"statusCode": http_status_for(exc), "headers": {"Content-Type": "application/json", **_error_headers(exc)},
             "multiValueHeaders": {}, "body": _error_json(_code(exc), exc.message, request_id),
             "isBase64Encoded": False}  # fmt: skip
 
@@ -216,6 +232,32 @@ def _audit(event: dict[str, Any], actor: str, action: str, status: int) -> None:
         id=new_id("aud"), at=ctl().now(), actor=actor, action=action, target=event.get("path", ""),
         outcome=outcome, status=status, request_id=(event.get("requestContext") or {}).get("requestId", ""),
     )  # fmt: skip
+    _write_audit(record, action)
+
+
+def audit(
+    actor: str, action: str, target: str, details: dict[str, Any] | None = None, *, outcome: str = "success"
+) -> None:
+    """An explicit audit event of the request being handled (e.g. ``auth.lockout``), besides
+    the one :func:`resolve` writes for every mutating call. Never pass a secret in ``details``."""
+    request_id = ""
+    with contextlib.suppress(Exception):
+        request_id = app.current_event.request_context.request_id or ""
+    record = AuditEvent(id=new_id("aud"), at=ctl().now(), actor=actor[:128], action=action, target=target[:256],
+                        outcome=outcome, details=details or {}, request_id=request_id)  # fmt: skip
+    _write_audit(record, action)
+
+
+def client_address() -> str:
+    """The caller's address: API Gateway's ``requestContext.identity.sourceIp`` (the socket peer in
+    the embedded server), or the forwarded client when that peer is a configured trusted proxy."""
+    event = app.current_event
+    source = event.request_context.identity.source_ip or "unknown"
+    forwarded = next((v for k, v in (event.headers or {}).items() if k.lower() == "x-forwarded-for"), None)
+    return login_throttle.client_address(source, forwarded, ctl().login_throttle.trusted_proxies)
+
+
+def _write_audit(record: AuditEvent, action: str) -> None:
     try:
         ctl().store.create(record)
     except LifeboatError:

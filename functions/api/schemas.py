@@ -2,7 +2,7 @@
 
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress, create_model, model_validator
 
 from shared.domain.base import Name, Record, Slug
 from shared.domain.identity import Role
@@ -55,14 +55,28 @@ else:
 class LoginIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     username: str = Field(min_length=1, max_length=128)
-    password: str = Field(min_length=1, max_length=1024)
+    password: str = Field(min_length=1, max_length=1024, repr=False)  # powertools logs handler args at DEBUG
+
+
+class LockoutClearIn(BaseModel):
+    """Which login-throttle counter to clear: exactly one of a username or a client address."""
+
+    model_config = ConfigDict(extra="forbid")
+    username: str | None = Field(default=None, min_length=1, max_length=128)
+    address: IPvAnyAddress | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> "LockoutClearIn":
+        if (self.username is None) == (self.address is None):
+            raise ValueError("give exactly one of username or address")
+        return self
 
 
 class UserIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     username: Slug
     display_name: Name | None = None
-    password: str = Field(min_length=12, max_length=1024)
+    password: str = Field(min_length=12, max_length=1024, repr=False)
     roles: list[Role] = Field(min_length=1)
 
 
@@ -70,7 +84,7 @@ class UserUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     revision: int = Field(ge=1)
     display_name: Name | None = None
-    password: str | None = Field(default=None, min_length=12, max_length=1024)
+    password: str | None = Field(default=None, min_length=12, max_length=1024, repr=False)
     roles: list[Role] = Field(min_length=1)
     disabled: bool = False
 

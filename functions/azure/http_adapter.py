@@ -57,7 +57,9 @@ def to_api_event(req: func.HttpRequest, request_id: str) -> dict[str, Any]:
     query = url.query or urlencode(dict(req.params))
     headers = {k: v for k, v in req.headers.items()}
     forwarded = next((v for k, v in headers.items() if k.lower() == "x-forwarded-for"), "")
-    client_ip = forwarded.split(",")[0].strip()
+    # the right-most hop is the one the Functions front end added; hops to its left are whatever
+    # the client sent (login throttling counts per address: a client must not choose its own)
+    client_ip = forwarded.split(",")[-1].strip()
     if client_ip.count(":") == 1:  # the front end appends the port to an IPv4 address
         client_ip = client_ip.split(":")[0]
     target = url.path + (f"?{query}" if query else "")

@@ -34,6 +34,9 @@ class Record(BaseModel):
     kind: ClassVar[str] = "record"
     #: attributes the metadata store indexes for filtering, besides ``id``
     indexed: ClassVar[tuple[str, ...]] = ()
+    #: a field holding epoch seconds after which the record may be deleted (DynamoDB writes it
+    #: to the table's TTL attribute); None: the record never expires
+    expires_field: ClassVar[str | None] = None
 
     id: Slug
     revision: int = Field(default=0, ge=0, description="Optimistic-concurrency counter, set by the store.")

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from shared.policies.login_throttle import LoginThrottleSettings
 from shared.ports.job_queue import JobQueue
 from shared.ports.metadata_store import MetadataStore
 from shared.ports.secrets import SecretVault
@@ -30,3 +31,5 @@ class Control:
     workflows: WorkflowStarter | None = None
     #: where secrets users hand the control plane are kept (vCenter passwords); None: refused
     secrets: SecretVault | None = None
+    #: thresholds of login throttling (failures per username and per address, backoff, lockout)
+    login_throttle: LoginThrottleSettings = field(default_factory=LoginThrottleSettings)

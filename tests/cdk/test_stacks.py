@@ -11,7 +11,7 @@ import pytest
 from aws_cdk.assertions import Match, Template
 
 from cdk.constructs.control_plane import NODE_ROUTES, PUBLIC_ROUTES
-from cdk.constructs.metadata_table import INDEXES
+from cdk.constructs.metadata_table import INDEXES, TTL_ATTRIBUTE
 from cdk.nag import LEDGER
 from tests.cdk.synth import Synthesized
 
@@ -126,11 +126,16 @@ def test_metadata_table_matches_the_adapter(dev: Synthesized) -> None:
             ],
         },
     )  # fmt: skip
-    # the adapter's own model agrees (index names and keys)
+    # the adapter's own model agrees (index names and keys, the TTL attribute it writes)
+    from shared.adapters.aws import dynamo_metadata
     from shared.adapters.aws.dynamo_metadata import item_model
 
     _, by_kind, by_a = item_model("t")
     assert [by_kind.Meta.index_name, *(i.Meta.index_name for i in by_a)] == list(INDEXES)
+    assert TTL_ATTRIBUTE == dynamo_metadata.TTL_ATTRIBUTE
+    t.has_resource_properties(
+        "AWS::DynamoDB::Table", {"TimeToLiveSpecification": {"AttributeName": "expires", "Enabled": True}}
+    )
 
 
 def test_queues_are_encrypted_tls_only_with_a_dead_letter_queue(dev: Synthesized) -> None:
@@ -236,6 +241,8 @@ def test_api_methods_need_cognito_except_health_options_and_node_routes(full: Sy
         if props["HttpMethod"] != "OPTIONS":  # CORS preflight is a MOCK integration
             assert props.get("RequestValidatorId"), route
     assert unauthenticated <= seen and node_routes <= seen and ("ANY", "/{proxy+}") in seen
+    # the login has its own (Cognito) method, so the stage can throttle it apart; /auth/* still proxies
+    assert {("POST", "/auth/login"), ("ANY", "/auth"), ("ANY", "/auth/{proxy+}")} <= seen
     cognito = _template(full, "Control")
     cognito.has_resource_properties("AWS::Cognito::UserPool", {"MfaConfiguration": "ON"})
     for group in ("admin", "operator", "viewer"):
@@ -244,6 +251,12 @@ def test_api_methods_need_cognito_except_health_options_and_node_routes(full: Sy
         "AWS::ApiGateway::Stage",
         {"AccessLogSetting": Match.object_like({"DestinationArn": Match.any_value()}), "TracingEnabled": True,
          "MethodSettings": Match.array_with([Match.object_like({"ThrottlingRateLimit": 50})])},
+    )  # fmt: skip
+    cognito.has_resource_properties(
+        "AWS::ApiGateway::Stage",
+        {"MethodSettings": Match.array_with([Match.object_like(
+            {"ResourcePath": "/~1auth~1login", "HttpMethod": "POST", "ThrottlingRateLimit": 5,
+             "ThrottlingBurstLimit": 10, "DataTraceEnabled": False})])},
     )  # fmt: skip
     cognito.resource_count_is("AWS::WAFv2::WebACLAssociation", 1)
 
@@ -275,6 +288,21 @@ def test_node_authorizer_reads_token_records_only(full: Synthesized) -> None:
         a for a in actions if a.split(":")[0] in ("dynamodb", "kms", "sqs", "s3", "secretsmanager", "states")
     }
     assert data == {"dynamodb:GetItem", "kms:Decrypt", "kms:DescribeKey"}, actions
+
+
+def test_waf_rate_limits_login_per_ip(full: Synthesized, dev: Synthesized) -> None:
+    _template(full, "Control").has_resource_properties(
+        "AWS::WAFv2::WebACL",
+        {"Rules": Match.array_with([Match.object_like({
+            "Name": "LoginRatePerIp", "Priority": 0, "Action": {"Block": {}},
+            "Statement": {"RateBasedStatement": {
+                "Limit": 100, "AggregateKeyType": "IP", "EvaluationWindowSec": 300,
+                "ScopeDownStatement": {"ByteMatchStatement": Match.object_like(
+                    {"FieldToMatch": {"UriPath": {}}, "PositionalConstraint": "ENDS_WITH",
+                     "SearchString": "/auth/login"})}}},
+        })])},
+    )  # fmt: skip
+    _template(dev, "Control").resource_count_is("AWS::WAFv2::WebACL", 0)  # dev: off (cost); prod: on
 
 
 def test_state_machines_log_and_trace(dev: Synthesized) -> None:

@@ -32,6 +32,7 @@ from shared.domain.identity import ApiToken, Role, User
 from shared.domain.inventory import InventorySyncStatus, Node, NodeRole, Site, SiteKind
 from shared.domain.jobs import Job, JobKind, JobProgress, JobState
 from shared.domain.kvm import KvmHostConnection
+from shared.domain.login_throttle import LoginThrottle
 from shared.domain.plans import (
     BootGroup,
     NetworkMapping,
@@ -54,6 +55,7 @@ from shared.domain.vsphere import (
     VCenterTls,
 )
 from shared.errors import ConflictError, InvalidInputError, NotFoundError
+from shared.policies.login_throttle import Scope
 from shared.policies.retention import RetentionPolicy
 from shared.ports.metadata_store import MetadataStore, Page
 from tests.servers import AzuriteServices, azurite_services  # noqa: F401  (fixture found by name)
@@ -300,6 +302,11 @@ SAMPLES: dict[str, Callable[[], Record]] = {
     ),
     "idempotency": lambda: IdempotencyRecord(
         id="idem-1", principal="alice", route="POST /plans", status=201, body={"id": "plan-1"}
+    ),
+    "login-throttle": lambda: LoginThrottle(
+        id=LoginThrottle.id_for(Scope.ADDRESS, "2001:db8::7"), scope=Scope.ADDRESS, key="2001:db8::7",
+        failures=20, window_start=T0, last_failure_at=T0 + timedelta(minutes=3),
+        locked_until=T0 + timedelta(minutes=18), expires=int((T0 + timedelta(minutes=18)).timestamp()) + 1,
     ),
 }
 

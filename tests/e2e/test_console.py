@@ -37,7 +37,7 @@ SHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
 ACTION_NAMES = re.compile(
     r"^(Protect|Pause|Resume|Replicate now|Delete|Edit|New plan|Start recovery|Cancel|Clean up test recovery|"
     r"Add site|Create enrollment token|Create plan|Create user|Create token|Revoke|Disable|Enable|"
-    r"Connect|Save connection|Sync now|Sync running…|Disconnect)$"
+    r"Connect|Save connection|Sync now|Sync running…|Disconnect|Unlock)$"
 )
 
 

@@ -1,4 +1,4 @@
-// Settings (administer): users and roles, API tokens (secret shown once), the audit log.
+// Settings (administer): users and roles, login lockouts, API tokens (secret shown once), the audit log.
 import { h, get, post, api, table, badge, when, field, action, announce, submit, can, busy, fill } from "../lib.js";
 
 const ROLES = ["admin", "operator", "viewer", "node"];
@@ -17,8 +17,18 @@ export async function renderSettings(main, _params, ctx) {
   const checked = (form, prefix) => [...form.querySelectorAll(`input[name=${prefix}-role]:checked`)].map((i) => i.value);
 
   async function users() {
-    const list = (await get("/users?limit=500")).items;
+    const [list, lockouts] = await Promise.all([get("/users?limit=500").then((p) => p.items), get("/auth/lockouts").then((p) => p.items)]);
     if (!ctx.alive) return;
+    const lockedUsers = new Map(lockouts.filter((l) => l.scope === "user").map((l) => [l.key, l]));
+    const known = new Set(list.map((u) => u.username));
+    const others = lockouts.filter((l) => l.scope === "address" || !known.has(l.key));
+    const unlock = (label, what, body, aria) => action("administer", label, async (ev) => {
+      await busy(ev.target, async () => {
+        await post(...body);
+        announce(`${what} unlocked.`);
+        await users();
+      });
+    }, { "aria-label": aria });
     const username = h("input", { name: "username", "data-loc": "username", autocomplete: "off" });
     const display = h("input", { name: "display_name", "data-loc": "display_name" });
     const password = h("input", { name: "password", type: "password", "data-loc": "password", autocomplete: "new-password" });
@@ -40,15 +50,23 @@ export async function renderSettings(main, _params, ctx) {
       ["User", (u) => u.username],
       ["Name", (u) => u.display_name || "–"],
       ["Roles", (u) => u.roles.join(", ")],
-      ["Status", (u) => badge(u.disabled ? "disabled" : "enabled")],
-      ["", (u) => (u.username === "admin" ? null : action("administer", u.disabled ? "Enable" : "Disable", async (ev) => {
-        await busy(ev.target, async () => {
-          await api("PUT", `/users/${encodeURIComponent(u.id)}`, { revision: u.revision, display_name: u.display_name, roles: u.roles, disabled: !u.disabled });
-          announce(`User ${u.username} ${u.disabled ? "enabled" : "disabled"}.`);
-          await users();
-        });
-      }, { "aria-label": `${u.disabled ? "Enable" : "Disable"} ${u.username}` }))],
-    ], list), form);
+      ["Status", (u) => [badge(u.disabled ? "disabled" : "enabled"),
+        lockedUsers.has(u.username) ? [" ", h("span.badge.badge-locked", { title: `until ${when(lockedUsers.get(u.username).locked_until)}` }, "locked")] : null]],
+      ["", (u) => [lockedUsers.has(u.username) ? unlock("Unlock", `User ${u.username}`, [`/users/${encodeURIComponent(u.id)}/unlock`], `Unlock ${u.username}`) : null,
+        u.username === "admin" ? null : action("administer", u.disabled ? "Enable" : "Disable", async (ev) => {
+          await busy(ev.target, async () => {
+            await api("PUT", `/users/${encodeURIComponent(u.id)}`, { revision: u.revision, display_name: u.display_name, roles: u.roles, disabled: !u.disabled });
+            announce(`User ${u.username} ${u.disabled ? "enabled" : "disabled"}.`);
+            await users();
+          });
+        }, { "aria-label": `${u.disabled ? "Enable" : "Disable"} ${u.username}` })]],
+    ], list),
+    others.length ? h("div", h("h3", "Other login lockouts"), table([
+      ["Locked", (l) => (l.scope === "address" ? `address ${l.key}` : `user name ${l.key} (no such user)`)],
+      ["Failures", (l) => String(l.failures)],
+      ["Until", (l) => when(l.locked_until)],
+      ["", (l) => unlock("Unlock", `${l.scope} ${l.key}`, ["/auth/lockouts/clear", l.scope === "address" ? { address: l.key } : { username: l.key }], `Unlock ${l.scope} ${l.key}`)],
+    ], others)) : null, form);
   }
 
   async function roles() {

@@ -12,6 +12,10 @@ Item layout (one item per record, every kind in one table)::
     a1..a3   S   "<kind>#<attr>=<value>"  the record's ``indexed`` attributes by position;
                                           hash keys of GSIs by_a1..by_a3 (absent when the
                                           value is None, so those indexes stay sparse)
+    expires  N   epoch seconds            the table's TTL attribute: written only for kinds
+                                          whose ``expires_field`` names one (e.g. login
+                                          throttle counters); DynamoDB deletes the item
+                                          some time after it passes
 
 All GSIs project ALL attributes, so a query page is one Query call per DynamoDB page and
 never a second read. ``query`` uses the GSI of the first ``where`` attribute; the others
@@ -44,11 +48,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
-from pynamodb.attributes import NumberAttribute, UnicodeAttribute
+from pynamodb.attributes import NumberAttribute, TTLAttribute, UnicodeAttribute
 from pynamodb.exceptions import DoesNotExist, PynamoDBException, TableDoesNotExist
 from pynamodb.expressions.condition import Condition
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
@@ -121,6 +125,11 @@ class ItemBase(Model):
     a1 = UnicodeAttribute(null=True)
     a2 = UnicodeAttribute(null=True)
     a3 = UnicodeAttribute(null=True)
+    expires = TTLAttribute(null=True)
+
+
+#: the item attribute the table's TTL is configured on (cdk/constructs/metadata_table.py)
+TTL_ATTRIBUTE = "expires"
 
 
 def item_model(
@@ -227,11 +236,14 @@ class DynamoMetadataStore:
     def create_table(
         cls, table_name: str, *, region: str | None = None, host: str | None = None, wait: bool = True
     ) -> DynamoMetadataStore:
-        """Create the table (on-demand billing, all four GSIs) unless it exists; return a store on it."""
+        """Create the table (on-demand billing, all four GSIs, TTL on ``expires`` where the endpoint
+        supports it: some local emulators do not) unless it exists; return a store on it."""
         store = cls(table_name, region=region, host=host)
         with store._errors("create table"):
             if not store._model.exists():
-                store._model.create_table(wait=wait, billing_mode="PAY_PER_REQUEST")
+                store._model.create_table(
+                    wait=wait, billing_mode="PAY_PER_REQUEST", ignore_update_ttl_errors=True
+                )
         return store
 
     # --- plumbing -----------------------------------------------------------------------
@@ -274,7 +286,14 @@ class DynamoMetadataStore:
             a1=keyed[0],
             a2=keyed[1],
             a3=keyed[2],
+            expires=self._expiry(record),
         )
+
+    @staticmethod
+    def _expiry(record: Record) -> datetime | None:
+        name = type(record).expires_field
+        value = getattr(record, name) if name else None
+        return datetime.fromtimestamp(int(value), UTC) if value else None
 
     def _current_revision(self, kind: str, record_id: str) -> int | None:
         with self._errors("get", kind=kind, id=record_id):
