@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from shared.ports.job_queue import JobQueue
 from shared.ports.metadata_store import MetadataStore
+from shared.ports.notifier import NotificationSender
 from shared.ports.secrets import SecretVault
 from shared.ports.workflow import WorkflowStarter
 
@@ -30,3 +31,7 @@ class Control:
     workflows: WorkflowStarter | None = None
     #: where secrets users hand the control plane are kept (vCenter passwords); None: refused
     secrets: SecretVault | None = None
+    #: delivers notifications (webhooks, SNS); None: the outbox fills but nothing is sent
+    notifier: NotificationSender | None = None
+    #: the web console's address, for links in notifications ("" = no links)
+    console_url: str = ""

@@ -21,7 +21,8 @@ from shared.domain.points import PlanStatus
 from shared.errors import ConflictError, LifeboatError
 from shared.policies.scheduling import AlertSeverity, Decision, due_jobs, rpo_status
 from shared.ports.metadata_store import every
-from shared.services import failback, inventory, jobs
+from shared.domain.notifications import NotificationEvent
+from shared.services import failback, inventory, jobs, notify
 from shared.services.context import Control
 from shared.services.plans import replication_params
 
@@ -67,13 +68,18 @@ class TickReport:
     alerts_resolved: list[str] = field(default_factory=list)
     lost_jobs: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    notifications: notify.DispatchReport = field(default_factory=notify.DispatchReport)
 
 
 def tick(ctl: Control) -> TickReport:
     """Create due replication jobs and keep RPO alerts in step with reality."""
     report = TickReport()
     now = ctl.now()
-    report.lost_jobs = [j.id for j in jobs.expire_lost(ctl)]
+    lost = jobs.expire_lost(ctl)
+    report.lost_jobs = [j.id for j in lost]
+    for job in lost:  # only the tick whose write failed the job sees it here: one event each
+        notify.node_lost(ctl, job)
+        notify.job_failed(ctl, job)
     state = load_state(ctl)
     by_id = {p.id: p for p in state.plans}
     active_plans = [p for p in state.plans if p.state is not PlanState.DRAFT]
@@ -101,6 +107,7 @@ def tick(ctl: Control) -> TickReport:
         report.created += [j.id for j in failback.due_reverse(ctl, now)]
     except LifeboatError as exc:
         report.errors.append(f"reverse protection: {exc}")
+    report.notifications = notify.dispatch(ctl)  # after the events this tick wrote
     return report
 
 
@@ -130,8 +137,12 @@ def _sync_alerts(
                     "state": "open", "severity": alert.severity, "alert_kind": alert.alert_kind,
                     "message": alert.message, "raised_at": now, "resolved_at": None}))  # fmt: skip
                 report.alerts_opened.append(alert_id)
+            else:
+                continue
         except ConflictError:
             continue  # another tick did it
+        if alert.severity == "critical":  # this tick's write opened (or escalated) it: one event
+            _alert_event(ctl, NotificationEvent.RPO_BREACH, alert, now)
     for existing in known.values():
         if existing.state == "open" and existing.id.startswith("rpo-") and existing.id not in wanted:
             try:
@@ -139,3 +150,11 @@ def _sync_alerts(
                 report.alerts_resolved.append(existing.id)
             except ConflictError:
                 continue
+            if existing.severity == "critical":
+                _alert_event(ctl, NotificationEvent.RPO_RESOLVED, existing, now)
+
+
+def _alert_event(ctl: Control, event: NotificationEvent, alert: Alert, now: datetime) -> None:
+    summary = alert.message if event is NotificationEvent.RPO_BREACH else f"resolved: {alert.message}"
+    notify.emit(ctl, event, key=f"{alert.id}@{now.isoformat()}", summary=summary, plan_id=alert.plan_id,
+                details={"alert_id": alert.id, "machine_id": alert.machine_id})  # fmt: skip
