@@ -64,7 +64,9 @@ def _webhook_url(value: str) -> str:
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ValueError("must be an https:// URL with a host")
     if parts.scheme == "http" and not _loopback(parts.hostname):
-        raise ValueError("http:// is allowed only for loopback addresses (127.0.0.1, ::1, localhost); use https://")
+        raise ValueError(
+            "http:// is allowed only for loopback addresses (127.0.0.1, ::1, localhost); use https://"
+        )
     if parts.username or parts.password:
         raise ValueError("must not carry credentials (user:password@); the signature authenticates Lifeboat")
     return value
@@ -103,7 +105,9 @@ class NotificationChannel(Record):
 
     name: Name
     channel_kind: ChannelKind
-    url: WebhookUrl | None = Field(default=None, description="webhook: where to POST (https; http for loopback).")
+    url: WebhookUrl | None = Field(
+        default=None, description="webhook: where to POST (https; http for loopback)."
+    )
     topic_arn: TopicArn | None = Field(default=None, description="sns: the topic to publish to.")
     events: list[SubscribableEvent] = Field(min_length=1, max_length=8)
     site_ids: list[Slug] = Field(default_factory=list, max_length=100, description="Empty: every site.")

@@ -65,7 +65,9 @@ def rotate_secret(ctl: Control, channel_id: str) -> tuple[NotificationChannel, s
     """A new signing secret for a webhook (returned once); the old one stops signing at once."""
     existing = ctl.store.get(NotificationChannel, channel_id)
     if existing.channel_kind is not ChannelKind.WEBHOOK:
-        raise InvalidInputError(f"channel {channel_id} is an {existing.channel_kind} channel; only webhooks sign")
+        raise InvalidInputError(
+            f"channel {channel_id} is an {existing.channel_kind} channel; only webhooks sign"
+        )
     secret, ref = _new_secret(ctl, channel_id)
     try:
         stored = ctl.store.update(existing.model_copy(update={"secret_ref": ref}))

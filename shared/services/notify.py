@@ -29,7 +29,13 @@ from typing import Any
 
 from shared.domain.inventory import Node
 from shared.domain.jobs import Job
-from shared.domain.notifications import SEVERITY, ChannelKind, Notification, NotificationChannel, NotificationEvent
+from shared.domain.notifications import (
+    SEVERITY,
+    ChannelKind,
+    Notification,
+    NotificationChannel,
+    NotificationEvent,
+)
 from shared.domain.plans import ProtectionPlan
 from shared.errors import ConflictError, LifeboatError, NotFoundError
 from shared.ports.metadata_store import every
@@ -58,7 +64,7 @@ def _link(ctl: Control, *, job_id: str | None, plan_id: str | None) -> str:
     base = ctl.console_url.rstrip("/")
     if job_id:
         return f"{base}/#/jobs/{job_id}"
-    return f"{base}/#/plans/{plan_id}" if plan_id else f"{base}/"
+    return f"{base}/#/plans" if plan_id else f"{base}/"
 
 
 def notification_id(channel_id: str, key: str) -> str:
@@ -110,7 +116,7 @@ def emit(
                 pass  # this event was written before (a re-run of its detector)
             written.append(record.id)
         return written
-    except Exception:  # noqa: BLE001 - a notification never fails what caused it
+    except Exception:
         log.exception("could not write notifications", extra={"event": event.value, "job_id": job_id,
                                                               "plan_id": plan_id})  # fmt: skip
         return []
@@ -187,13 +193,17 @@ def dispatch(
             report.deferred += 1
             continue
         try:
-            outcome = attempt(ctl, n, channels.get(n.channel_id), max_attempts=max_attempts, rng=rng, secrets=secrets)
+            outcome = attempt(
+                ctl, n, channels.get(n.channel_id), max_attempts=max_attempts, rng=rng, secrets=secrets
+            )
         except LifeboatError:
             log.exception("notification bookkeeping failed", extra={"notification_id": n.id})
             continue
         if outcome is None:
             continue
-        {"delivered": report.delivered, "pending": report.retrying, "dead": report.dead}[outcome.state].append(n.id)
+        {"delivered": report.delivered, "pending": report.retrying, "dead": report.dead}[
+            outcome.state
+        ].append(n.id)
         if outcome.state != "delivered":
             failing.add(n.channel_id)
     return report
@@ -218,7 +228,7 @@ def attempt(
     try:
         secret = _secret(ctl, channel, secrets if secrets is not None else {})
         result = ctl.notifier.send(channel, message, subject=_subject(claimed), secret=secret)
-    except Exception as exc:  # noqa: BLE001 - a sender bug or a vault outage: retried like a network error
+    except Exception as exc:
         result = Delivery("retry", detail=f"{type(exc).__name__}: {exc}"[:500])
     return _save(ctl, _after(ctl, claimed, result, max_attempts, rng))
 
@@ -245,7 +255,9 @@ def _after(ctl: Control, n: Notification, result: Delivery, max_attempts: int,
         return n.model_copy(update={**common, "state": "delivered", "delivered_at": now, "last_error": ""})
     if result.outcome == "rejected" or n.attempts >= max_attempts:
         return n.model_copy(update={**common, "state": "dead"})
-    return n.model_copy(update={**common, "next_attempt_at": now + backoff(n.attempts, result.retry_after, rng)})
+    return n.model_copy(
+        update={**common, "next_attempt_at": now + backoff(n.attempts, result.retry_after, rng)}
+    )
 
 
 def _save(ctl: Control, n: Notification) -> Notification | None:
@@ -257,4 +269,3 @@ def _save(ctl: Control, n: Notification) -> Notification | None:
         log.warning("notification dead", extra={"notification_id": saved.id, "channel_id": saved.channel_id,
                                                 "status": saved.last_status, "error": saved.last_error})  # fmt: skip
     return saved
-

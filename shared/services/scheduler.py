@@ -16,12 +16,12 @@ from datetime import datetime
 from shared.domain.audit import Alert
 from shared.domain.inventory import Site
 from shared.domain.jobs import Job, JobKind, JobState
+from shared.domain.notifications import NotificationEvent
 from shared.domain.plans import PlanState, ProtectionPlan
 from shared.domain.points import PlanStatus
 from shared.errors import ConflictError, LifeboatError
 from shared.policies.scheduling import AlertSeverity, Decision, due_jobs, rpo_status
 from shared.ports.metadata_store import every
-from shared.domain.notifications import NotificationEvent
 from shared.services import failback, inventory, jobs, notify
 from shared.services.context import Control
 from shared.services.plans import replication_params

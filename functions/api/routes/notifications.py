@@ -53,8 +53,9 @@ def get_channel(channel_id: IdPath) -> dict[str, Any]:
 
 @route("PUT", "/notification-channels/<channel_id>", Permission.OPERATE)
 def update_channel(channel_id: IdPath, body: Annotated[ChannelUpdate, Body()]) -> dict[str, Any]:
-    changes = body.model_dump(exclude={"revision"})
-    return public(channels.update(ctl(), channel_id, changes, revision=body.revision))
+    changes = body.model_dump()
+    revision = changes.pop("revision")
+    return public(channels.update(ctl(), channel_id, changes, revision=revision))
 
 
 @route("DELETE", "/notification-channels/<channel_id>", Permission.OPERATE)
