@@ -92,20 +92,33 @@ def build(
     )  # fmt: skip
 
 
+def load_channels(ctl: Control) -> list[NotificationChannel]:
+    """The enabled channels (for a detector that emits many events: read them once); never raises."""
+    try:
+        return [c for c in every(ctl.store, NotificationChannel) if c.enabled]
+    except Exception:  # a notification never fails what caused it
+        log.exception("could not read the notification channels")
+        return []
+
+
 def emit(
     ctl: Control, event: NotificationEvent, *, key: str, summary: str, plan_id: str | None = None,
     site_ids: Iterable[str] = (), node_id: str | None = None, job_id: str | None = None,
-    details: dict[str, Any] | None = None,
+    details: dict[str, Any] | None = None, channels: list[NotificationChannel] | None = None,
 ) -> list[str]:  # fmt: skip
     """Write the outbox records of one event (``key`` identifies it: the same key, the same
-    records); returns their ids. Never raises: failures are logged and swallowed."""
+    records); returns their ids. ``channels``: from :func:`load_channels` (read here if None);
+    the plan's sites are looked up only when ``site_ids`` is empty and a channel is scoped by
+    site. Never raises: failures are logged and swallowed."""
     try:
-        channels = [c for c in every(ctl.store, NotificationChannel) if c.enabled and event in c.events]
-        if not channels:
+        wanting = [c for c in (load_channels(ctl) if channels is None else channels) if event in c.events]
+        if not wanting:
             return []
-        sites = set(site_ids) | (_plan_sites(ctl, plan_id) if plan_id else set())
+        sites = set(site_ids)
+        if plan_id and not sites and any(c.site_ids for c in wanting):
+            sites = _plan_sites(ctl, plan_id)
         written = []
-        for channel in channels:
+        for channel in wanting:
             if not channel.wants(event, plan_id=plan_id, site_ids=sites):
                 continue
             record = build(ctl, channel, event, key=f"{event.value}:{key}", summary=summary, plan_id=plan_id,
@@ -116,7 +129,7 @@ def emit(
                 pass  # this event was written before (a re-run of its detector)
             written.append(record.id)
         return written
-    except Exception:
+    except Exception:  # a notification never fails what caused it
         log.exception("could not write notifications", extra={"event": event.value, "job_id": job_id,
                                                               "plan_id": plan_id})  # fmt: skip
         return []

@@ -16,7 +16,7 @@ from datetime import datetime
 from shared.domain.audit import Alert
 from shared.domain.inventory import Site
 from shared.domain.jobs import Job, JobKind, JobState
-from shared.domain.notifications import NotificationEvent
+from shared.domain.notifications import NotificationChannel, NotificationEvent
 from shared.domain.plans import PlanState, ProtectionPlan
 from shared.domain.points import PlanStatus
 from shared.errors import ConflictError, LifeboatError
@@ -98,7 +98,7 @@ def tick(ctl: Control) -> TickReport:
                 report.created.append(created.id)
         except LifeboatError as exc:
             report.errors.append(f"plan {plan.id}: {exc}")
-    _sync_alerts(ctl, active_plans, state, now, report)
+    _sync_alerts(ctl, active_plans, state, now, report, notify.load_channels(ctl))
     try:
         report.created += [j.id for j in inventory.due_syncs(ctl, now) if j.created_at >= now]
     except LifeboatError as exc:
@@ -112,8 +112,10 @@ def tick(ctl: Control) -> TickReport:
 
 
 def _sync_alerts(
-    ctl: Control, plans: list[ProtectionPlan], state: SchedulerState, now: datetime, report: TickReport
-) -> None:
+    ctl: Control, plans: list[ProtectionPlan], state: SchedulerState, now: datetime, report: TickReport,
+    channels: list[NotificationChannel],
+) -> None:  # fmt: skip
+    sites = {p.id: {p.source_site_id, p.target_site_id} for p in plans}
     wanted: dict[str, Alert] = {}
     with _gc_paused():
         statuses = rpo_status(plans, state.last_points, now)
@@ -142,7 +144,7 @@ def _sync_alerts(
         except ConflictError:
             continue  # another tick did it
         if alert.severity == "critical":  # this tick's write opened (or escalated) it: one event
-            _alert_event(ctl, NotificationEvent.RPO_BREACH, alert, now)
+            _alert_event(ctl, NotificationEvent.RPO_BREACH, alert, now, channels, sites)
     for existing in known.values():
         if existing.state == "open" and existing.id.startswith("rpo-") and existing.id not in wanted:
             try:
@@ -151,10 +153,16 @@ def _sync_alerts(
             except ConflictError:
                 continue
             if existing.severity == "critical":
-                _alert_event(ctl, NotificationEvent.RPO_RESOLVED, existing, now)
+                _alert_event(ctl, NotificationEvent.RPO_RESOLVED, existing, now, channels, sites)
 
 
-def _alert_event(ctl: Control, event: NotificationEvent, alert: Alert, now: datetime) -> None:
+def _alert_event(
+    ctl: Control, event: NotificationEvent, alert: Alert, now: datetime, channels: list[NotificationChannel],
+    sites: dict[str, set[str]],
+) -> None:  # fmt: skip
+    if not channels:
+        return
     summary = alert.message if event is NotificationEvent.RPO_BREACH else f"resolved: {alert.message}"
     notify.emit(ctl, event, key=f"{alert.id}@{now.isoformat()}", summary=summary, plan_id=alert.plan_id,
+                site_ids=sites.get(alert.plan_id or "", ()), channels=channels,
                 details={"alert_id": alert.id, "machine_id": alert.machine_id})  # fmt: skip
