@@ -177,6 +177,19 @@ def test_a_dead_endpoint_never_fails_the_job_and_ends_dead(api: InProcessApi) ->
     assert tick(api.ctl).created
 
 
+def test_a_dead_endpoint_delays_no_other_channel(api: InProcessApi, hook: Receiver) -> None:
+    seed_plan(api)
+    dead_id, _ = webhook(api, closed_port_url(), ["job_failed"])
+    _, hook.secret = webhook(api, hook.url, ["job_failed"])
+    fail_a_job(api)
+    fail_a_job(api, node="2")
+    report = notify.dispatch(api.ctl)
+    assert len(report.delivered) == 2 and len(hook.received) == 2
+    assert len(report.retrying) == 1 and report.deferred == 1  # one attempt at the dead channel per tick
+    tried = [n for n in api.ctl.store.query(Notification, where={"channel_id": dead_id}).items if n.attempts]
+    assert len(tried) == 1
+
+
 def test_a_4xx_is_not_retried(api: InProcessApi, hook: Receiver) -> None:
     seed_plan(api)
     _, hook.secret = webhook(api, hook.url, ["job_failed"])
