@@ -214,9 +214,8 @@ def dispatch(
             continue
         if outcome is None:
             continue
-        {"delivered": report.delivered, "pending": report.retrying, "dead": report.dead}[
-            outcome.state
-        ].append(n.id)
+        bucket = {"delivered": report.delivered, "pending": report.retrying, "dead": report.dead}
+        bucket[outcome.state].append(n.id)
         if outcome.state != "delivered":
             failing.add(n.channel_id)
     return report

@@ -107,7 +107,10 @@ def tick(ctl: Control) -> TickReport:
         report.created += [j.id for j in failback.due_reverse(ctl, now)]
     except LifeboatError as exc:
         report.errors.append(f"reverse protection: {exc}")
-    report.notifications = notify.dispatch(ctl)  # after the events this tick wrote
+    try:  # after the events this tick wrote; a delivery problem never fails the tick
+        report.notifications = notify.dispatch(ctl)
+    except Exception as exc:  # a bug in a sender must not stop the scheduler loop
+        report.errors.append(f"notifications: {type(exc).__name__}: {exc}")
     return report
 
 

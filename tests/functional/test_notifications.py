@@ -9,6 +9,7 @@ never by sleeping.
 from __future__ import annotations
 
 import json
+import re
 import socket
 from collections.abc import Iterator
 from datetime import timedelta
@@ -418,3 +419,39 @@ def test_https_and_loopback_urls_are_accepted(api: InProcessApi) -> None:
         reply = api.call("POST", "/notification-channels", {"name": "ok", "channel_kind": "webhook", "url": url,
                                                             "events": ["rpo_breach"]}, as_="operator")  # fmt: skip
         assert reply.status == 201, (url, reply.body)
+
+
+# --- the CLI --------------------------------------------------------------------------------------
+def test_cli_add_test_list_over_http(
+    api: InProcessApi, hook: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``lifeboat notifications`` against the API served over HTTP on 127.0.0.1."""
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    from functions.api import app as api_module
+    from functions.embedded.http_server import make_server, serve_in_thread
+
+    server = make_server(api_module, "127.0.0.1", 0)
+    serve_in_thread(server)
+    try:
+        monkeypatch.setenv("LIFEBOAT_API", f"http://127.0.0.1:{server.server_address[1]}")
+        monkeypatch.setenv("LIFEBOAT_TOKEN", api.tokens["operator"])
+        monkeypatch.setenv("COLUMNS", "200")
+        runner = CliRunner()
+        added = runner.invoke(app, ["notifications", "add-channel", "--name", "ops", "--webhook", hook.url,
+                                    "--event", "job_failed", "--plan", "web"])  # fmt: skip
+        assert added.exit_code == 0, added.output
+        hook.secret = re.search(r"lbwhsec_[A-Za-z0-9_-]+", added.output).group(0)  # type: ignore[union-attr]
+        channel_id = re.search(r'"id": "(chan-[0-9a-f]+)"', added.output).group(1)  # type: ignore[union-attr]
+        tested = runner.invoke(app, ["notifications", "test", channel_id])
+        assert tested.exit_code == 0 and '"state": "delivered"' in tested.output, tested.output
+        assert hook.received[-1].signature_ok
+        listed = runner.invoke(app, ["notifications", "list", "--state", "delivered", "--json"])
+        assert listed.exit_code == 0 and json.loads(listed.output)[0]["channel_id"] == channel_id
+        channels = runner.invoke(app, ["notifications", "channels", "--json"])
+        assert hook.secret not in channels.output and json.loads(channels.output)[0]["plan_ids"] == ["web"]
+        both = runner.invoke(app, ["notifications", "add-channel", "--name", "x", "--event", "job_failed"])
+        assert both.exit_code != 0 and "exactly one of --webhook and --sns-topic" in str(both.exception)
+    finally:
+        server.shutdown()
