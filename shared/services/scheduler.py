@@ -1,4 +1,5 @@
-"""One scheduler tick: read plans, points and jobs; create the due jobs; raise RPO alerts.
+"""One scheduler tick: read plans, points and jobs; create the due jobs; raise RPO alerts;
+deliver the notification outbox (:mod:`shared.services.notify`).
 
 Runs every minute (EventBridge -> Lambda in AWS; a loop in ``lifeboat up``). Two ticks
 racing are harmless: due jobs get ids derived from the policy's dedup key, so the second
