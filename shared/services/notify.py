@@ -51,6 +51,8 @@ MAX_DELAY = timedelta(hours=1)
 CLAIM = timedelta(minutes=2)
 #: wall-clock seconds one tick may spend delivering (the scheduler Lambda has 55 s in all)
 TICK_BUDGET = 20.0
+#: delivered and dead notifications are deleted this long after they were written
+KEEP = timedelta(days=30)
 
 
 def _summary_line(event: NotificationEvent, summary: str, link: str) -> str:
@@ -171,6 +173,8 @@ class DispatchReport:
     dead: list[str] = field(default_factory=list)
     #: due but left for the next tick (budget spent, or its channel failed this tick)
     deferred: int = 0
+    #: delivered or dead notifications older than KEEP, deleted this tick
+    pruned: int = 0
 
 
 def backoff(attempt: int, retry_after: float | None, rng: random.Random | None = None) -> timedelta:
@@ -218,7 +222,25 @@ def dispatch(
         bucket[outcome.state].append(n.id)
         if outcome.state != "delivered":
             failing.add(n.channel_id)
+    report.pruned = prune(ctl)
     return report
+
+
+def prune(ctl: Control, *, keep: timedelta = KEEP, limit: int = 200) -> int:
+    """Delete up to ``limit`` delivered or dead notifications written more than ``keep`` ago
+    (the outbox is a record of recent deliveries, not an archive); returns how many."""
+    deleted = 0
+    for state in ("delivered", "dead"):
+        try:
+            old = ctl.store.query(Notification, where={"state": state}, before=ctl.now() - keep, limit=limit)
+            for n in old.items:
+                ctl.store.delete(Notification, n.id, revision=n.revision)
+                deleted += 1
+        except (ConflictError, NotFoundError):
+            continue
+        except LifeboatError:
+            log.exception("could not prune the notification outbox")
+    return deleted
 
 
 def attempt(

@@ -114,6 +114,11 @@ def test_a_failed_job_sends_one_signed_webhook(api: InProcessApi, hook: Receiver
     [n] = outbox(api, state="delivered")
     assert n["channel_id"] == channel_id and n["attempts"] == 1 and n["last_status"] == 200
     assert got.headers["x-lifeboat-delivery"] == n["id"]
+    api.clock.advance(days=29)
+    assert tick(api.ctl).notifications.pruned == 0
+    api.clock.advance(days=2)  # delivered records are kept 30 days
+    assert tick(api.ctl).notifications.pruned == 1
+    assert api.ctl.store.query(Notification).items == []
 
 
 def test_two_5xx_then_200_is_delivered_on_the_third_attempt_after_backoff(
