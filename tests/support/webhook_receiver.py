@@ -1,6 +1,7 @@
 """A webhook receiver on 127.0.0.1 (http.server in a thread) that checks Lifeboat's signature
 the way the docs tell receivers to (its own ``hmac`` code, not Lifeboat's) and records every
-request. ``script`` holds the statuses to answer, in order (then 200)."""
+request. ``script`` holds the statuses to answer, in order (then 200); ``paths`` fixes the
+status of some paths (not consuming the script)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 
 @dataclass
 class Received:
+    path: str
     headers: dict[str, str]
     body: bytes
     signature_ok: bool
@@ -29,6 +31,7 @@ class Receiver:
     url: str
     secret: str | None = None
     script: list[int | tuple[int, dict[str, str]]] = field(default_factory=list)
+    paths: dict[str, int] = field(default_factory=dict)
     received: list[Received] = field(default_factory=list)
 
 
@@ -51,8 +54,11 @@ class ReceiverServer:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 ok = receiver.secret is not None and verify(receiver.secret, headers, body)
-                receiver.received.append(Received(headers, body, ok))
-                answer = receiver.script.pop(0) if receiver.script else 200
+                receiver.received.append(Received(self.path, headers, body, ok))
+                if self.path in receiver.paths:
+                    answer: int | tuple[int, dict[str, str]] = receiver.paths[self.path]
+                else:
+                    answer = receiver.script.pop(0) if receiver.script else 200
                 status, extra = answer if isinstance(answer, tuple) else (answer, {})
                 self.send_response(status)
                 for k, v in extra.items():
