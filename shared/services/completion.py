@@ -5,8 +5,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from shared.domain.jobs import Job, JobKind, JobState
-from shared.domain.notifications import NotificationEvent
+from shared.domain.jobs import Job, JobState
 from shared.errors import NotFoundError
 from shared.services import failback, inventory, jobs, notify, recovery
 from shared.services.auth import Principal
@@ -40,17 +39,7 @@ def _recovery_finished(ctl: Control, job: Job, result: dict[str, Any]) -> Job:
             report = recovery.report_for(ctl, job.id)
             report_state = report.state
             failback.on_failover(ctl, job, report)
-    if job.job_kind is JobKind.TEST_RECOVERY and (
-        job.state is JobState.FAILED or report_state in ("failed", "partial")
-    ):
-        why = (
-            f"the report says {report_state}"
-            if report_state
-            else (job.errors[-1] if job.errors else "failed")
-        )
-        notify.emit(ctl, NotificationEvent.TEST_RECOVERY_FAILED, key=job.id, plan_id=job.plan_id, job_id=job.id,
-                    node_id=job.node_id, summary=f"test recovery {job.id} of plan {job.plan_id} failed: {why}",
-                    details={"report_state": report_state, "job_state": str(job.state)})  # fmt: skip
+    notify.test_recovery_failed(ctl, job, report_state)
     return job
 
 

@@ -28,7 +28,7 @@ from datetime import timedelta
 from typing import Any
 
 from shared.domain.inventory import Node
-from shared.domain.jobs import Job
+from shared.domain.jobs import Job, JobKind, JobState
 from shared.domain.notifications import (
     SEVERITY,
     ChannelKind,
@@ -151,6 +151,19 @@ def job_failed(ctl: Control, job: Job) -> None:
     emit(ctl, NotificationEvent.JOB_FAILED, key=job.id, summary=f"{job.job_kind} job {job.id} failed: {why}",
          plan_id=job.plan_id, node_id=job.node_id, job_id=job.id,
          details={"job_kind": str(job.job_kind), "attempts": job.attempts})  # fmt: skip
+
+
+def test_recovery_failed(ctl: Control, job: Job, report_state: str | None) -> None:
+    """``test_recovery_failed`` for a test recovery job that failed or whose stored report says
+    ``failed`` or ``partial`` (``report_state``; None if no report was stored)."""
+    if job.job_kind is not JobKind.TEST_RECOVERY:
+        return
+    if job.state is not JobState.FAILED and report_state not in ("failed", "partial"):
+        return
+    why = f"the report says {report_state}" if report_state else (job.errors[-1] if job.errors else "failed")
+    emit(ctl, NotificationEvent.TEST_RECOVERY_FAILED, key=job.id, plan_id=job.plan_id, job_id=job.id,
+         node_id=job.node_id, summary=f"test recovery {job.id} of plan {job.plan_id} failed: {why}",
+         details={"report_state": report_state, "job_state": str(job.state)})  # fmt: skip
 
 
 def node_lost(ctl: Control, job: Job) -> None:
