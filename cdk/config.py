@@ -11,7 +11,7 @@ template when absent), AMIs come from SSM parameters resolved by CloudFormation 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -87,6 +87,14 @@ class EnvConfig(BaseModel):
     rpo_breach_threshold: int = Field(
         default=1, ge=1, description="RPO alerts opened in 5 minutes that raise the alarm"
     )
+    #: SNS topics notification channels may publish to besides the stack's alert topic (their
+    #: KMS key policies, if encrypted, must let the scheduler and API roles use the key)
+    notification_topic_arns: tuple[
+        Annotated[
+            str, Field(pattern=r"^arn:aws[a-z-]*:sns:[a-z]{2}(-[a-z]+)+-\d:\d{12}:[A-Za-z0-9_.-]{1,256}$")
+        ],
+        ...,
+    ] = ()
 
     # console
     console_hosting: bool = False

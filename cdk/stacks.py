@@ -61,6 +61,8 @@ class ControlStack(cdk.Stack):
             state_machines=self.recovery.state_machines,
         )
         self.alerts = AlertTopic(self, "Alerts", config=config)
+        self.control.allow_notifications(config, self.alerts.topic, self.alerts.key)
+        cdk.CfnOutput(self, "AlertTopicArn", value=self.alerts.topic.topic_arn)
         cdk.CfnOutput(self, "ApiUrl", value=self.control.api.url)
         cdk.CfnOutput(self, "UserPoolId", value=self.users.pool.user_pool_id)
         cdk.CfnOutput(self, "UserPoolClientId", value=self.users.client.user_pool_client_id)

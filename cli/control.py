@@ -259,6 +259,10 @@ def register(app: typer.Typer) -> None:
     def jobs_cancel(job_id: str) -> None:
         out.print_json(json.dumps(client().request("POST", f"/jobs/{job_id}/cancel")))
 
+    from cli import notifications
+
+    notifications.register(app)
+
     recoveries = typer.Typer(help="Recovery runs and their reports (API).", no_args_is_help=True)
     app.add_typer(recoveries, name="recoveries")
 

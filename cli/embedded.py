@@ -29,6 +29,7 @@ from functions.embedded.http_server import make_server, serve_in_thread
 from shared.adapters.local.sealed_secrets import SealedSecretVault
 from shared.adapters.local.sqlite_metadata import SqliteMetadataStore
 from shared.adapters.local.sqlite_queue import SqliteJobQueue
+from shared.adapters.notifiers import ChannelRouter
 from shared.domain.identity import Role, User
 from shared.domain.inventory import Site, SiteKind
 from shared.domain.recovery import QemuTargetConfig
@@ -71,6 +72,7 @@ def bootstrap(data_dir: Path, *, lease_seconds: float = 300.0) -> Embedded:
         queue=SqliteJobQueue(data_dir / "queue.db", max_receives=5),
         jwt_secret=jwt_secret,
         lease=timedelta(seconds=lease_seconds),
+        notifier=ChannelRouter(),
     )
     admin_password = None
     if not ctl.store.query(User, where={"username": "admin"}, limit=1).items:
@@ -120,6 +122,7 @@ def run_up(
     api.configure(env.ctl)
     server = make_server(api, host, port)
     url = f"http://{host}:{server.server_address[1]}"
+    env.ctl.console_url = f"{url}/console/"
     serve_in_thread(server)
     stop = threading.Event()
 

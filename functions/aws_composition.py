@@ -4,7 +4,7 @@ Environment: LIFEBOAT_TABLE (DynamoDB table), LIFEBOAT_QUEUE_URL (SQS), LIFEBOAT
 (optional), LIFEBOAT_SECRET_PREFIX (the Secrets Manager names vCenter passwords are kept
 under), LIFEBOAT_RECOVERY_STATE_MACHINE and LIFEBOAT_TEST_CLEANUP_STATE_MACHINE (ARNs; when
 set, test and failover recoveries and test cleanups run in Step Functions, migrations on a
-node). In AWS users authenticate with Cognito (the API Gateway authorizer passes claims),
+node), LIFEBOAT_CONSOLE_URL (optional: links in notifications). In AWS users authenticate with Cognito (the API Gateway authorizer passes claims),
 so no signing secret is needed; node tokens are verified against their stored hashes.
 """
 
@@ -22,6 +22,7 @@ def control() -> Control:
     from shared.adapters.aws.dynamo_metadata import DynamoMetadataStore
     from shared.adapters.aws.secrets_manager_vault import SecretsManagerVault
     from shared.adapters.aws.sqs_queue import SqsJobQueue
+    from shared.adapters.notifiers import ChannelRouter
 
     workflows = None
     if os.environ.get("LIFEBOAT_RECOVERY_STATE_MACHINE"):
@@ -38,4 +39,6 @@ def control() -> Control:
         jwt_secret=os.environ.get("LIFEBOAT_JWT_SECRET", ""),  # unused behind Cognito
         lease=timedelta(seconds=float(os.environ.get("LIFEBOAT_JOB_LEASE_SECONDS", "300"))),
         secrets=SecretsManagerVault(os.environ.get("LIFEBOAT_SECRET_PREFIX", "lifeboat/vcenter/")),
+        notifier=ChannelRouter(),
+        console_url=os.environ.get("LIFEBOAT_CONSOLE_URL", ""),
     )

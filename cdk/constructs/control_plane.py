@@ -19,6 +19,11 @@ route: in AWS users sign in through Cognito, so the gateway refuses a caller wit
 token before the local-password login is reached) with a tighter method throttle, and the
 optional WAF adds a per-IP rate rule on that path (docs/login-throttling.md). The scheduler runs every minute from an EventBridge rule. Each function's role
 holds exactly the table, queue and state-machine calls its adapters make.
+
+Notifications (:meth:`ControlPlane.allow_notifications`): the scheduler delivers them on each
+tick and the API sends test ones, so both may publish to the stack's alert topic (and to the
+topics of ``notification_topic_arns``), use the alert topic's KMS key for that, and read
+webhook signing secrets (kept in Secrets Manager under the same prefix as vCenter passwords).
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
@@ -165,6 +172,28 @@ class ControlPlane(Construct):
         )
         self.authorizer_function.add(*table.read_item_statements())  # reads token records, nothing else
         self.api = self._rest_api(config, users)
+
+    def allow_notifications(self, config: EnvConfig, topic: sns.ITopic, key: kms.IKey) -> None:
+        """Let the scheduler (deliveries) and the API (test sends) publish notifications."""
+        topics = [topic.topic_arn, *config.notification_topic_arns]
+        for fn in (self.api_function, self.scheduler_function):
+            fn.add(
+                iam.PolicyStatement(actions=["sns:Publish"], resources=topics),
+                # SNS encrypts what it stores with the topic's key, as the publisher
+                iam.PolicyStatement(actions=["kms:GenerateDataKey", "kms:Decrypt"], resources=[key.key_arn]),
+            )
+            fn.function.add_environment("LIFEBOAT_ALERT_TOPIC_ARN", topic.topic_arn)
+        # webhook signing secrets: the API creates them (its vault statement covers that), the scheduler signs
+        secrets = cdk.Stack.of(self).format_arn(
+            service="secretsmanager", resource="secret", resource_name=f"{config.prefix}/vcenter/*",
+            arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+        )  # fmt: skip
+        allow_wildcards(
+            self.scheduler_function.role,
+            iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"], resources=[secrets]),
+            "Webhook signing secrets are generated per notification channel under Lifeboat's own "
+            "vcenter/ prefix (Secrets Manager appends a random suffix to every ARN).",
+        )
 
     def _execution_events(
         self, config: EnvConfig, assets: FunctionAssets, env: dict[str, str], table: MetadataTable,

@@ -40,6 +40,7 @@ from functions.api.routes import kvm
 from functions.api.routes import failback
 from functions.api.routes import reporting
 from functions.api.routes import lockouts
+from functions.api.routes import notifications
 from functions.api.routes import docs
 
 # isort: on
@@ -57,6 +58,7 @@ CAPABILITIES = (
     failback,
     reporting,
     lockouts,
+    notifications,
     docs,
 )
 

@@ -11,7 +11,7 @@ from shared.domain.plans import ProtectionPlan
 
 _BASE_FIELDS = {"id", "revision", "created_at", "updated_at"}
 #: never served: secrets' hashes and internal queue state
-PRIVATE_FIELDS = {"password_hash", "secret_hash", "queue_message", "ciphertext"}
+PRIVATE_FIELDS = {"password_hash", "secret_hash", "queue_message", "ciphertext", "secret_ref"}
 #: a site's fields only the server writes: the vCenter connection (its password goes to the
 #: vault) and the KVM host connection have their own routes, which queue the sync that
 #: proves them; sync status comes from sync jobs

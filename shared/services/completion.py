@@ -7,7 +7,7 @@ from typing import Any
 
 from shared.domain.jobs import Job, JobState
 from shared.errors import NotFoundError
-from shared.services import failback, inventory, jobs, recovery
+from shared.services import failback, inventory, jobs, notify, recovery
 from shared.services.auth import Principal
 from shared.services.context import Control
 
@@ -19,6 +19,8 @@ def complete(
     """:func:`shared.services.jobs.complete`, then recovery reports and cleanup outcomes are stored;
     a report the control plane refuses is noted in the job's errors (the job keeps its state)."""
     job = jobs.complete(ctl, principal, job_id, state=state, result=result, error=error)
+    if job.state is JobState.FAILED:
+        notify.job_failed(ctl, job)
     inventory.sync_finished(ctl, job)
     failback.job_finished(ctl, job, result or {})
     if job.job_kind not in recovery.RECOVERY_KINDS:
@@ -31,9 +33,13 @@ def _recovery_finished(ctl: Control, job: Job, result: dict[str, Any]) -> Job:
     problems = recovery.record_outcome(ctl, job, result)
     if problems:
         job = ctl.store.update(job.model_copy(update={"errors": [*job.errors, *problems][-20:]}))
+    report_state = None
     if "report" in result and not problems:
         with contextlib.suppress(NotFoundError):
-            failback.on_failover(ctl, job, recovery.report_for(ctl, job.id))
+            report = recovery.report_for(ctl, job.id)
+            report_state = report.state
+            failback.on_failover(ctl, job, report)
+    notify.test_recovery_failed(ctl, job, report_state)
     return job
 
 
@@ -50,4 +56,6 @@ def complete_from_workflow(
     job = jobs.finish_from_workflow(ctl, job_id, state=state, result=result, error=why)
     if job is None:
         return None
+    if job.state is JobState.FAILED:
+        notify.job_failed(ctl, job)
     return _recovery_finished(ctl, job, result)

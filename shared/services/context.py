@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from shared.policies.login_throttle import LoginThrottleSettings
 from shared.ports.job_queue import JobQueue
 from shared.ports.metadata_store import MetadataStore
+from shared.ports.notifier import NotificationSender
 from shared.ports.secrets import SecretVault
 from shared.ports.workflow import WorkflowStarter
 
@@ -33,3 +34,7 @@ class Control:
     secrets: SecretVault | None = None
     #: thresholds of login throttling (failures per username and per address, backoff, lockout)
     login_throttle: LoginThrottleSettings = field(default_factory=LoginThrottleSettings)
+    #: delivers notifications (webhooks, SNS); None: the outbox fills but nothing is sent
+    notifier: NotificationSender | None = None
+    #: the web console's address, for links in notifications ("" = no links)
+    console_url: str = ""

@@ -1,4 +1,5 @@
-"""One scheduler tick: read plans, points and jobs; create the due jobs; raise RPO alerts.
+"""One scheduler tick: read plans, points and jobs; create the due jobs; raise RPO alerts;
+deliver the notification outbox (:mod:`shared.services.notify`).
 
 Runs every minute (EventBridge -> Lambda in AWS; a loop in ``lifeboat up``). Two ticks
 racing are harmless: due jobs get ids derived from the policy's dedup key, so the second
@@ -16,12 +17,13 @@ from datetime import datetime
 from shared.domain.audit import Alert
 from shared.domain.inventory import Site
 from shared.domain.jobs import Job, JobKind, JobState
+from shared.domain.notifications import NotificationChannel, NotificationEvent
 from shared.domain.plans import PlanState, ProtectionPlan
 from shared.domain.points import PlanStatus
 from shared.errors import ConflictError, LifeboatError
 from shared.policies.scheduling import AlertSeverity, Decision, due_jobs, rpo_status
 from shared.ports.metadata_store import every
-from shared.services import failback, inventory, jobs
+from shared.services import failback, inventory, jobs, notify
 from shared.services.context import Control
 from shared.services.plans import replication_params
 
@@ -67,13 +69,18 @@ class TickReport:
     alerts_resolved: list[str] = field(default_factory=list)
     lost_jobs: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    notifications: notify.DispatchReport = field(default_factory=notify.DispatchReport)
 
 
 def tick(ctl: Control) -> TickReport:
     """Create due replication jobs and keep RPO alerts in step with reality."""
     report = TickReport()
     now = ctl.now()
-    report.lost_jobs = [j.id for j in jobs.expire_lost(ctl)]
+    lost = jobs.expire_lost(ctl)
+    report.lost_jobs = [j.id for j in lost]
+    for job in lost:  # only the tick whose write failed the job sees it here: one event each
+        notify.node_lost(ctl, job)
+        notify.job_failed(ctl, job)
     state = load_state(ctl)
     by_id = {p.id: p for p in state.plans}
     active_plans = [p for p in state.plans if p.state is not PlanState.DRAFT]
@@ -92,7 +99,7 @@ def tick(ctl: Control) -> TickReport:
                 report.created.append(created.id)
         except LifeboatError as exc:
             report.errors.append(f"plan {plan.id}: {exc}")
-    _sync_alerts(ctl, active_plans, state, now, report)
+    _sync_alerts(ctl, active_plans, state, now, report, notify.load_channels(ctl))
     try:
         report.created += [j.id for j in inventory.due_syncs(ctl, now) if j.created_at >= now]
     except LifeboatError as exc:
@@ -101,12 +108,18 @@ def tick(ctl: Control) -> TickReport:
         report.created += [j.id for j in failback.due_reverse(ctl, now)]
     except LifeboatError as exc:
         report.errors.append(f"reverse protection: {exc}")
+    try:  # after the events this tick wrote; a delivery problem never fails the tick
+        report.notifications = notify.dispatch(ctl)
+    except Exception as exc:  # a bug in a sender must not stop the scheduler loop
+        report.errors.append(f"notifications: {type(exc).__name__}: {exc}")
     return report
 
 
 def _sync_alerts(
-    ctl: Control, plans: list[ProtectionPlan], state: SchedulerState, now: datetime, report: TickReport
-) -> None:
+    ctl: Control, plans: list[ProtectionPlan], state: SchedulerState, now: datetime, report: TickReport,
+    channels: list[NotificationChannel],
+) -> None:  # fmt: skip
+    sites = {p.id: {p.source_site_id, p.target_site_id} for p in plans}
     wanted: dict[str, Alert] = {}
     with _gc_paused():
         statuses = rpo_status(plans, state.last_points, now)
@@ -130,8 +143,12 @@ def _sync_alerts(
                     "state": "open", "severity": alert.severity, "alert_kind": alert.alert_kind,
                     "message": alert.message, "raised_at": now, "resolved_at": None}))  # fmt: skip
                 report.alerts_opened.append(alert_id)
+            else:
+                continue
         except ConflictError:
             continue  # another tick did it
+        if alert.severity == "critical":  # this tick's write opened (or escalated) it: one event
+            _alert_event(ctl, NotificationEvent.RPO_BREACH, alert, now, channels, sites)
     for existing in known.values():
         if existing.state == "open" and existing.id.startswith("rpo-") and existing.id not in wanted:
             try:
@@ -139,3 +156,17 @@ def _sync_alerts(
                 report.alerts_resolved.append(existing.id)
             except ConflictError:
                 continue
+            if existing.severity == "critical":
+                _alert_event(ctl, NotificationEvent.RPO_RESOLVED, existing, now, channels, sites)
+
+
+def _alert_event(
+    ctl: Control, event: NotificationEvent, alert: Alert, now: datetime, channels: list[NotificationChannel],
+    sites: dict[str, set[str]],
+) -> None:  # fmt: skip
+    if not channels:
+        return
+    summary = alert.message if event is NotificationEvent.RPO_BREACH else f"resolved: {alert.message}"
+    notify.emit(ctl, event, key=f"{alert.id}@{now.isoformat()}", summary=summary, plan_id=alert.plan_id,
+                site_ids=sites.get(alert.plan_id or "", ()), channels=channels,
+                details={"alert_id": alert.id, "machine_id": alert.machine_id})  # fmt: skip

@@ -380,3 +380,18 @@ def test_template_from_stack(dev: Synthesized, stack_suffix: str) -> None:
         Template.from_stack(stack).to_json()["Resources"].keys()
         == dev.templates[stack.stack_name]["Resources"].keys()
     )
+
+
+@pytest.mark.ops
+def test_scheduler_and_api_publish_notifications_to_the_alert_topic_only(full: Synthesized) -> None:
+    """sns:Publish on exactly the alert topic, its KMS key for that, and (scheduler) webhook secrets."""
+    control = [(p, st) for p, st in _statements(full) if "-Control/" in p]
+    (topic_id,) = [t.split("/")[1] for t in full.resources("AWS::SNS::Topic") if "-Control/" in t]
+    publish = [(p, st) for p, st in control if st["Action"] == "sns:Publish"]
+    assert len(publish) == 2 and {("Scheduler" in p) for p, _ in publish} == {True, False}
+    assert all(st["Resource"] == {"Ref": topic_id} for _, st in publish), publish
+    keys = [st for _, st in control if st["Action"] == ["kms:Decrypt", "kms:GenerateDataKey"]]
+    assert len(keys) == 2 and all("AlertsKey" in json.dumps(st["Resource"]) for st in keys), keys
+    secrets = [(p, st) for p, st in control if st["Action"] == "secretsmanager:GetSecretValue"]
+    assert [("Scheduler" in p) for p, _ in secrets] == [True], secrets
+    assert "vcenter/*" in json.dumps(secrets[0][1]["Resource"])

@@ -1,11 +1,16 @@
-// Settings (administer): users and roles, login lockouts, API tokens (secret shown once), the audit log.
+// Settings: notification channels (operate; a webhook's signing secret shown once) and, for
+// administrators, users and roles, login lockouts, API tokens (secret shown once), the audit log.
 import { h, get, post, api, table, badge, when, field, action, announce, submit, can, busy, fill } from "../lib.js";
+import { renderNotifications } from "./notifications.js";
 
 const ROLES = ["admin", "operator", "viewer", "node"];
 
 export async function renderSettings(main, _params, ctx) {
   main.append(h("h1", "Settings"));
-  if (!can("administer")) { main.append(h("p", "Settings need the administer permission.")); return; }
+  const notesBox = h("section.card", { "aria-labelledby": "set-notes" });
+  main.append(notesBox);
+  const notes = renderNotifications(notesBox, ctx);
+  if (!can("administer")) { main.append(h("p", "Users, API tokens and the audit log need the administer permission.")); await notes; return; }
   const usersBox = h("section.card", { "aria-labelledby": "set-users" });
   const rolesBox = h("section.card", { "aria-labelledby": "set-roles" });
   const tokensBox = h("section.card", { "aria-labelledby": "set-tokens" });
@@ -126,5 +131,5 @@ export async function renderSettings(main, _params, ctx) {
         ["Status", (e) => String(e.status)],
       ], list, { caption: "Newest first (last 100)" }));
   }
-  await Promise.all([users(), roles(), tokens(), audit()]);
+  await Promise.all([notes, users(), roles(), tokens(), audit()]);
 }
