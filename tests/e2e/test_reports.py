@@ -45,7 +45,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
             {"Content-Type": "application/json"},
         )
         assert status == 200, body
-        yield Api(url, json.loads(body)["access_token"], env.node_token)
+        yield Api(url, json.loads(body)["access_token"], env.enrollment_token)
     finally:
         httpd.shutdown()
         httpd.server_close()
@@ -174,7 +174,7 @@ def test_an_unknown_plan_is_a_404_and_reports_need_a_token(server: Api) -> None:
         f"{server.url}/reports/storage", "GET", None, {"Authorization": "Bearer forged"}
     )
     assert status == 401, body
-    node = {"Authorization": f"Bearer {server.node_token}"}  # a node's token may not read reports
+    node = {"Authorization": f"Bearer {server.node_token}"}  # a node enrollment token may not read reports
     status, _, body = _request(f"{server.url}/reports/readiness?format=csv", "GET", None, node)
     assert status == 403 and json.loads(body)["error"]["code"] == "PermissionDenied", body
 
