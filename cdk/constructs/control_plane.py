@@ -37,10 +37,10 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
-from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
 
 from cdk.config import EnvConfig
+from cdk.constructs.api_firewall import attach_web_acl
 from cdk.constructs.function import FunctionAssets, FunctionSpec, LifeboatFunction, retention
 from cdk.constructs.identity import UserDirectory
 from cdk.constructs.job_queue import JobQueue
@@ -356,7 +356,7 @@ class ControlPlane(Construct):
         authorized(api.root, "ANY")
         authorized(api.root.add_proxy(any_method=False), "ANY")
         if config.waf:
-            self._waf(api, config)
+            attach_web_acl(self, api, config, login_path=LOGIN_PATH)
         else:
             acknowledge(
                 api,
@@ -372,72 +372,3 @@ class ControlPlane(Construct):
         for part in path.split("/"):
             resource = resource.get_resource(part) or resource.add_resource(part)
         return resource
-
-    def _waf(self, api: apigw.RestApi, config: EnvConfig) -> None:
-        def managed(name: str, priority: int) -> wafv2.CfnWebACL.RuleProperty:
-            return wafv2.CfnWebACL.RuleProperty(
-                name=name,
-                priority=priority,
-                override_action=wafv2.CfnWebACL.OverrideActionProperty(none={}),
-                statement=wafv2.CfnWebACL.StatementProperty(
-                    managed_rule_group_statement=wafv2.CfnWebACL.ManagedRuleGroupStatementProperty(
-                        vendor_name="AWS", name=name
-                    )
-                ),
-                visibility_config=wafv2.CfnWebACL.VisibilityConfigProperty(
-                    cloud_watch_metrics_enabled=True, metric_name=name, sampled_requests_enabled=True
-                ),
-            )
-
-        acl = wafv2.CfnWebACL(
-            self,
-            "WebAcl",
-            name=f"{config.prefix}-api",
-            scope="REGIONAL",
-            default_action=wafv2.CfnWebACL.DefaultActionProperty(allow={}),
-            visibility_config=wafv2.CfnWebACL.VisibilityConfigProperty(
-                cloud_watch_metrics_enabled=True,
-                metric_name=f"{config.prefix}-api",
-                sampled_requests_enabled=True,
-            ),
-            rules=[
-                self._login_rate_rule(config, 0),
-                managed("AWSManagedRulesCommonRuleSet", 1),
-                managed("AWSManagedRulesKnownBadInputsRuleSet", 2),
-            ],
-        )
-        wafv2.CfnWebACLAssociation(
-            self, "WebAclAssociation", resource_arn=api.deployment_stage.stage_arn, web_acl_arn=acl.attr_arn
-        )
-
-    @staticmethod
-    def _login_rate_rule(config: EnvConfig, priority: int) -> wafv2.CfnWebACL.RuleProperty:
-        """Block an IP that sends more than ``waf_login_rate_limit`` requests to /auth/login in 5 minutes
-        (the URI path ends with it: ``/v1/auth/login`` on the execute-api host, ``/auth/login`` on a
-        custom domain)."""
-        name = "LoginRatePerIp"
-        return wafv2.CfnWebACL.RuleProperty(
-            name=name,
-            priority=priority,
-            action=wafv2.CfnWebACL.RuleActionProperty(block={}),
-            statement=wafv2.CfnWebACL.StatementProperty(
-                rate_based_statement=wafv2.CfnWebACL.RateBasedStatementProperty(
-                    limit=config.waf_login_rate_limit,
-                    aggregate_key_type="IP",
-                    evaluation_window_sec=300,
-                    scope_down_statement=wafv2.CfnWebACL.StatementProperty(
-                        byte_match_statement=wafv2.CfnWebACL.ByteMatchStatementProperty(
-                            field_to_match=wafv2.CfnWebACL.FieldToMatchProperty(uri_path={}),
-                            positional_constraint="ENDS_WITH",
-                            search_string=LOGIN_PATH,
-                            text_transformations=[
-                                wafv2.CfnWebACL.TextTransformationProperty(priority=0, type="LOWERCASE")
-                            ],
-                        )
-                    ),
-                )
-            ),
-            visibility_config=wafv2.CfnWebACL.VisibilityConfigProperty(
-                cloud_watch_metrics_enabled=True, metric_name=name, sampled_requests_enabled=True
-            ),
-        )

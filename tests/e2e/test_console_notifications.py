@@ -101,8 +101,9 @@ def test_console_notification_channels(procs: Processes, tmp_path: Path, hook: R
         token = page.evaluate("sessionStorage.getItem('lifeboat.token')")
         browser.close()
 
-    # a failed job, reported through the API by the local node's token: the scheduler loop delivers it
-    node_token = (data / "secrets" / "node.token").read_text().strip()
+    # a failed job, reported through the API by a node enrolled with lifeboat up's enrollment token
+    # (its credential is in the registration's answer): the scheduler loop delivers it
+    enrollment = (data / "secrets" / "node.token").read_text().strip()
 
     def call(method: str, path: str, body: object = None, bearer: str = token) -> object:
         req = urllib.request.Request(base + path, method=method, data=json.dumps(body).encode() if body is not None else None,
@@ -111,12 +112,13 @@ def test_console_notification_channels(procs: Processes, tmp_path: Path, hook: R
             raw = resp.read()
         return json.loads(raw) if raw else None
 
-    call("POST", "/nodes/register", {"name": "local-node", "site_id": "local"}, node_token)
+    node = call("POST", "/nodes/register", {"name": "test-node", "site_id": "local"}, enrollment)
+    node_id, node_token = node["id"], node["credential"]["secret"]  # type: ignore[index]
     plan = {"id": "web", "name": "web", "source_site_id": "local", "target_site_id": "local", "rpo_minutes": 15,
             "machines": [{"machine_id": "web1", "disks": [{"disk_id": "web1-d0", "source": "/nonexistent.img"}]}]}  # fmt: skip
     call("POST", "/plans", plan)
     call("POST", "/plans/web/protect")
-    job = wait_for("a claimable job", lambda: call("POST", "/nodes/node-local/claim", None, node_token), 30)
+    job = wait_for("a claimable job", lambda: call("POST", f"/nodes/{node_id}/claim", None, node_token), 30)
     call("POST", f"/jobs/{job['id']}/complete", {"state": "failed", "error": "disk gone"}, node_token)  # type: ignore[index]
     wait_for(
         "the job_failed webhook",
