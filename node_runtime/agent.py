@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from node_runtime.credentials import NodeIdentity
+from node_runtime.progress import JobCancelled, ProgressReporter
 from node_runtime.replication.pipeline import ReplicationOptions, replicate
 from node_runtime.sources.discovery import discover_site
 from node_runtime.sources.port import MachineSnapshot
@@ -40,10 +41,6 @@ from shared.repo.object_cache import cache_from_env
 from shared.repo.repository import Repository
 
 log = logging.getLogger("lifeboat.node")
-
-
-class JobCancelled(Exception):
-    """Raised inside the pipeline's progress callback to stop a cancelled job."""
 
 
 @dataclass(frozen=True)
@@ -199,7 +196,7 @@ class NodeAgent:
         runner = self.runners.get(job["job_kind"])
         if runner is None:
             raise InvalidInputError(f"this node cannot run {job['job_kind']} jobs")
-        context = _Context(self, job, _Reporter(self.client, job["id"], 0, self.progress_seconds))
+        context = _Context(self, job, ProgressReporter(self.client, job["id"], 0, self.progress_seconds))
         done = threading.Event()
 
         def keep_reporting() -> None:  # keeps the lease through long quiet stages (a guest booting)
@@ -229,7 +226,7 @@ class NodeAgent:
                                             job_id=job["id"], secret=lambda ref: self._source_secret(params, ref))
             for m in machines
         }  # fmt: skip
-        reporter = _Reporter(self.client, job["id"], 0, self.progress_seconds)
+        reporter = ProgressReporter(self.client, job["id"], 0, self.progress_seconds)
         results: dict[str, dict[str, Any]] = {}
         notes: list[str] = []
 
@@ -344,7 +341,7 @@ class NodeAgent:
 class _Context:
     """A :class:`JobContext` over the agent's reporter."""
 
-    def __init__(self, agent: NodeAgent, job: dict[str, Any], reporter: _Reporter) -> None:
+    def __init__(self, agent: NodeAgent, job: dict[str, Any], reporter: ProgressReporter) -> None:
         self.agent, self.job, self.reporter = agent, job, reporter
         self.totals: dict[str, int] = {}
 
@@ -368,52 +365,3 @@ class _Context:
 
     def replicate(self, params: dict[str, Any]) -> dict[str, Any]:
         return self.agent._replicate({**self.job, "params": params})
-
-
-class _Reporter:
-    """Aggregates per-disk progress and reports it at most every ``interval`` seconds."""
-
-    def __init__(self, client: ApiClient, job_id: str, total: int, interval: float) -> None:
-        self.client, self.job_id, self.total, self.interval = client, job_id, total, interval
-        self.done: dict[str, int] = {}
-        self.lock = threading.Lock()
-        self.last = 0.0
-        self.started = time.monotonic()
-        self.cancelled = False
-        self.message = ""
-
-    def check(self) -> None:
-        if self.cancelled:
-            raise JobCancelled()
-
-    def for_disk(self, disk_id: str) -> Callable[[int, int], None]:
-        def update(done: int, _total: int) -> None:
-            with self.lock:
-                self.done[disk_id] = done
-                due = time.monotonic() - self.last >= self.interval
-                if due:
-                    self.last = time.monotonic()
-            if due:
-                self.flush()
-            self.check()
-
-        return update
-
-    def flush(self) -> None:
-        done = sum(self.done.values())
-        elapsed = max(time.monotonic() - self.started, 1e-6)
-        rate = done / elapsed
-        eta = (self.total - done) / rate if rate > 0 and self.total > done else None
-        try:
-            answer = self.client.progress(
-                self.job_id,
-                bytes_done=done,
-                bytes_total=max(self.total, done),
-                rate_bps=rate,
-                eta_seconds=eta,
-                message=self.message,
-            )
-            if answer.get("state") == "cancelling":
-                self.cancelled = True
-        except LifeboatError as exc:
-            log.warning("progress report for %s failed: %s", self.job_id, exc)
