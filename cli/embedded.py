@@ -4,6 +4,8 @@ API (the same powertools resolver as in Lambda) on 127.0.0.1:8080, SQLite metada
 queue, the scheduler loop, and a local replication node in a child process, with all data
 under one folder. First start creates an admin (password printed once), a ``local`` site
 whose repository lives in the data folder (passphrase in a 0600 file), and a node token.
+Metrics are scraped at ``GET /metrics`` (Prometheus) with a token that may read, or with
+the scrape token in LIFEBOAT_METRICS_TOKEN.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from functions.embedded.http_server import make_server, serve_in_thread
 from shared.adapters.local.sealed_secrets import SealedSecretVault
 from shared.adapters.local.sqlite_metadata import SqliteMetadataStore
 from shared.adapters.local.sqlite_queue import SqliteJobQueue
+from shared.adapters.metrics.prometheus import PrometheusMetrics
 from shared.domain.identity import Role, User
 from shared.domain.inventory import Site, SiteKind
 from shared.domain.recovery import QemuTargetConfig
@@ -68,6 +71,8 @@ def bootstrap(data_dir: Path, *, lease_seconds: float = 300.0) -> Embedded:
         queue=SqliteJobQueue(data_dir / "queue.db", max_receives=5),
         jwt_secret=jwt_secret,
         lease=timedelta(seconds=lease_seconds),
+        # GET /metrics; the node (a child process) reports, this process counts (docs/monitoring.md)
+        metrics=PrometheusMetrics(scrape_token=os.environ.get("LIFEBOAT_METRICS_TOKEN")),
     )
     admin_password = None
     if not ctl.store.query(User, where={"username": "admin"}, limit=1).items:

@@ -4,8 +4,9 @@ Environment: LIFEBOAT_TABLE (DynamoDB table), LIFEBOAT_QUEUE_URL (SQS), LIFEBOAT
 (optional), LIFEBOAT_SECRET_PREFIX (the Secrets Manager names vCenter passwords are kept
 under), LIFEBOAT_RECOVERY_STATE_MACHINE and LIFEBOAT_TEST_CLEANUP_STATE_MACHINE (ARNs; when
 set, test and failover recoveries and test cleanups run in Step Functions, migrations on a
-node). In AWS users authenticate with Cognito (the API Gateway authorizer passes claims),
-so no signing secret is needed; node tokens are verified against their stored hashes.
+node). Metrics are printed as CloudWatch EMF (each handler flushes them per invocation).
+In AWS users authenticate with Cognito (the API Gateway authorizer passes claims), so no
+signing secret is needed; node tokens are verified against their stored hashes.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ def control() -> Control:
     from shared.adapters.aws.dynamo_metadata import DynamoMetadataStore
     from shared.adapters.aws.secrets_manager_vault import SecretsManagerVault
     from shared.adapters.aws.sqs_queue import SqsJobQueue
+    from shared.adapters.metrics.emf import EmfMetrics
 
     workflows = None
     if os.environ.get("LIFEBOAT_RECOVERY_STATE_MACHINE"):
@@ -32,6 +34,7 @@ def control() -> Control:
             "test-cleanup": os.environ.get("LIFEBOAT_TEST_CLEANUP_STATE_MACHINE", ""),
         })  # fmt: skip
     return Control(
+        metrics=EmfMetrics(),  # printed to stdout, extracted by CloudWatch Logs; flushed per invocation
         workflows=workflows,
         store=DynamoMetadataStore(os.environ["LIFEBOAT_TABLE"]),
         queue=SqsJobQueue(os.environ["LIFEBOAT_QUEUE_URL"]),

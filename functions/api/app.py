@@ -38,12 +38,13 @@ from functions.api.routes import reports
 from functions.api.routes import vsphere
 from functions.api.routes import kvm
 from functions.api.routes import failback
+from functions.api.routes import metrics
 from functions.api.routes import docs
 
 # isort: on
 
 #: the route modules, in registration order
-CAPABILITIES = (session, sites_nodes, plans, jobs_points, identity, reports, vsphere, kvm, failback, docs)
+CAPABILITIES = (session, sites_nodes, plans, jobs_points, identity, reports, vsphere, kvm, failback, metrics, docs)
 
 __all__ = [
     "CAPABILITIES", "MAX_BODY", "PUBLIC", "ROUTES", "Cursor", "IdPath", "IdemKey", "Limit", "app", "configure",

@@ -62,6 +62,9 @@ PUBLIC = None  # permission of routes that need no authentication
 
 #: (method, rule) -> permission; None = public
 ROUTES: dict[tuple[str, str], Permission | None] = {}
+#: rule -> a check of the bearer value that stands in for authentication on that rule only
+#: (``GET /metrics``' scrape token); it answers a principal, or None to authenticate as usual
+ROUTE_CREDENTIALS: dict[str, Callable[[str], auth.Principal | None]] = {}
 
 
 def configure(ctl: Control) -> None:
@@ -181,7 +184,7 @@ def _match(method: str, path: str) -> str | None:
     return None
 
 
-def _authenticate(event: dict[str, Any]) -> auth.Principal:
+def _authenticate(event: dict[str, Any], rule: str) -> auth.Principal:
     claims = ((event.get("requestContext") or {}).get("authorizer") or {}).get("claims") or {}
     if claims:
         return auth.principal_from_claims(claims)
@@ -189,6 +192,10 @@ def _authenticate(event: dict[str, Any]) -> auth.Principal:
     scheme, _, value = (headers.get("authorization") or "").partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
         raise AuthenticationError("authentication required: send Authorization: Bearer <token>")
+    alternative = ROUTE_CREDENTIALS.get(rule)
+    principal = alternative(value.strip()) if alternative else None
+    if principal is not None:
+        return principal
     return auth.authenticate_bearer(ctl().store, value.strip(), secret=ctl().jwt_secret, now=ctl().now())
 
 
@@ -248,7 +255,7 @@ def resolve(event: dict[str, Any], context: Any) -> dict[str, Any]:
         if body and content_type.split(";")[0].strip().lower() not in ("application/json", ""):
             raise UnsupportedMediaTypeError(f"request bodies must be application/json, not {content_type!r}")
         if permission is not PUBLIC:
-            principal = _authenticate(event)
+            principal = _authenticate(event, rule)
             actor = principal.subject
             principal.require(permission)
             token = _principal_var.set(principal)

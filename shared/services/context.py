@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from shared.ports.job_queue import JobQueue
 from shared.ports.metadata_store import MetadataStore
+from shared.ports.metrics import Metrics, NullMetrics
 from shared.ports.secrets import SecretVault
 from shared.ports.workflow import WorkflowStarter
 
@@ -30,3 +31,5 @@ class Control:
     workflows: WorkflowStarter | None = None
     #: where secrets users hand the control plane are kept (vCenter passwords); None: refused
     secrets: SecretVault | None = None
+    #: where the control plane's measurements go (shared/domain/metrics.py names them)
+    metrics: Metrics = field(default_factory=NullMetrics)

@@ -21,7 +21,7 @@ from shared.domain.points import PlanStatus
 from shared.errors import ConflictError, LifeboatError
 from shared.policies.scheduling import AlertSeverity, Decision, due_jobs, rpo_status
 from shared.ports.metadata_store import every
-from shared.services import failback, inventory, jobs
+from shared.services import failback, inventory, jobs, measurements
 from shared.services.context import Control
 from shared.services.plans import replication_params
 
@@ -101,6 +101,7 @@ def tick(ctl: Control) -> TickReport:
         report.created += [j.id for j in failback.due_reverse(ctl, now)]
     except LifeboatError as exc:
         report.errors.append(f"reverse protection: {exc}")
+    measurements.tick_counted(ctl, len(report.created), len(report.alerts_opened))
     return report
 
 
@@ -110,6 +111,7 @@ def _sync_alerts(
     wanted: dict[str, Alert] = {}
     with _gc_paused():
         statuses = rpo_status(plans, state.last_points, now)
+    measurements.rpo_measured(ctl, statuses)
     for status in statuses:
         for a in status.alerts:
             alert_id = f"rpo-{a.plan_id}-{a.machine_id}"[:128]
