@@ -12,8 +12,9 @@ from shared.adapters.metrics.buffer import MetricBuffer
 from shared.domain.metrics import NAMESPACE, MetricKind
 
 log = logging.getLogger("lifeboat.metrics")
-#: EMF allows 100 values per metric per document
-MAX_VALUES = 100
+#: EMF allows 100 values per metric per document, and powertools flushes on its own when a
+#: metric reaches 100 (leaving our explicit flush empty): stay one below
+MAX_VALUES = 99
 
 
 class EmfMetrics:
