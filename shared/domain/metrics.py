@@ -50,33 +50,141 @@ class MetricSpec:
     @property
     def statistic(self) -> str:
         """The CloudWatch statistic a graph or alarm of this metric uses."""
-        return {MetricKind.COUNTER: "Sum", MetricKind.GAUGE: "Maximum", MetricKind.HISTOGRAM: "Average"}[self.kind]
+        return {MetricKind.COUNTER: "Sum", MetricKind.GAUGE: "Maximum", MetricKind.HISTOGRAM: "Average"}[
+            self.kind
+        ]
 
 
 _SECONDS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 _RATES = tuple(float(mb << 20) for mb in (1, 10, 50, 100, 250, 500, 1000, 2500))
 _JOB = ("kind",)
 
+# the scheduler's tick
+JOBS_CREATED = MetricSpec(
+    "JobsCreated",
+    MetricKind.COUNTER,
+    "Count",
+    (),
+    "Jobs the scheduler created (due replications, inventory syncs, reverse protection).",
+    "scheduler",
+)
+RPO_ALERTS_OPENED = MetricSpec(
+    "RpoAlertsOpened",
+    MetricKind.COUNTER,
+    "Count",
+    (),
+    "RPO alerts opened or raised to a higher severity.",
+    "scheduler",
+)
+RPO_LAG_SECONDS = MetricSpec(
+    "RpoLagSeconds",
+    MetricKind.GAUGE,
+    "Seconds",
+    ("plan",),
+    "Per protection plan at each tick: the age of its oldest machine's newest point (machines never replicated are left out).",
+    "scheduler",
+)
+# the job life cycle
+JOBS_STARTED = MetricSpec(
+    "JobsStarted",
+    MetricKind.COUNTER,
+    "Count",
+    _JOB,
+    "Jobs a node claimed or a workflow engine started.",
+    "control",
+)
+JOBS_SUCCEEDED = MetricSpec(
+    "JobsSucceeded", MetricKind.COUNTER, "Count", _JOB, "Jobs that ended succeeded.", "control"
+)
+JOBS_FAILED = MetricSpec(
+    "JobsFailed",
+    MetricKind.COUNTER,
+    "Count",
+    _JOB,
+    "Jobs that ended failed (including nodes lost).",
+    "control",
+)
+JOBS_CANCELLED = MetricSpec(
+    "JobsCancelled", MetricKind.COUNTER, "Count", _JOB, "Jobs that ended cancelled.", "control"
+)
+# replication, as the node reported each disk's new point
+REPLICATED_BYTES = MetricSpec(
+    "ReplicatedBytes",
+    MetricKind.COUNTER,
+    "Bytes",
+    (),
+    "Bytes read from sources into new recovery points (changed ranges on incremental runs, every data block on full ones).",
+    "control",
+)
+CHANGED_BYTES = MetricSpec(
+    "ChangedBytes",
+    MetricKind.COUNTER,
+    "Bytes",
+    (),
+    "Of the replicated bytes, those in blocks the repository did not hold yet (sent, before compression).",
+    "control",
+)
+REPLICATION_THROUGHPUT = MetricSpec(
+    "ReplicationThroughput",
+    MetricKind.HISTOGRAM,
+    "Bytes/Second",
+    (),
+    "Per disk and run: bytes replicated / the disk's replication time.",
+    "control",
+    _RATES,
+)
+REPOSITORY_BYTES_STORED = MetricSpec(
+    "RepositoryBytesStored",
+    MetricKind.COUNTER,
+    "Bytes",
+    (),
+    "Bytes the repositories grew by (new blocks after compression and encryption).",
+    "control",
+)
+DEDUP_RATIO = MetricSpec(
+    "DedupRatio",
+    MetricKind.GAUGE,
+    "None",
+    ("plan",),
+    "Per plan, its last run: bytes replicated / bytes changed (how much deduplication saved).",
+    "control",
+)
+# recovery runs, as their reports measured them
+RECOVERY_STAGE_SECONDS = MetricSpec(
+    "RecoveryStageSeconds",
+    MetricKind.HISTOGRAM,
+    "Seconds",
+    ("stage",),
+    "Each machine's time in each recovery stage.",
+    "control",
+    _SECONDS,
+)
+RECOVERY_RTO_SECONDS = MetricSpec(
+    "RecoveryRtoSeconds",
+    MetricKind.HISTOGRAM,
+    "Seconds",
+    ("mode",),
+    "Per recovery run: run start to the last machine validated.",
+    "control",
+    _SECONDS,
+)
+
 CATALOGUE: tuple[MetricSpec, ...] = (
-    # the scheduler's tick
-    MetricSpec("JobsCreated", MetricKind.COUNTER, "Count", (), "Jobs the scheduler created (due replications, inventory syncs, reverse protection).", "scheduler"),
-    MetricSpec("RpoAlertsOpened", MetricKind.COUNTER, "Count", (), "RPO alerts opened or raised to a higher severity.", "scheduler"),
-    MetricSpec("RpoLagSeconds", MetricKind.GAUGE, "Seconds", ("plan",), "Per protection plan at each tick: the age of its oldest machine's newest point (machines never replicated are left out).", "scheduler"),
-    # the job life cycle
-    MetricSpec("JobsStarted", MetricKind.COUNTER, "Count", _JOB, "Jobs a node claimed or a workflow engine started.", "control"),
-    MetricSpec("JobsSucceeded", MetricKind.COUNTER, "Count", _JOB, "Jobs that ended succeeded.", "control"),
-    MetricSpec("JobsFailed", MetricKind.COUNTER, "Count", _JOB, "Jobs that ended failed (including nodes lost).", "control"),
-    MetricSpec("JobsCancelled", MetricKind.COUNTER, "Count", _JOB, "Jobs that ended cancelled.", "control"),
-    # replication, as the node reported each disk's new point
-    MetricSpec("ReplicatedBytes", MetricKind.COUNTER, "Bytes", (), "Bytes read from sources into new recovery points (changed ranges on incremental runs, every data block on full ones).", "control"),
-    MetricSpec("ChangedBytes", MetricKind.COUNTER, "Bytes", (), "Of the replicated bytes, those in blocks the repository did not hold yet (sent, before compression).", "control"),
-    MetricSpec("ReplicationThroughput", MetricKind.HISTOGRAM, "Bytes/Second", (), "Per disk and run: bytes replicated / the disk's replication time.", "control", _RATES),
-    MetricSpec("RepositoryBytesStored", MetricKind.COUNTER, "Bytes", (), "Bytes the repositories grew by (new blocks after compression and encryption).", "control"),
-    MetricSpec("DedupRatio", MetricKind.GAUGE, "None", ("plan",), "Per plan, its last run: bytes replicated / bytes changed (how much deduplication saved).", "control"),
-    # recovery runs, as their reports measured them
-    MetricSpec("RecoveryStageSeconds", MetricKind.HISTOGRAM, "Seconds", ("stage",), "Each machine's time in each recovery stage.", "control", _SECONDS),
-    MetricSpec("RecoveryRtoSeconds", MetricKind.HISTOGRAM, "Seconds", ("mode",), "Per recovery run: run start to the last machine validated.", "control", _SECONDS),
-)  # fmt: skip
+    JOBS_CREATED,
+    RPO_ALERTS_OPENED,
+    RPO_LAG_SECONDS,
+    JOBS_STARTED,
+    JOBS_SUCCEEDED,
+    JOBS_FAILED,
+    JOBS_CANCELLED,
+    REPLICATED_BYTES,
+    CHANGED_BYTES,
+    REPLICATION_THROUGHPUT,
+    REPOSITORY_BYTES_STORED,
+    DEDUP_RATIO,
+    RECOVERY_STAGE_SECONDS,
+    RECOVERY_RTO_SECONDS,
+)
 
 BY_NAME: dict[str, MetricSpec] = {m.name: m for m in CATALOGUE}
 assert len(BY_NAME) == len(CATALOGUE), "metric names must be unique"

@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from shared.domain import metrics as m
 from shared.domain.jobs import Job, JobState
 from shared.domain.recovery import RecoveryReport
 from shared.policies.scheduling import RpoState, RpoStatus
@@ -21,11 +22,15 @@ from shared.services.context import Control
 
 #: a stage name the report may carry as a dimension (the flow's names: reconstruct, prepare-os, ...)
 _STAGE = re.compile(r"[a-z][a-z0-9-]{0,31}")
-_ENDED = {JobState.SUCCEEDED: "JobsSucceeded", JobState.FAILED: "JobsFailed", JobState.CANCELLED: "JobsCancelled"}
+_ENDED = {
+    JobState.SUCCEEDED: m.JOBS_SUCCEEDED.name,
+    JobState.FAILED: m.JOBS_FAILED.name,
+    JobState.CANCELLED: m.JOBS_CANCELLED.name,
+}
 
 
 def job_started(ctl: Control, job: Job) -> None:
-    ctl.metrics.count("JobsStarted", kind=str(job.job_kind))
+    ctl.metrics.count(m.JOBS_STARTED.name, kind=str(job.job_kind))
 
 
 def job_ended(ctl: Control, job: Job) -> None:
@@ -53,17 +58,17 @@ def replication_finished(ctl: Control, job: Job, result: dict[str, Any]) -> None
             read, changed = _amount(disk.get("bytes_read")), _amount(disk.get("bytes_new"))
             stored, seconds = _amount(disk.get("bytes_stored")), _amount(disk.get("seconds"))
             if read is not None:
-                ctl.metrics.count("ReplicatedBytes", read)
+                ctl.metrics.count(m.REPLICATED_BYTES.name, read)
                 read_total += read
                 if seconds:
-                    ctl.metrics.observe("ReplicationThroughput", read / seconds)
+                    ctl.metrics.observe(m.REPLICATION_THROUGHPUT.name, read / seconds)
             if changed is not None:
-                ctl.metrics.count("ChangedBytes", changed)
+                ctl.metrics.count(m.CHANGED_BYTES.name, changed)
                 changed_total += changed
             if stored is not None:
-                ctl.metrics.count("RepositoryBytesStored", stored)
+                ctl.metrics.count(m.REPOSITORY_BYTES_STORED.name, stored)
     if job.plan_id and changed_total > 0:
-        ctl.metrics.gauge("DedupRatio", read_total / changed_total, plan=job.plan_id)
+        ctl.metrics.gauge(m.DEDUP_RATIO.name, read_total / changed_total, plan=job.plan_id)
 
 
 def recovery_reported(ctl: Control, report: RecoveryReport) -> None:
@@ -72,9 +77,9 @@ def recovery_reported(ctl: Control, report: RecoveryReport) -> None:
     for machine in report.machines():
         for stage in machine.stages:
             if _STAGE.fullmatch(stage.stage):
-                ctl.metrics.observe("RecoveryStageSeconds", stage.seconds, stage=stage.stage)
+                ctl.metrics.observe(m.RECOVERY_STAGE_SECONDS.name, stage.seconds, stage=stage.stage)
     if report.rto_seconds is not None:
-        ctl.metrics.observe("RecoveryRtoSeconds", report.rto_seconds, mode=str(report.mode))
+        ctl.metrics.observe(m.RECOVERY_RTO_SECONDS.name, report.rto_seconds, mode=str(report.mode))
 
 
 def rpo_measured(ctl: Control, statuses: Iterable[RpoStatus]) -> None:
@@ -84,9 +89,9 @@ def rpo_measured(ctl: Control, statuses: Iterable[RpoStatus]) -> None:
             continue
         lags = [m.lag.total_seconds() for m in status.machines if m.lag is not None]
         if lags:
-            ctl.metrics.gauge("RpoLagSeconds", max(lags), plan=status.plan_id)
+            ctl.metrics.gauge(m.RPO_LAG_SECONDS.name, max(lags), plan=status.plan_id)
 
 
 def tick_counted(ctl: Control, created: int, alerts_opened: int) -> None:
-    ctl.metrics.count("JobsCreated", created)
-    ctl.metrics.count("RpoAlertsOpened", alerts_opened)
+    ctl.metrics.count(m.JOBS_CREATED.name, created)
+    ctl.metrics.count(m.RPO_ALERTS_OPENED.name, alerts_opened)

@@ -17,9 +17,8 @@ import subprocess
 import sys
 import warnings
 from collections import defaultdict
-from collections.abc import Iterator
-from datetime import UTC, datetime
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.error import HTTPError
@@ -35,7 +34,7 @@ from shared.adapters.metrics.emf import MAX_VALUES, EmfMetrics
 from shared.domain.identity import Role
 from shared.domain.metrics import CATALOGUE, NAMESPACE, MetricKind, spec
 from tests.support import metrics_lab
-from tests.support.control import Clock, InProcessApi
+from tests.support.control import Clock
 from tests.support.metrics_lab import LAG_SECONDS, Lab, Outcome, emf_documents, written_bytes
 
 pytestmark = pytest.mark.ops
@@ -51,21 +50,9 @@ def check_outcome(lab: Lab, outcome: Outcome) -> None:
 
 
 @pytest.fixture
-def emf_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Iterator[tuple[Lab, Outcome, list[dict[str, Any]]]]:
+def emf_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Lab, Outcome, list[dict[str, Any]]]:
     monkeypatch.delenv("LIFEBOAT_PASSWORD", raising=False)  # an unencrypted repository
-    control = InProcessApi(tmp_path)
-    control.ctl.metrics = EmfMetrics()
-    server = make_server(api, "127.0.0.1", 0)
-    serve_in_thread(server)
-    try:
-        lab = Lab(control.ctl, f"http://127.0.0.1:{server.server_address[1]}", tmp_path,
-                  Clock(datetime.now(UTC)))  # fmt: skip
-        outcome = metrics_lab.run(lab)
-        capsys.readouterr()
-        control.ctl.metrics.flush()  # what a Lambda handler does at the end of each invocation
-        yield lab, outcome, emf_documents(capsys.readouterr().out)
-    finally:
-        server.shutdown()
+    return metrics_lab.run_with_emf(tmp_path)
 
 
 def test_a_replication_and_a_recovery_print_every_catalogue_metric_as_emf(emf_run: Any) -> None:
@@ -77,7 +64,9 @@ def test_a_replication_and_a_recovery_print_every_catalogue_metric_as_emf(emf_ru
         m = spec(d["name"])
         assert d["namespace"] == NAMESPACE and d["unit"] == m.unit, d
         assert d["dimensions"] == {"service": m.service, **{k: d["dimensions"][k] for k in m.dimensions}}, d
-        values[(d["name"], tuple(sorted((k, v) for k, v in d["dimensions"].items() if k != "service")))] += d["values"]
+        values[(d["name"], tuple(sorted((k, v) for k, v in d["dimensions"].items() if k != "service")))] += d[
+            "values"
+        ]
 
     def total(name: str, **dims: str) -> float:
         return sum(values[(name, tuple(sorted(dims.items())))])
@@ -85,21 +74,30 @@ def test_a_replication_and_a_recovery_print_every_catalogue_metric_as_emf(emf_ru
     written = sum(written_bytes(p) for p in lab.images.values())
     assert 0 < written < 6 * (1 << 20)  # the images have holes: those are not replicated
     assert total("ReplicatedBytes") == written
-    assert 0 < total("ChangedBytes") <= written and 0 < total("RepositoryBytesStored")
+    assert 0 < total("ChangedBytes") <= written and total("RepositoryBytesStored") > 0
     assert len(values[("ReplicationThroughput", ())]) == 2 and min(values[("ReplicationThroughput", ())]) > 0
     assert values[("DedupRatio", (("plan", "shop"),))] == [written / total("ChangedBytes")]
-    assert values[("RpoLagSeconds", (("plan", "shop"),))] == [LAG_SECONDS]  # the never replicated plan has none
+    assert values[("RpoLagSeconds", (("plan", "shop"),))] == [
+        LAG_SECONDS
+    ]  # the never replicated plan has none
     assert total("JobsCreated") == 1 and total("RpoAlertsOpened") == 1
     # each job counted once: started at its claim, ended at its completion (the retried one refused)
     assert total("JobsStarted", kind="replication") == 2 and total("JobsStarted", kind="test-recovery") == 1
-    assert total("JobsSucceeded", kind="replication") == 1 and total("JobsSucceeded", kind="test-recovery") == 1
+    assert (
+        total("JobsSucceeded", kind="replication") == 1 and total("JobsSucceeded", kind="test-recovery") == 1
+    )
     assert total("JobsFailed", kind="replication") == 1 and total("JobsCancelled", kind="replication") == 1
     stages = {dims[0][1] for name, dims in values if name == "RecoveryStageSeconds"}
     reported = {s["stage"] for g in outcome.report["groups"] for m in g["machines"] for s in m["stages"]}
     assert stages == reported and {"reconstruct", "validate-boot"} <= stages
     for stage in stages:  # one observation per machine, as long as the report says
         assert sorted(values[("RecoveryStageSeconds", (("stage", stage),))]) == sorted(
-            s["seconds"] for g in outcome.report["groups"] for m in g["machines"] for s in m["stages"] if s["stage"] == stage)
+            s["seconds"]
+            for g in outcome.report["groups"]
+            for m in g["machines"]
+            for s in m["stages"]
+            if s["stage"] == stage
+        )
     assert values[("RecoveryRtoSeconds", (("mode", "test"),))] == [outcome.report["rto_seconds"]]
 
 
@@ -119,12 +117,16 @@ def test_flushing_again_prints_nothing_and_a_bad_name_is_refused(capsys: pytest.
             bad()
 
 
-def test_more_than_a_hundred_observations_split_into_valid_documents(capsys: pytest.CaptureFixture[str]) -> None:
+def test_more_than_a_hundred_observations_split_into_valid_documents(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     metrics = EmfMetrics()
     for i in range(250):
         metrics.observe("RecoveryStageSeconds", float(i), stage="reconstruct")
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # powertools warns when a document it flushed on its own leaves one empty
+        warnings.simplefilter(
+            "error"
+        )  # powertools warns when a document it flushed on its own leaves one empty
         metrics.flush()
     docs = emf_documents(capsys.readouterr().out)
     assert [len(d["values"]) for d in docs] == [MAX_VALUES, MAX_VALUES, 250 - 2 * MAX_VALUES]

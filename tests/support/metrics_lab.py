@@ -11,22 +11,27 @@ recovery, which the control plane refuses (and must not count again).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from functions.api import app as api
+from functions.embedded.http_server import make_server, serve_in_thread
 from functions.recovery.node_jobs import job_runners
 from node_runtime.agent import NodeAgent
 from node_runtime.sources.resolve import SourcePolicy
+from shared.adapters.metrics.emf import EmfMetrics
 from shared.api_client import ApiClient
 from shared.domain.identity import Role
 from shared.errors import LifeboatError
 from shared.services import auth
 from shared.services.context import Control
 from shared.services.scheduler import tick
-from tests.support.control import Clock
+from tests.support.control import Clock, InProcessApi
 from tests.support.disks import MiB, create
 from tests.support.fake_target import FakeTarget
 
@@ -60,7 +65,9 @@ class Lab:
         self.agent = NodeAgent(ApiClient(self.url, node_token), name="lab-node", site_id="lab",
                                runners=job_runners(lambda _cfg: self.fake.target()), progress_seconds=0.2,
                                source_policy=SourcePolicy(allowed_roots=[self.tmp]))  # fmt: skip
-        self.images = {m: create(self.tmp / f"{m}.img", 3 * MiB, seed=90 + i) for i, m in enumerate(("db", "web"))}
+        self.images = {
+            m: create(self.tmp / f"{m}.img", 3 * MiB, seed=90 + i) for i, m in enumerate(("db", "web"))
+        }
 
     def token(self, name: str, role: Role) -> str:
         """An API token (no expiry: the scenario moves the control plane's clock)."""
@@ -106,7 +113,9 @@ def run(lab: Lab) -> Outcome:
     op.plan_action("shop", "replicate-now")
     replication = lab.run_next_job()
 
-    oldest = min(datetime.fromisoformat(p["time"]) for p in op.points(plan_id="shop"))  # one point per machine
+    oldest = min(
+        datetime.fromisoformat(p["time"]) for p in op.points(plan_id="shop")
+    )  # one point per machine
     lab.clock.now = oldest.astimezone(UTC) + timedelta(seconds=LAG_SECONDS)
     op.plan_action("stale", "protect")  # created at the start: long past its 1-minute RPO now
     report = tick(lab.ctl)
@@ -146,3 +155,21 @@ def emf_documents(stdout: str) -> list[dict[str, Any]]:
                     "dimensions": {d: doc[d] for d in dims}, "values": raw if isinstance(raw, list) else [raw],
                 })  # fmt: skip
     return found
+
+
+def run_with_emf(tmp: Path) -> tuple[Lab, Outcome, list[dict[str, Any]]]:
+    """The scenario on the in-process control plane with the EMF adapter (as the Lambda
+    functions have it); returns the EMF metrics its flush printed."""
+    control = InProcessApi(tmp)
+    control.ctl.metrics = EmfMetrics()
+    server = make_server(api, "127.0.0.1", 0)
+    serve_in_thread(server)
+    try:
+        lab = Lab(control.ctl, f"http://127.0.0.1:{server.server_address[1]}", tmp, Clock(datetime.now(UTC)))
+        outcome = run(lab)
+    finally:
+        server.shutdown()
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        control.ctl.metrics.flush()  # what a Lambda handler does at the end of each invocation
+    return lab, outcome, emf_documents(printed.getvalue())

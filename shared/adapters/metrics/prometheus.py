@@ -4,6 +4,8 @@ scrape lists each name (with no samples yet for labelled ones) before the first 
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -29,15 +31,19 @@ class PrometheusMetrics:
                 self._metrics[spec.name] = Counter(spec.prometheus_name.removesuffix("_total"), spec.help,
                                                    labels, registry=self.registry)  # fmt: skip
             elif spec.kind is MetricKind.GAUGE:
-                self._metrics[spec.name] = Gauge(spec.prometheus_name, spec.help, labels, registry=self.registry)
+                self._metrics[spec.name] = Gauge(
+                    spec.prometheus_name, spec.help, labels, registry=self.registry
+                )
             else:
                 self._metrics[spec.name] = Histogram(spec.prometheus_name, spec.help, labels, registry=self.registry,
                                                      buckets=(*spec.buckets, float("inf")))  # fmt: skip
 
-    def _child(self, name: str, kind: MetricKind, value: float, dimensions: dict[str, str]):  # type: ignore[no-untyped-def]
+    def _child(self, name: str, kind: MetricKind, value: float, dimensions: dict[str, str]) -> Any:
         spec = check(name, kind, value, dimensions)
         metric = self._metrics[name]
-        return metric.labels(**{d: str(dimensions[d]) for d in spec.dimensions}) if spec.dimensions else metric
+        return (
+            metric.labels(**{d: str(dimensions[d]) for d in spec.dimensions}) if spec.dimensions else metric
+        )
 
     def count(self, name: str, value: float = 1.0, /, **dimensions: str) -> None:
         self._child(name, MetricKind.COUNTER, value, dimensions).inc(value)
