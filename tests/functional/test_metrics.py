@@ -240,3 +240,9 @@ def test_lifeboat_up_serves_the_catalogue_to_its_scrape_token(tmp_path: Path) ->
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_the_monitoring_doc_lists_every_catalogue_metric() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "monitoring.md").read_text()
+    missing = [m.name for m in CATALOGUE if f"`{m.name}`" not in doc or f"`{m.prometheus_name}`" not in doc]
+    assert not missing, f"docs/monitoring.md does not list {missing}"
