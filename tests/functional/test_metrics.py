@@ -35,7 +35,8 @@ from shared.domain.identity import Role
 from shared.domain.metrics import CATALOGUE, NAMESPACE, MetricKind, spec
 from tests.support import metrics_lab
 from tests.support.control import Clock
-from tests.support.metrics_lab import LAG_SECONDS, Lab, Outcome, emf_documents, written_bytes
+from tests.support.emf import emf_documents
+from tests.support.metrics_lab import LAG_SECONDS, Lab, Outcome, written_bytes
 
 pytestmark = pytest.mark.ops
 ALL_NAMES = {m.name for m in CATALOGUE}

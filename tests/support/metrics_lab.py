@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,6 +32,7 @@ from shared.services.context import Control
 from shared.services.scheduler import tick
 from tests.support.control import Clock, InProcessApi
 from tests.support.disks import MiB, create
+from tests.support.emf import emf_documents
 from tests.support.fake_target import FakeTarget
 
 #: the scheduler tick runs this long after the plan's older point: the plan's RPO lag
@@ -134,27 +134,6 @@ def run(lab: Lab) -> Outcome:
         refused = True
     return Outcome(replication, stale, cancelled, recovery, op.request("GET", f"/recoveries/{job['id']}"),
                    report.created, report.alerts_opened, refused)  # fmt: skip
-
-
-def emf_documents(stdout: str) -> list[dict[str, Any]]:
-    """Each EMF metric printed: ``{name, unit, namespace, dimensions, values}``."""
-    found = []
-    for line in stdout.splitlines():
-        try:
-            doc = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(doc, dict) or "_aws" not in doc:
-            continue
-        for directive in doc["_aws"]["CloudWatchMetrics"]:
-            [dims] = directive["Dimensions"]
-            for metric in directive["Metrics"]:
-                raw = doc[metric["Name"]]
-                found.append({
-                    "name": metric["Name"], "unit": metric.get("Unit"), "namespace": directive["Namespace"],
-                    "dimensions": {d: doc[d] for d in dims}, "values": raw if isinstance(raw, list) else [raw],
-                })  # fmt: skip
-    return found
 
 
 def run_with_emf(tmp: Path) -> tuple[Lab, Outcome, list[dict[str, Any]]]:
