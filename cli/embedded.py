@@ -32,7 +32,7 @@ from shared.adapters.metrics.prometheus import PrometheusMetrics
 from shared.domain.identity import Role, User
 from shared.domain.inventory import Site, SiteKind
 from shared.domain.recovery import QemuTargetConfig
-from shared.errors import LifeboatError, NotFoundError
+from shared.errors import InvalidInputError, LifeboatError, NotFoundError
 from shared.services import auth
 from shared.services.context import Control
 from shared.services.scheduler import tick
@@ -48,6 +48,17 @@ def _secret_file(path: Path, make: str) -> str:
     with os.fdopen(fd, "w") as f:
         f.write(make)
     return make
+
+
+#: the shortest scrape token ``lifeboat up`` accepts (it opens GET /metrics without a user)
+MIN_SCRAPE_TOKEN = 24
+
+
+def _scrape_token() -> str | None:
+    token = os.environ.get("LIFEBOAT_METRICS_TOKEN", "").strip()
+    if token and len(token) < MIN_SCRAPE_TOKEN:
+        raise InvalidInputError(f"LIFEBOAT_METRICS_TOKEN must be at least {MIN_SCRAPE_TOKEN} characters")
+    return token or None
 
 
 @dataclass
@@ -72,7 +83,7 @@ def bootstrap(data_dir: Path, *, lease_seconds: float = 300.0) -> Embedded:
         jwt_secret=jwt_secret,
         lease=timedelta(seconds=lease_seconds),
         # GET /metrics; the node (a child process) reports, this process counts (docs/monitoring.md)
-        metrics=PrometheusMetrics(scrape_token=os.environ.get("LIFEBOAT_METRICS_TOKEN")),
+        metrics=PrometheusMetrics(scrape_token=_scrape_token()),
     )
     admin_password = None
     if not ctl.store.query(User, where={"username": "admin"}, limit=1).items:

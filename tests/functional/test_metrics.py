@@ -33,6 +33,7 @@ from functions.embedded.http_server import make_server, serve_in_thread
 from shared.adapters.metrics.emf import MAX_VALUES, EmfMetrics
 from shared.domain.identity import Role
 from shared.domain.metrics import CATALOGUE, NAMESPACE, MetricKind, spec
+from shared.errors import InvalidInputError
 from tests.support import metrics_lab
 from tests.support.control import Clock
 from tests.support.emf import emf_documents
@@ -247,3 +248,9 @@ def test_the_monitoring_doc_lists_every_catalogue_metric() -> None:
     doc = (Path(__file__).resolve().parents[2] / "docs" / "monitoring.md").read_text()
     missing = [m.name for m in CATALOGUE if f"`{m.name}`" not in doc or f"`{m.prometheus_name}`" not in doc]
     assert not missing, f"docs/monitoring.md does not list {missing}"
+
+
+def test_a_short_scrape_token_is_refused_at_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIFEBOAT_METRICS_TOKEN", "short")
+    with pytest.raises(InvalidInputError, match="at least 24 characters"):
+        bootstrap(tmp_path / "data")
