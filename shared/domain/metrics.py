@@ -90,7 +90,7 @@ JOBS_STARTED = MetricSpec(
     MetricKind.COUNTER,
     "Count",
     _JOB,
-    "Jobs a node claimed or a workflow engine started.",
+    "Jobs a node claimed or a workflow engine started (a job requeued after its node was lost counts at each claim).",
     "control",
 )
 JOBS_SUCCEEDED = MetricSpec(

@@ -31,11 +31,12 @@ from cli.embedded import bootstrap
 from functions.api import app as api
 from functions.embedded.http_server import make_server, serve_in_thread
 from shared.adapters.metrics.emf import MAX_VALUES, EmfMetrics
+from shared.adapters.metrics.prometheus import PrometheusMetrics
 from shared.domain.identity import Role
 from shared.domain.metrics import CATALOGUE, NAMESPACE, MetricKind, spec
 from shared.errors import InvalidInputError
 from tests.support import metrics_lab
-from tests.support.control import Clock
+from tests.support.control import Clock, InProcessApi
 from tests.support.emf import emf_documents
 from tests.support.metrics_lab import LAG_SECONDS, Lab, Outcome, written_bytes
 
@@ -254,3 +255,41 @@ def test_a_short_scrape_token_is_refused_at_start(tmp_path: Path, monkeypatch: p
     monkeypatch.setenv("LIFEBOAT_METRICS_TOKEN", "short")
     with pytest.raises(InvalidInputError, match="at least 24 characters"):
         bootstrap(tmp_path / "data")
+
+
+def test_malformed_disk_statistics_are_refused_whole_and_counted_once_when_right(tmp_path: Path) -> None:
+    control = InProcessApi(tmp_path)
+    control.ctl.metrics = metrics = PrometheusMetrics()
+    site = {"id": "dr", "name": "dr", "site_kind": "local", "repository_url": str(tmp_path / "repo")}
+    plan = {"id": "web", "name": "web", "source_site_id": "dr", "target_site_id": "dr",
+            "machines": [{"machine_id": "w1", "disks": [{"disk_id": "w1-d0", "source": "/x"}]}]}  # fmt: skip
+    assert control.call("POST", "/sites", site, as_="operator").status == 201
+    assert control.call("POST", "/plans", plan, as_="operator").status == 201
+    assert control.call("POST", "/plans/web/protect", as_="operator").status == 200
+    job = control.call("POST", "/plans/web/replicate-now", as_="operator").body
+    assert control.call("POST", "/nodes/register", {"name": "n1", "site_id": "dr"}, as_="node1").status == 201
+    assert control.call("POST", "/nodes/node-1/claim", as_="node1").body["id"] == job["id"]
+
+    def complete(**stats: Any) -> Any:
+        disk = {"disk_id": "w1-d0", "point_id": "20261125T120005000Z-0badf00d", "disk_size": 4 << 20, **stats}
+        result = {"machines": [{"machine_id": "w1", "time": "2026-11-25T12:00:05+00:00", "disks": [disk]}]}
+        return control.call("POST", f"/jobs/{job['id']}/complete", {"state": "succeeded", "result": result},
+                            as_="node1")  # fmt: skip
+
+    for bad in ({"bytes_read": -5}, {"bytes_read": "lots"}, {"seconds": -1.0}, {"bytes_stored": None}):
+        reply = complete(**bad)
+        assert reply.status == 422 and reply.body["error"]["code"] == "Validation", (bad, reply)
+    assert control.call("GET", f"/jobs/{job['id']}", as_="viewer").body["state"] == "running"  # nothing lost
+    fams = families(metrics.exposition()[1].decode())
+    assert sample(fams, "ReplicatedBytes") == 0 and not [s for s in fams["lifeboat_jobs_succeeded"].samples]
+
+    good = {"bytes_read": 3 << 20, "bytes_new": 1 << 20, "bytes_stored": 600_000, "seconds": 2.0}
+    assert complete(**good).status == 200
+    assert complete(**good).status == 409  # a retried completion: refused, not counted again
+    fams = families(metrics.exposition()[1].decode())
+    assert sample(fams, "ReplicatedBytes") == 3 << 20 and sample(fams, "ChangedBytes") == 1 << 20
+    assert sample(fams, "RepositoryBytesStored") == 600_000 and sample(fams, "DedupRatio", plan="web") == 3.0
+    assert sample(fams, "ReplicationThroughput", "_sum") == (3 << 20) / 2.0
+    assert sample(fams, "JobsSucceeded", kind="replication") == 1
+    point = control.call("GET", "/points?plan_id=web", as_="viewer").body["items"][0]["disks"][0]
+    assert {k: point[k] for k in good} == good  # kept on the recovery point too
