@@ -44,7 +44,8 @@ from functions.api.routes import docs
 # isort: on
 
 #: the route modules, in registration order
-CAPABILITIES = (session, sites_nodes, plans, jobs_points, identity, reports, vsphere, kvm, failback, metrics, docs)
+CAPABILITIES = (session, sites_nodes, plans, jobs_points, identity, reports, vsphere, kvm, failback, metrics,
+                docs)  # fmt: skip
 
 __all__ = [
     "CAPABILITIES", "MAX_BODY", "PUBLIC", "ROUTES", "Cursor", "IdPath", "IdemKey", "Limit", "app", "configure",

@@ -19,7 +19,7 @@ class DiskPoint(BaseModel):
     disk_size: int = Field(ge=0)
     bytes_new: int = Field(default=0, ge=0, description="Bytes of new data this point added.")
     bytes_read: int = Field(default=0, ge=0, description="Bytes the run read from the source for this point.")
-    bytes_stored: int = Field(default=0, ge=0, description="Bytes the repository grew by (compressed, encrypted).")
+    bytes_stored: int = Field(default=0, ge=0, description="Bytes the repository grew by (stored).")
     seconds: float = Field(default=0.0, ge=0, description="How long the disk's replication took.")
     read: str = Field(default="", max_length=16, description="'changed' (incremental) or 'full'.")
     read_note: str = Field(default="", max_length=500, description="Why a full read, when one was not expected.")
