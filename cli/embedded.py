@@ -7,6 +7,8 @@ whose repository lives in the data folder (passphrase in a 0600 file). The local
 like any other: every start makes sure ``secrets/node.token`` holds a valid enrollment token
 (a new one if it expired or was revoked); the node registers with it once and keeps its own
 credential in ``secrets/node-state.json`` (0600), rotating it on its own.
+Metrics are scraped at ``GET /metrics`` (Prometheus) with a token that may read, or with
+the scrape token in LIFEBOAT_METRICS_TOKEN.
 """
 
 from __future__ import annotations
@@ -29,11 +31,12 @@ from functions.embedded.http_server import make_server, serve_in_thread
 from shared.adapters.local.sealed_secrets import SealedSecretVault
 from shared.adapters.local.sqlite_metadata import SqliteMetadataStore
 from shared.adapters.local.sqlite_queue import SqliteJobQueue
+from shared.adapters.metrics.prometheus import PrometheusMetrics
 from shared.adapters.notifiers import ChannelRouter
 from shared.domain.identity import Role, User
 from shared.domain.inventory import Site, SiteKind
 from shared.domain.recovery import QemuTargetConfig
-from shared.errors import LifeboatError, NotFoundError
+from shared.errors import InvalidInputError, LifeboatError, NotFoundError
 from shared.services import auth, node_credentials
 from shared.services.context import Control
 from shared.services.scheduler import tick
@@ -49,6 +52,17 @@ def _secret_file(path: Path, make: str) -> str:
     with os.fdopen(fd, "w") as f:
         f.write(make)
     return make
+
+
+#: the shortest scrape token ``lifeboat up`` accepts (it opens GET /metrics without a user)
+MIN_SCRAPE_TOKEN = 24
+
+
+def _scrape_token() -> str | None:
+    token = os.environ.get("LIFEBOAT_METRICS_TOKEN", "").strip()
+    if token and len(token) < MIN_SCRAPE_TOKEN:
+        raise InvalidInputError(f"LIFEBOAT_METRICS_TOKEN must be at least {MIN_SCRAPE_TOKEN} characters")
+    return token or None
 
 
 @dataclass
@@ -73,6 +87,8 @@ def bootstrap(data_dir: Path, *, lease_seconds: float = 300.0) -> Embedded:
         jwt_secret=jwt_secret,
         lease=timedelta(seconds=lease_seconds),
         notifier=ChannelRouter(),
+        # GET /metrics; the node (a child process) reports, this process counts (docs/monitoring.md)
+        metrics=PrometheusMetrics(scrape_token=_scrape_token()),
     )
     admin_password = None
     if not ctl.store.query(User, where={"username": "admin"}, limit=1).items:

@@ -6,6 +6,7 @@ under), LIFEBOAT_RECOVERY_STATE_MACHINE and LIFEBOAT_TEST_CLEANUP_STATE_MACHINE 
 set, test and failover recoveries and test cleanups run in Step Functions, migrations on a
 node), LIFEBOAT_CONSOLE_URL (optional: links in notifications). In AWS users authenticate with Cognito (the API Gateway authorizer passes claims),
 so no signing secret is needed; node tokens are verified against their stored hashes.
+Metrics are printed as CloudWatch EMF (each handler flushes them per invocation).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ def control() -> Control:
     from shared.adapters.aws.dynamo_metadata import DynamoMetadataStore
     from shared.adapters.aws.secrets_manager_vault import SecretsManagerVault
     from shared.adapters.aws.sqs_queue import SqsJobQueue
+    from shared.adapters.metrics.emf import EmfMetrics
     from shared.adapters.notifiers import ChannelRouter
 
     workflows = None
@@ -33,6 +35,7 @@ def control() -> Control:
             "test-cleanup": os.environ.get("LIFEBOAT_TEST_CLEANUP_STATE_MACHINE", ""),
         })  # fmt: skip
     return Control(
+        metrics=EmfMetrics(),  # printed to stdout, extracted by CloudWatch Logs; flushed per invocation
         workflows=workflows,
         store=DynamoMetadataStore(os.environ["LIFEBOAT_TABLE"]),
         queue=SqsJobQueue(os.environ["LIFEBOAT_QUEUE_URL"]),

@@ -247,10 +247,12 @@ class NodeAgent:
             if note:
                 notes.append(f"{machine_id}/{disk['disk_id']}: {note}")
                 reporter.message = "; ".join(notes)[:500]
+            stats = point.stats  # what the control plane counts (ReplicatedBytes, ChangedBytes, ...)
             return {"disk_id": disk["disk_id"], "point_id": point.id, "disk_size": point.disk_size,
-                    "bytes_new": point.stats.bytes_new_raw, "bytes_stored": point.stats.bytes_new_stored,
-                    "read": point.tags.get("read", ""),
-                    "read_note": note, "change_token": point.change_token}, point.time  # fmt: skip
+                    "bytes_new": stats.bytes_new_raw, "bytes_read": stats.bytes_read,
+                    "bytes_stored": stats.bytes_new_stored, "seconds": stats.duration_s,
+                    "read": point.tags.get("read", ""), "read_note": note,
+                    "change_token": point.change_token}, point.time  # fmt: skip
 
         def one_machine(machine: dict[str, Any]) -> None:
             machine_id = machine["machine_id"]

@@ -1,10 +1,11 @@
 """Dashboard and alarms; alarms notify an SNS topic encrypted with its own KMS key.
 
-Metrics (namespace ``Lifeboat``, dimension ``service`` as powertools sets it): the scheduler
-emits ``JobsCreated`` and ``RpoAlertsOpened`` (functions/scheduler/handler.py). The dashboard
-also charts ``ReplicatedBytes`` (service=node), ``RpoLagSeconds`` per ``plan`` and ``JobsFailed``
-(service=scheduler) — the names the node agent and scheduler are to emit — together with AWS's
-own metrics: the queues, the API, the functions, the state machine, the node group.
+Lifeboat's own metrics (namespace ``Lifeboat``) are the catalogue's (shared/domain/metrics.py:
+names, units, dimensions, and the ``service`` dimension each carries); the control plane's
+functions print them as EMF (docs/monitoring.md). No metric name is spelled here: the widgets
+take catalogue entries, and metrics with dimensions (per plan, job kind, stage) are graphed
+with SEARCH expressions, one line per dimension value. AWS's own metrics sit beside them: the
+queues, the API, the functions, the state machine, the node group.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from aws_cdk import aws_sns_subscriptions as subs
 from constructs import Construct
 
 from cdk.config import EnvConfig
+from shared.domain import metrics as m
+from shared.domain.metrics import NAMESPACE, MetricSpec
 
-NAMESPACE = "Lifeboat"
 FIVE_MINUTES = cdk.Duration.minutes(5)
 
 
@@ -46,14 +48,24 @@ class AlertTopic(Construct):
             self.topic.add_subscription(subs.EmailSubscription(config.alarm_email))
 
 
-def lifeboat_metric(name: str, service: str, statistic: str = "Sum") -> cw.Metric:
+def lifeboat_metric(spec: MetricSpec) -> cw.Metric:
+    """A catalogue metric without dimensions of its own (only ``service``)."""
+    if spec.dimensions:
+        raise ValueError(f"{spec.name} has dimensions {spec.dimensions}: graph it with lifeboat_search")
     return cw.Metric(
-        namespace=NAMESPACE,
-        metric_name=name,
-        dimensions_map={"service": service},
-        statistic=statistic,
-        period=FIVE_MINUTES,
-    )
+        namespace=NAMESPACE, metric_name=spec.name, dimensions_map={"service": spec.service},
+        statistic=spec.statistic, period=FIVE_MINUTES, label=spec.name,
+    )  # fmt: skip
+
+
+def lifeboat_search(spec: MetricSpec, label: str) -> cw.MathExpression:
+    """Every dimension value of a catalogue metric (per plan, job kind, stage), one line each."""
+    schema = ",".join([NAMESPACE, *sorted((*spec.dimensions, "service"))])
+    query = f'{{{schema}}} MetricName="{spec.name}" service="{spec.service}"'
+    return cw.MathExpression(
+        expression=f"SEARCH('{query}', '{spec.statistic}', {int(FIVE_MINUTES.to_seconds())})",
+        label=label, period=FIVE_MINUTES,
+    )  # fmt: skip
 
 
 class Observability(Construct):
@@ -73,7 +85,7 @@ class Observability(Construct):
     ) -> None:
         super().__init__(scope, id)
         action = cw_actions.SnsAction(topic)
-        rpo_alerts = lifeboat_metric("RpoAlertsOpened", "scheduler")
+        rpo_alerts = lifeboat_metric(m.RPO_ALERTS_OPENED)
         self.alarms: dict[str, cw.Alarm] = {
             "RpoBreach": rpo_alerts.create_alarm(
                 self, "RpoBreach", alarm_name=f"{config.prefix}-rpo-breach",
@@ -108,25 +120,32 @@ class Observability(Construct):
             alarm.add_alarm_action(action)
             alarm.add_ok_action(action)
 
-        rpo_lag = cw.MathExpression(
-            expression=f"SEARCH('{{{NAMESPACE},plan,service}} MetricName=\"RpoLagSeconds\"', 'Maximum', 300)",
-            label="RPO lag (s) per plan",
-            period=FIVE_MINUTES,
-        )
         self.dashboard = cw.Dashboard(self, "Dashboard", dashboard_name=f"{config.prefix}-overview")
         self.dashboard.add_widgets(
             cw.GraphWidget(
-                title="Replication throughput (bytes / 5 min)",
-                left=[lifeboat_metric("ReplicatedBytes", "node")], width=12,
+                title="Replication (bytes / 5 min)",
+                left=[lifeboat_metric(m.REPLICATED_BYTES), lifeboat_metric(m.CHANGED_BYTES),
+                      lifeboat_metric(m.REPOSITORY_BYTES_STORED)],
+                right=[lifeboat_metric(m.REPLICATION_THROUGHPUT)], right_y_axis=cw.YAxisProps(label="bytes/s"),
+                width=12,
             ),
-            cw.GraphWidget(title="RPO lag per plan (s)", left=[rpo_lag], width=12),
+            cw.GraphWidget(title="RPO lag per plan (s)", left=[lifeboat_search(m.RPO_LAG_SECONDS, "RPO lag (s)")],
+                           right=[lifeboat_search(m.DEDUP_RATIO, "dedup ratio")], width=12),
         )  # fmt: skip
         self.dashboard.add_widgets(
             cw.GraphWidget(
-                title="Jobs", left=[lifeboat_metric("JobsCreated", "scheduler"), lifeboat_metric("JobsFailed", "scheduler")],
+                title="Jobs (per kind)",
+                left=[lifeboat_metric(m.JOBS_CREATED),
+                      *(lifeboat_search(s, s.name) for s in (m.JOBS_STARTED, m.JOBS_SUCCEEDED, m.JOBS_FAILED, m.JOBS_CANCELLED))],
                 right=[queue, dead_letters], width=12,
             ),
             cw.GraphWidget(title="Node health (in service)", left=[nodes_in_service], width=12),
+        )  # fmt: skip
+        self.dashboard.add_widgets(
+            cw.GraphWidget(title="Recovery stages (s, average per stage)",
+                           left=[lifeboat_search(m.RECOVERY_STAGE_SECONDS, "stage (s)")], width=12),
+            cw.GraphWidget(title="Recovery RTO (s, per mode)",
+                           left=[lifeboat_search(m.RECOVERY_RTO_SECONDS, "RTO (s)")], width=12),
         )  # fmt: skip
         self.dashboard.add_widgets(
             cw.GraphWidget(title="Errors", left=[api_errors, scheduler_errors, recoveries_failed], width=12),

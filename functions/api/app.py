@@ -41,6 +41,7 @@ from functions.api.routes import failback
 from functions.api.routes import reporting
 from functions.api.routes import lockouts
 from functions.api.routes import notifications
+from functions.api.routes import metrics
 from functions.api.routes import docs
 
 # isort: on
@@ -59,6 +60,7 @@ CAPABILITIES = (
     reporting,
     lockouts,
     notifications,
+    metrics,
     docs,
 )
 

@@ -65,6 +65,9 @@ PUBLIC = None  # permission of routes that need no authentication
 
 #: (method, rule) -> permission; None = public
 ROUTES: dict[tuple[str, str], Permission | None] = {}
+#: rule -> a check of the bearer value that stands in for authentication on that rule only
+#: (``GET /metrics``' scrape token); it answers a principal, or None to authenticate as usual
+ROUTE_CREDENTIALS: dict[str, Callable[[str], auth.Principal | None]] = {}
 
 
 def configure(ctl: Control, *, trust_authorizer: bool = False) -> None:
@@ -205,7 +208,7 @@ def _match(method: str, path: str) -> str | None:
     return None
 
 
-def _authenticate(event: dict[str, Any], permission: Permission | None = None) -> auth.Principal:
+def _authenticate(event: dict[str, Any], rule: str, permission: Permission | None = None) -> auth.Principal:
     authorizer = (event.get("requestContext") or {}).get("authorizer") or {}
     claims = authorizer.get("claims") or {}
     if claims:
@@ -216,6 +219,10 @@ def _authenticate(event: dict[str, Any], permission: Permission | None = None) -
     scheme, _, value = (headers.get("authorization") or "").partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
         raise AuthenticationError("authentication required: send Authorization: Bearer <token>")
+    alternative = ROUTE_CREDENTIALS.get(rule)
+    principal = alternative(value.strip()) if alternative else None
+    if principal is not None:
+        return principal
     return auth.authenticate_bearer(ctl().store, value.strip(), secret=ctl().jwt_secret, now=ctl().now())
 
 
@@ -313,7 +320,7 @@ def resolve(event: dict[str, Any], context: Any) -> dict[str, Any]:
             raise UnsupportedMediaTypeError(f"request bodies must be application/json, not {content_type!r}")
         if permission is not PUBLIC:
             actor = _claimed_token(event)
-            principal = _authenticate(event, permission)
+            principal = _authenticate(event, rule, permission)
             actor = principal.subject
             principal.require(permission)
             token = _principal_var.set(principal)

@@ -15,5 +15,9 @@ logger = Logger(service="lifeboat-api")
 
 @logger.inject_lambda_context(correlation_id_path="requestContext.requestId")
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    api.configure(control(), trust_authorizer=True)  # node routes: the node authorizer
-    return api.resolve(event, context)
+    ctl = control()
+    api.configure(ctl, trust_authorizer=True)  # node routes: the node authorizer
+    try:
+        return api.resolve(event, context)
+    finally:
+        ctl.metrics.flush()  # what this request measured (job starts and ends, reports), as EMF

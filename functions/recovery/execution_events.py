@@ -36,9 +36,11 @@ def handle(event: dict[str, Any], *, ctl: Control | None = None, sfn: Any = None
         raw = sfn.describe_execution(executionArn=detail["executionArn"]).get("output")
     output = json.loads(raw) if raw else None
     error = f"{detail.get('error') or ''} {detail.get('cause') or ''}".strip() or None
-    job = completion.complete_from_workflow(
-        ctl or control(), job_id, status=status, output=output, error=error
-    )
+    ctl = ctl or control()
+    try:
+        job = completion.complete_from_workflow(ctl, job_id, status=status, output=output, error=error)
+    finally:
+        ctl.metrics.flush()
     if job is None:
         return {"job_id": job_id, "already_ended": True}
     logger.info("workflow ended", extra={"job_id": job_id, "status": status, "job_state": str(job.state)})

@@ -27,6 +27,8 @@ class DiskPoint(BaseModel):
         description="Bytes this point added to the repository (after deduplication and compression); "
         "None: not recorded (points written before nodes reported it).",
     )  # fmt: skip
+    bytes_read: int = Field(default=0, ge=0, description="Bytes the run read from the source for this point.")
+    seconds: float = Field(default=0.0, ge=0, description="How long the disk's replication took.")
     read: str = Field(default="", max_length=16, description="'changed' (incremental) or 'full'.")
     read_note: str = Field(
         default="", max_length=500, description="Why a full read, when one was not expected."

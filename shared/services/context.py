@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from shared.policies.login_throttle import LoginThrottleSettings
 from shared.ports.job_queue import JobQueue
 from shared.ports.metadata_store import MetadataStore
+from shared.ports.metrics import Metrics, NullMetrics
 from shared.ports.notifier import NotificationSender
 from shared.ports.secrets import SecretVault
 from shared.ports.workflow import WorkflowStarter
@@ -38,3 +39,5 @@ class Control:
     notifier: NotificationSender | None = None
     #: the web console's address, for links in notifications ("" = no links)
     console_url: str = ""
+    #: where the control plane's measurements go (shared/domain/metrics.py names them)
+    metrics: Metrics = field(default_factory=NullMetrics)

@@ -24,6 +24,7 @@ from shared.domain.jobs import Job, JobKind, JobProgress, JobState
 from shared.domain.points import DiskPoint, MachineStatus, PlanStatus, RecoveryPoint
 from shared.errors import ConflictError, InvalidStateError, NotFoundError, PermissionDeniedError
 from shared.ports.job_queue import Message
+from shared.services import measurements
 from shared.services.auth import Principal
 from shared.services.context import Control
 
@@ -75,7 +76,8 @@ def claim(ctl: Control, node_id: str, *, max_messages: int = 1) -> Job | None:
                 ctl.queue.release(msg, delay_seconds=int((job.lease_until - now).total_seconds()) + 1)
                 continue  # its node is alive; look again after the lease
             if job.state is JobState.CANCELLING:
-                _save(ctl, job.transition(JobState.CANCELLED, now=now, error="node lost while cancelling"))
+                measurements.job_ended(ctl, _save(ctl, job.transition(
+                    JobState.CANCELLED, now=now, error="node lost while cancelling")))  # fmt: skip
                 ctl.queue.ack(msg)
                 continue
             job = job.transition(
@@ -90,9 +92,11 @@ def claim(ctl: Control, node_id: str, *, max_messages: int = 1) -> Job | None:
             }
         )  # fmt: skip
         try:
-            return ctl.store.update(running)
+            claimed = ctl.store.update(running)
         except ConflictError:
             continue  # another node claimed it first; its delivery owns the message now
+        measurements.job_started(ctl, claimed)
+        return claimed
     return None
 
 
@@ -148,20 +152,28 @@ def complete(
     if job.state is JobState.RUNNING and state is JobState.CANCELLED:
         raise InvalidStateError(f"job {job_id} was not asked to cancel", job_id=job_id)
     now = ctl.now()
+    replicated: list[dict[str, Any]] = []  # the replication results this completion carries
     if state is JobState.SUCCEEDED and job.job_kind is JobKind.REPLICATION:
         _record_points(ctl, job, result or {}, now)
+        replicated.append(result or {})
     if state is JobState.SUCCEEDED and job.job_kind is JobKind.REVERSE_REPLICATION:
         _record_points(ctl, job, result or {}, now, direction="reverse")
+        replicated.append(result or {})
     replication = (result or {}).get("replication")
     if job.job_kind is JobKind.RECOVERY and isinstance(replication, dict):
         _record_points(ctl, job, replication, now)  # a migration's final incremental
+        replicated.append(replication)
     if job.job_kind is JobKind.FAILBACK and isinstance(replication, dict):
         _record_points(ctl, job, replication, now, direction="reverse", suffix="-final")  # its final reverse run
+        replicated.append(replication)
     written_back = (result or {}).get("failback")
     if state is JobState.SUCCEEDED and job.job_kind is JobKind.FAILBACK and isinstance(written_back, dict):
         _record_points(ctl, job, written_back, now)  # what the origin disks hold now
     done = job.transition(state, now=now, error=error).model_copy(update={"result": result or {}})
     saved = ctl.store.update(done)
+    measurements.job_ended(ctl, saved)
+    for measured in replicated:
+        measurements.replication_finished(ctl, saved, measured)
     msg = _message(job)
     if msg is not None:
         ctl.queue.ack(msg)
@@ -239,9 +251,11 @@ def cancel(ctl: Control, job_id: str) -> Job:
                 f"job {job_id} is {job.state}; only queued or running jobs can be cancelled"
             )
         try:
-            return ctl.store.update(job.transition(target, now=ctl.now()))
+            changed = ctl.store.update(job.transition(target, now=ctl.now()))
         except ConflictError:
             continue
+        measurements.job_ended(ctl, changed)  # counts only a job cancelled at once
+        return changed
     raise ConflictError(f"job {job_id} kept changing; try again", job_id=job_id)
 
 
@@ -259,7 +273,8 @@ def expire_lost(ctl: Control) -> list[Job]:
                         failed.append(ctl.store.update(job.transition(
                             JobState.FAILED, now=now, error=f"node {job.node_id} lost and the job was not redelivered")))  # fmt: skip
                     except ConflictError:
-                        pass
+                        continue
+                    measurements.job_ended(ctl, failed[-1])
             if not page.next_cursor:
                 break
             cursor = page.next_cursor
@@ -283,10 +298,12 @@ def start_in_workflow(ctl: Control, job: Job, start: Callable[[Job], str]) -> Jo
         "params": {**job.params, "runner": WORKFLOW_RUNNER},
     })  # fmt: skip
     created = ctl.store.create(running)
+    measurements.job_started(ctl, created)
     try:
         execution = start(created)
     except Exception as exc:
-        ctl.store.update(created.transition(JobState.FAILED, now=ctl.now(), error=f"could not start: {exc}"))
+        measurements.job_ended(ctl, ctl.store.update(
+            created.transition(JobState.FAILED, now=ctl.now(), error=f"could not start: {exc}")))  # fmt: skip
         raise
     return ctl.store.update(created.model_copy(update={"result": {"execution": execution}}))
 
@@ -304,9 +321,11 @@ def finish_from_workflow(
         to = JobState.CANCELLED if job.state is JobState.CANCELLING and state is JobState.FAILED else state
         done = job.transition(to, now=ctl.now(), error=error)
         try:
-            return ctl.store.update(done.model_copy(update={"result": {**job.result, **result}}))
+            ended = ctl.store.update(done.model_copy(update={"result": {**job.result, **result}}))
         except ConflictError:
             continue
+        measurements.job_ended(ctl, ended)
+        return ended
     raise ConflictError(f"job {job_id} kept changing", job_id=job_id)
 
 

@@ -33,7 +33,7 @@ from shared.errors import ConflictError, InvalidInputError, InvalidStateError, N
 from shared.policies.recovery import MappingRefused, boot_sequence, choose_points, map_nics
 from shared.policies.sizing import choose_size
 from shared.ports.metadata_store import every
-from shared.services import jobs
+from shared.services import jobs, measurements
 from shared.services.context import Control
 from shared.services.plans import replication_params, set_state
 
@@ -226,6 +226,8 @@ def record_outcome(ctl: Control, job: Job, result: dict[str, Any]) -> list[str]:
             ctl.store.create(report.model_copy(update={"revision": 0}))
         except ConflictError:
             pass  # a retried completion
+        else:
+            measurements.recovery_reported(ctl, report)
     elif job.job_kind is JobKind.CLEANUP and job.params.get("report_id"):
         report_id = str(job.params["report_id"])
         try:

@@ -23,7 +23,7 @@ from shared.domain.points import PlanStatus
 from shared.errors import ConflictError, LifeboatError
 from shared.policies.scheduling import AlertSeverity, Decision, due_jobs, rpo_status
 from shared.ports.metadata_store import every
-from shared.services import failback, inventory, jobs, notify
+from shared.services import failback, inventory, jobs, measurements, notify
 from shared.services.context import Control
 from shared.services.plans import replication_params
 
@@ -108,6 +108,7 @@ def tick(ctl: Control) -> TickReport:
         report.created += [j.id for j in failback.due_reverse(ctl, now)]
     except LifeboatError as exc:
         report.errors.append(f"reverse protection: {exc}")
+    measurements.tick_counted(ctl, len(report.created), len(report.alerts_opened))
     try:  # after the events this tick wrote; a delivery problem never fails the tick
         report.notifications = notify.dispatch(ctl)
     except Exception as exc:  # a bug in a sender must not stop the scheduler loop
@@ -123,6 +124,7 @@ def _sync_alerts(
     wanted: dict[str, Alert] = {}
     with _gc_paused():
         statuses = rpo_status(plans, state.last_points, now)
+    measurements.rpo_measured(ctl, statuses)
     for status in statuses:
         for a in status.alerts:
             alert_id = f"rpo-{a.plan_id}-{a.machine_id}"[:128]

@@ -33,6 +33,7 @@ from functions.recovery.definition import RECOVERY_FLOW, TEST_CLEANUP, render
 from shared.api_client import ApiClient
 from shared.domain.recovery import AwsTargetConfig
 from tests.support.disks import MiB, create
+from tests.support.emf import emf_documents
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
@@ -145,7 +146,9 @@ def finish_execution(aws: SimpleNamespace, execution_arn: str, job_id: str) -> d
     return handle(event)
 
 
-def test_walkthrough_api_dynamodb_sqs_node_s3_step_functions(aws: SimpleNamespace, tmp_path: Path) -> None:
+def test_walkthrough_api_dynamodb_sqs_node_s3_step_functions(
+    aws: SimpleNamespace, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from functions.recovery.node_jobs import job_runners
     from functions.recovery.targets import build_target
     from node_runtime.agent import NodeAgent
@@ -201,6 +204,15 @@ def test_walkthrough_api_dynamodb_sqs_node_s3_step_functions(aws: SimpleNamespac
     machine = report["groups"][0]["machines"][0]
     assert report["state"] == "succeeded" and machine["status"] == "recovered"
     assert [s["stage"] for s in machine["stages"]][-1] == "validate-boot"
+    # the Lambda functions printed what they measured as EMF, invocation by invocation
+    printed = emf_documents(capsys.readouterr().out)
+    emf = {(d["name"], d["dimensions"].get("kind")): d for d in printed}
+    assert ("JobsStarted", "replication") in emf  # the node's claim, through the API Lambda
+    assert ("JobsStarted", "test-recovery") in emf  # the workflow's start
+    replicated = emf[("ReplicatedBytes", None)]
+    assert replicated["values"] == [points[0]["disks"][0]["bytes_read"]] and replicated["values"][0] > 0
+    stages = {d["dimensions"]["stage"] for d in printed if d["name"] == "RecoveryStageSeconds"}
+    assert stages == {s["stage"] for s in machine["stages"]}  # printed by the execution-status event's Lambda
     instance = aws.ec2.describe_instances(InstanceIds=[machine["instance_id"]])["Reservations"][0][
         "Instances"
     ][0]
