@@ -188,11 +188,11 @@ def test_the_embedded_control_plane_serves_the_same_metrics_at_get_metrics(
         lab = Lab(env.ctl, url, tmp_path, Clock(datetime.now(UTC)))
         outcome = metrics_lab.run(lab)
         check_outcome(lab, outcome)
-        viewer, node = lab.token("grafana", Role.VIEWER), env.node_token
+        viewer, node = lab.token("grafana", Role.VIEWER), env.enrollment_token
 
         assert scrape(url, None).status == 401
         assert scrape(url, "scrape-wrong").status == 401
-        assert scrape(url, node).status == 403  # a node token may not read
+        assert scrape(url, node).status == 403  # a node enrollment token may not read
         denied = scrape(url, None).json()["error"]
         assert denied["code"] == "Authentication"
         for token in (viewer, "scrape-" + "s" * 40):
@@ -276,7 +276,7 @@ def test_malformed_disk_statistics_are_refused_whole_and_counted_once_when_right
         return control.call("POST", f"/jobs/{job['id']}/complete", {"state": "succeeded", "result": result},
                             as_="node1")  # fmt: skip
 
-    for bad in ({"bytes_read": -5}, {"bytes_read": "lots"}, {"seconds": -1.0}, {"bytes_stored": None}):
+    for bad in ({"bytes_read": -5}, {"bytes_read": "lots"}, {"seconds": -1.0}, {"bytes_stored": -1}):
         reply = complete(**bad)
         assert reply.status == 422 and reply.body["error"]["code"] == "Validation", (bad, reply)
     assert control.call("GET", f"/jobs/{job['id']}", as_="viewer").body["state"] == "running"  # nothing lost
