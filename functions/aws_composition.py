@@ -2,7 +2,8 @@
 
 Environment: LIFEBOAT_TABLE (DynamoDB table), LIFEBOAT_QUEUE_URL (SQS), LIFEBOAT_JOB_LEASE_SECONDS
 (optional), LIFEBOAT_SECRET_PREFIX (the Secrets Manager names vCenter passwords are kept
-under), LIFEBOAT_RECOVERY_STATE_MACHINE and LIFEBOAT_TEST_CLEANUP_STATE_MACHINE (ARNs; when
+under), LIFEBOAT_CHANNEL_SECRET_PREFIX (the same for webhook signing secrets, apart so that the
+scheduler, which signs, reads no vCenter password), LIFEBOAT_RECOVERY_STATE_MACHINE and LIFEBOAT_TEST_CLEANUP_STATE_MACHINE (ARNs; when
 set, test and failover recoveries and test cleanups run in Step Functions, migrations on a
 node), LIFEBOAT_CONSOLE_URL (optional: links in notifications). In AWS users authenticate with Cognito (the API Gateway authorizer passes claims),
 so no signing secret is needed; node tokens are verified against their stored hashes.
@@ -42,6 +43,9 @@ def control() -> Control:
         jwt_secret=os.environ.get("LIFEBOAT_JWT_SECRET", ""),  # unused behind Cognito
         lease=timedelta(seconds=float(os.environ.get("LIFEBOAT_JOB_LEASE_SECONDS", "300"))),
         secrets=SecretsManagerVault(os.environ.get("LIFEBOAT_SECRET_PREFIX", "lifeboat/vcenter/")),
+        channel_secrets=SecretsManagerVault(
+            os.environ.get("LIFEBOAT_CHANNEL_SECRET_PREFIX", "lifeboat/notifications/")
+        ),
         notifier=ChannelRouter(),
         console_url=os.environ.get("LIFEBOAT_CONSOLE_URL", ""),
     )

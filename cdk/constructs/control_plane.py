@@ -88,6 +88,7 @@ class ControlPlane(Construct):
             "LIFEBOAT_RECOVERY_STATE_MACHINE": state_machines["Recovery"].state_machine_arn,
             "LIFEBOAT_TEST_CLEANUP_STATE_MACHINE": state_machines["TestCleanup"].state_machine_arn,
             "LIFEBOAT_SECRET_PREFIX": f"{config.prefix}/vcenter/",
+            "LIFEBOAT_CHANNEL_SECRET_PREFIX": f"{config.prefix}/notifications/",
         }
         self.api_function = LifeboatFunction(
             self,
@@ -136,17 +137,11 @@ class ControlPlane(Construct):
                     "secretsmanager:DeleteSecret",
                     "secretsmanager:TagResource",
                 ],
-                resources=[
-                    cdk.Stack.of(self).format_arn(
-                        service="secretsmanager",
-                        resource="secret",
-                        resource_name=f"{config.prefix}/vcenter/*",
-                        arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
-                    )
-                ],
+                resources=[self._secrets(config, "vcenter"), self._secrets(config, "notifications")],
             ),
-            "Secret names are generated per vCenter connection; only secrets under Lifeboat's own "
-            "vcenter/ prefix (Secrets Manager appends a random suffix to every ARN).",
+            "Secret names are generated per vCenter connection and per notification channel; only "
+            "secrets under Lifeboat's own vcenter/ and notifications/ prefixes (Secrets Manager appends "
+            "a random suffix to every ARN).",
         )
         self._execution_events(config, assets, env, table, state_machines)
         events.Rule(
@@ -183,17 +178,23 @@ class ControlPlane(Construct):
                 iam.PolicyStatement(actions=["kms:GenerateDataKey", "kms:Decrypt"], resources=[key.key_arn]),
             )
             fn.function.add_environment("LIFEBOAT_ALERT_TOPIC_ARN", topic.topic_arn)
-        # webhook signing secrets: the API creates them (its vault statement covers that), the scheduler signs
-        secrets = cdk.Stack.of(self).format_arn(
-            service="secretsmanager", resource="secret", resource_name=f"{config.prefix}/vcenter/*",
-            arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
-        )  # fmt: skip
+        # webhook signing secrets: the API creates them (its vault statement covers that), the scheduler
+        # signs with them; they have their own prefix, so the scheduler reads no vCenter password
         allow_wildcards(
             self.scheduler_function.role,
-            iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"], resources=[secrets]),
+            iam.PolicyStatement(
+                actions=["secretsmanager:GetSecretValue"], resources=[self._secrets(config, "notifications")]
+            ),
             "Webhook signing secrets are generated per notification channel under Lifeboat's own "
-            "vcenter/ prefix (Secrets Manager appends a random suffix to every ARN).",
+            "notifications/ prefix (Secrets Manager appends a random suffix to every ARN).",
         )
+
+    def _secrets(self, config: EnvConfig, folder: str) -> str:
+        """The ARNs of the Secrets Manager secrets under ``<prefix>/<folder>/``."""
+        return cdk.Stack.of(self).format_arn(
+            service="secretsmanager", resource="secret", resource_name=f"{config.prefix}/{folder}/*",
+            arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+        )  # fmt: skip
 
     def _execution_events(
         self, config: EnvConfig, assets: FunctionAssets, env: dict[str, str], table: MetadataTable,

@@ -37,7 +37,7 @@ from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
 from aws_lambda_powertools.event_handler.openapi.params import Header, Path, Query
 from pydantic import ValidationError
 
-from functions.api import schemas
+from functions.api.documented import documented_responses
 from functions.api.schemas import PRIVATE_FIELDS
 from shared.domain.audit import AuditEvent, IdempotencyRecord
 from shared.domain.base import Record, new_id
@@ -162,38 +162,16 @@ def current() -> auth.Principal:
     return _principal_var.get()
 
 
-_ERRORS = {
-    400: "Malformed request", 401: "Authentication required or invalid", 403: "The caller's roles do not allow this",
-    404: "Not found", 409: "Conflict: the record changed, exists, or is in the wrong state",
-    413: "Body too large", 415: "Body is not JSON", 422: "Request failed validation",
-    429: "Too many attempts: wait the Retry-After header's seconds",
-}  # fmt: skip
-
-
-def _documented_errors(
-    permission: Permission | None, method: str, extra: tuple[int, ...] = ()
-) -> dict[int, Any]:
-    codes = [400, 404, 413, 415, 422, 409] if method != "GET" else [400, 404, 422]
-    if permission is not PUBLIC:
-        codes += [401, 403]
-    codes = list(dict.fromkeys([*codes, *extra]))
-    success = {"GET": [200], "POST": [200, 201, 204], "PUT": [200], "DELETE": [200, 204]}[method]
-    documented: dict[int, Any] = {c: {"description": "Success"} for c in success}
-    for c in sorted(codes):
-        documented[c] = {
-            "description": _ERRORS[c],
-            "content": {"application/json": {"model": schemas.ErrorResponse}},
-        }
-    return documented
-
-
 def route(method: str, rule: str, permission: Permission | None, **kwargs: Any) -> Callable:
     """Register a route and the permission it needs (see :func:`resolve`); ``errors`` documents
     statuses beyond the usual ones (e.g. ``(401, 429)`` for the public login)."""
     ROUTES[(method, rule)] = permission
     _COMPILED.append((method, re.compile("^" + re.sub(r"<[^>]+>", "[^/]+", rule) + "$"), rule))
     extra = tuple(kwargs.pop("errors", ()))
-    responses = {**_documented_errors(permission, method, extra), **kwargs.pop("responses", {})}
+    responses = {
+        **documented_responses(method, public=permission is PUBLIC, extra=extra),
+        **kwargs.pop("responses", {}),
+    }
 
     def decorate(fn: Callable) -> Callable:
         return app.route(rule, method=method, responses=responses, **kwargs)(fn)

@@ -33,6 +33,9 @@ class Control:
     workflows: WorkflowStarter | None = None
     #: where secrets users hand the control plane are kept (vCenter passwords); None: refused
     secrets: SecretVault | None = None
+    #: where webhook signing secrets are kept, apart from ``secrets`` so that what signs
+    #: notifications (the scheduler) reads no vCenter password; None: in ``secrets``
+    channel_secrets: SecretVault | None = None
     #: thresholds of login throttling (failures per username and per address, backoff, lockout)
     login_throttle: LoginThrottleSettings = field(default_factory=LoginThrottleSettings)
     #: delivers notifications (webhooks, SNS); None: the outbox fills but nothing is sent
@@ -41,3 +44,7 @@ class Control:
     console_url: str = ""
     #: where the control plane's measurements go (shared/domain/metrics.py names them)
     metrics: Metrics = field(default_factory=NullMetrics)
+
+    @property
+    def channel_vault(self) -> SecretVault | None:
+        return self.channel_secrets or self.secrets

@@ -22,10 +22,11 @@ SECRET_PREFIX = "lbwhsec_"
 
 
 def _new_secret(ctl: Control, channel_id: str) -> tuple[str, str]:
-    if ctl.secrets is None:
+    vault = ctl.channel_vault
+    if vault is None:
         raise InvalidStateError("this control plane has no secret vault configured; webhooks need one")
     secret = SECRET_PREFIX + random_secrets.token_urlsafe(32)
-    return secret, ctl.secrets.put(f"notification channel {channel_id} webhook signing secret", secret)
+    return secret, vault.put(f"notification channel {channel_id} webhook signing secret", secret)
 
 
 def create(ctl: Control, channel: NotificationChannel) -> tuple[NotificationChannel, str | None]:
@@ -93,5 +94,5 @@ def send_test(ctl: Control, channel_id: str) -> Notification:
 
 
 def _forget(ctl: Control, ref: str) -> None:
-    if ctl.secrets is not None:
-        ctl.secrets.delete(ref)
+    if ctl.channel_vault is not None:
+        ctl.channel_vault.delete(ref)

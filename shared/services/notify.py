@@ -288,9 +288,9 @@ def _secret(ctl: Control, channel: NotificationChannel, cache: dict[str, str | N
     if channel.channel_kind is not ChannelKind.WEBHOOK or channel.secret_ref is None:
         return None
     if channel.id not in cache:
-        if ctl.secrets is None:
+        if ctl.channel_vault is None:
             raise LookupError("this control plane has no secret vault configured")
-        cache[channel.id] = ctl.secrets.get(channel.secret_ref)
+        cache[channel.id] = ctl.channel_vault.get(channel.secret_ref)
     return cache[channel.id]
 
 

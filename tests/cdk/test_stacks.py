@@ -394,4 +394,5 @@ def test_scheduler_and_api_publish_notifications_to_the_alert_topic_only(full: S
     assert len(keys) == 2 and all("AlertsKey" in json.dumps(st["Resource"]) for st in keys), keys
     secrets = [(p, st) for p, st in control if st["Action"] == "secretsmanager:GetSecretValue"]
     assert [("Scheduler" in p) for p, _ in secrets] == [True], secrets
-    assert "vcenter/*" in json.dumps(secrets[0][1]["Resource"])
+    scheduler_reads = json.dumps(secrets[0][1]["Resource"])
+    assert "notifications/*" in scheduler_reads and "vcenter" not in scheduler_reads  # no vCenter password
