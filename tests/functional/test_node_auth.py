@@ -164,6 +164,18 @@ def test_revoked_node_gets_401_is_audited_and_must_enroll_again(server: Server) 
         server.admin.reissue_node_credential(node["id"])
 
 
+def test_a_deleted_nodes_credential_cannot_bring_it_back(server: Server) -> None:
+    node, client = server.enroll("gone")
+    client.heartbeat(node["id"], 0)
+    server.admin.request("DELETE", f"/nodes/{node['id']}")
+    with pytest.raises(AuthenticationError):
+        client.register_node(name="gone", site_id="local")  # it would have recreated the node
+    with pytest.raises(NotFoundError):
+        server.admin.request("GET", f"/nodes/{node['id']}")
+    with pytest.raises(NotFoundError):  # deleting twice: the node is gone, nothing else changes
+        server.admin.request("DELETE", f"/nodes/{node['id']}")
+
+
 def test_rotation_ends_the_old_secret_and_the_new_one_works(server: Server) -> None:
     node, client = server.enroll("n1")
     old = client.token

@@ -66,6 +66,8 @@ def get_node(node_id: IdPath) -> dict[str, Any]:
 
 @route("DELETE", "/nodes/<node_id>", Permission.ADMINISTER)
 def delete_node(node_id: IdPath):  # -> Response (powertools reads annotations as schemas)
+    """Forget a node; its credentials are revoked first, so they cannot re-register it."""
+    node_credentials.revoke(ctl(), node_id)
     ctl().store.delete(Node, node_id)
     return Response(status_code=204, content_type="application/json", body="")
 
