@@ -172,13 +172,6 @@ def test_no_path_leaves_the_console_folder(static_server: int, path: str) -> Non
 
 
 # --- the console in a browser -------------------------------------------------------------------
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    p = Processes(tmp_path)
-    yield p
-    p.stop_all()
-
-
 def test_console_end_to_end(procs: Processes, tmp_path: Path) -> None:
     sync_api = _need_browser()
     expect = sync_api.expect

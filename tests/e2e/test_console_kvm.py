@@ -26,13 +26,6 @@ pytestmark = pytest.mark.kvm
 
 
 @pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    p = Processes(tmp_path)
-    yield p
-    p.stop_all()
-
-
-@pytest.fixture
 def vms() -> Iterator[list[KvmVm]]:
     need_qemu()
     with qemu_vms(("web", [16, 8]), ("db", [32])) as started:

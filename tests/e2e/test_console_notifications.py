@@ -26,13 +26,6 @@ pytestmark = pytest.mark.ops
 
 
 @pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    p = Processes(tmp_path)
-    yield p
-    p.stop_all()
-
-
-@pytest.fixture
 def hook() -> Iterator[Receiver]:
     server = ReceiverServer()
     yield server.receiver

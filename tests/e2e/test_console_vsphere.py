@@ -33,13 +33,6 @@ PICKED = "DC0_H0_VM0"  # protected by the plan
 
 
 @pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    p = Processes(tmp_path)
-    yield p
-    p.stop_all()
-
-
-@pytest.fixture
 def pki(tmp_path: Path) -> SimpleNamespace:
     return ca_and_server_cert(tmp_path / "pki")
 

@@ -17,11 +17,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from shared.api_client import ApiClient
 from tests.support.disks import MiB, create, mutate, sha256
@@ -72,13 +70,6 @@ class Processes:
                 p.wait(15)
             except subprocess.TimeoutExpired:
                 p.kill()
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    p = Processes(tmp_path)
-    yield p
-    p.stop_all()
 
 
 def test_scheduler_and_node_protect_disks_and_survive_a_killed_node(procs: Processes, tmp_path: Path) -> None:

@@ -21,13 +21,6 @@ from tests.e2e.test_control_plane import Processes, free_port, wait_for
 pytestmark = pytest.mark.ops
 
 
-@pytest.fixture
-def procs(tmp_path: Path) -> Any:
-    p = Processes(tmp_path)
-    yield p
-    p.stop_all()
-
-
 def _cli(url: str, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "LIFEBOAT_API": url, "LIFEBOAT_CONFIG_DIR": str(config)}
     env.pop("LIFEBOAT_TOKEN", None)

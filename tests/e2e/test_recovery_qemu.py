@@ -28,13 +28,6 @@ from tests.e2e.test_control_plane import Processes, free_port, wait_for
 from tests.support.bootdisk import boot_line, build_boot_disk, copy_with_marker
 
 
-@pytest.fixture
-def procs(tmp_path: Path):  # type: ignore[no-untyped-def]
-    p = Processes(tmp_path)
-    yield p
-    p.stop_all()
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
